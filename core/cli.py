@@ -1,0 +1,93 @@
+"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.logging import setup_logging
+from core.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clipstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole stack (embedded broker unless KAFKA__BOOTSTRAP_SERVERS is set)")
+    up.add_argument("--no-seed", action="store_true", help="do not create demo users and prompts")
+    sub.add_parser("api", help="run the HTTP API")
+    worker = sub.add_parser("worker", help="run one stream-processing worker role")
+    worker.add_argument("role", help="generation | moderation | materializer")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("topics", help="create the topic catalog (idempotent)")
+    sub.add_parser("broker", help="run only the embedded Tansu broker in the foreground")
+    seed = sub.add_parser("seed", help="create demo users and prompts through the API")
+    seed.add_argument("--api", default=None, help="API base URL (default from API__HOST/API__PORT)")
+    sub.add_parser("export-schemas", help="write the JSON Schema of every topic into schemas/")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    setup_logging(settings.log_level, args.command if args.command != "worker" else f"worker-{args.role}")
+
+    if args.command == "up":
+        from core.stack import run_up
+
+        return run_up(settings, seed=not args.no_seed)
+    if args.command == "api":
+        import uvicorn
+
+        from api.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
+                    log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+        return 0
+    if args.command == "worker":
+        from streams.worker import run
+
+        run(settings, args.role)
+        return 0
+    if args.command == "migrate":
+        from core.db import migrate
+
+        migrate(settings.database_url)
+        print(f"database at {settings.database_url.split('@')[-1]} is at the latest migration")
+        return 0
+    if args.command == "topics":
+        from core.broker import ensure_topics
+
+        created = ensure_topics(settings.kafka.servers, settings.kafka.replication_factor)
+        print(f"topic catalog ready on {settings.kafka.servers}; created: {', '.join(created) or 'none'}")
+        return 0
+    if args.command == "broker":
+        import signal
+        import threading
+
+        from core.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker(settings.kafka.embedded_host, settings.kafka.embedded_port)
+        broker.start()
+        print(f"Tansu listening on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+        done = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: done.set())
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        done.wait()
+        broker.stop()
+        return 0
+    if args.command == "seed":
+        from core.seed import seed as run_seed
+
+        base = args.api or f"http://{settings.api.host}:{settings.api.port}"
+        tokens = run_seed(base, Path("var/demo-tokens.json").resolve(), settings.seed.prompts_per_user)
+        print(f"seeded {len(tokens)} demo users; their tokens are in var/demo-tokens.json")
+        return 0
+    if args.command == "export-schemas":
+        from core.schemas import export
+
+        for path in export():
+            print(path)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

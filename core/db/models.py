@@ -1,0 +1,158 @@
+"""Storage models. API request/response models live in ``api/schemas.py``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime written to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    handle: Mapped[str] = mapped_column(String(30))
+    # Case-insensitive uniqueness: @Alice and @alice are the same person.
+    handle_key: Mapped[str] = mapped_column(String(30), unique=True)
+    display_name: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    # Only a hash is stored; the token itself is shown once at creation.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_prompts_user_idempotency"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    clip_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    parent_clip_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    moderation: Mapped[dict[str, Any]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class PromptEvent(Base):
+    """Timeline of a prompt's statuses, one row per status event (deduped by event id)."""
+
+    __tablename__ = "prompt_events"
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    prompt_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    occurred_at: Mapped[datetime] = mapped_column()
+
+
+class Clip(Base):
+    __tablename__ = "clips"
+    __table_args__ = (Index("ix_clips_feed", "status", "published_at", "id"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # One clip per prompt: a redelivered prompt cannot make a second clip.
+    prompt_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    creator_handle: Mapped[str] = mapped_column(String(30))
+    text: Mapped[str] = mapped_column(Text)
+    parent_clip_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    status: Mapped[str] = mapped_column(String(16))  # generated | published | blocked
+    video_key: Mapped[str] = mapped_column(String(300))
+    poster_key: Mapped[str] = mapped_column(String(300))
+    mime_type: Mapped[str] = mapped_column(String(40))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    fps: Mapped[int] = mapped_column(Integer)
+    frame_count: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str] = mapped_column(String(64))
+    generator: Mapped[dict[str, Any]] = mapped_column(JSON)
+    checks: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    block_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    generated_at: Mapped[datetime] = mapped_column()
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class OutboxMessage(Base):
+    """Events written in the same transaction as the state they describe.
+
+    The relay publishes rows in id order and stamps ``published_at``; a broker outage
+    delays events but loses none. Consumers dedupe on the record's event_id, since a
+    crash between send and stamp re-sends a row.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "published_at", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class ProcessedEvent(Base):
+    """Ledger of consumed event ids, written in the same transaction as their effect."""
+
+    __tablename__ = "processed_events"
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    processed_at: Mapped[datetime] = mapped_column(default=_now)

@@ -1,0 +1,126 @@
+"""Applies events to the SQL store that the API reads (the materializer's logic).
+
+Each function runs inside one transaction together with a ProcessedEvent row, so a
+redelivered event is recognised by its event_id and changes nothing; on top of that,
+every write is itself idempotent (clip ids are primary keys, statuses only move
+forward), so even a replay with fresh event ids cannot create a second clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db.engine import session_scope
+from core.db.models import Clip, ProcessedEvent, Prompt, PromptEvent
+from core.records import (
+    STATUS_RANK,
+    ClipBlocked,
+    ClipGenerated,
+    ClipPublished,
+    GenerationStatus,
+    Record,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+TERMINAL = {"published", "rejected", "failed"}
+
+
+def advance_prompt(session: Session, prompt_id: Any, status: str, *, reason: str | None = None, clip_id: Any = None) -> bool:
+    """Move a prompt forward to ``status``; never backwards, never out of a terminal state."""
+    prompt = session.get(Prompt, prompt_id, with_for_update=True)
+    if prompt is None:
+        log.warning("status %s for unknown prompt %s ignored", status, prompt_id)
+        return False
+    if clip_id is not None and prompt.clip_id is None:
+        prompt.clip_id = clip_id
+    if prompt.status in TERMINAL or STATUS_RANK[status] <= STATUS_RANK[prompt.status]:
+        return False
+    prompt.status = status
+    if reason is not None:
+        prompt.reason = reason
+    prompt.updated_at = utcnow()
+    return True
+
+
+def apply_status(session: Session, rec: GenerationStatus) -> None:
+    session.add(PromptEvent(event_id=rec.event_id, prompt_id=rec.prompt_id, status=rec.status,
+                            reason=rec.reason, occurred_at=rec.occurred_at))
+    advance_prompt(session, rec.prompt_id, rec.status, reason=rec.reason, clip_id=rec.clip_id)
+
+
+def _clip_from(rec: ClipGenerated | ClipPublished) -> Clip:
+    m = rec.media
+    return Clip(
+        id=rec.clip_id, prompt_id=rec.prompt_id, user_id=rec.user_id, creator_handle=rec.creator_handle,
+        text=rec.text, parent_clip_id=rec.parent_clip_id, status="generated",
+        video_key=m.video_key, poster_key=m.poster_key, mime_type=m.mime_type, width=m.width, height=m.height,
+        fps=m.fps, frame_count=m.frame_count, duration_s=m.duration_s, sha256=m.sha256,
+        generator=rec.generator.model_dump(mode="json"), checks=[], block_reasons=[],
+        generated_at=rec.occurred_at,
+    )
+
+
+def apply_generated(session: Session, rec: ClipGenerated) -> None:
+    if session.get(Clip, rec.clip_id) is None:
+        session.add(_clip_from(rec))
+
+
+def apply_published(session: Session, rec: ClipPublished) -> None:
+    clip = session.get(Clip, rec.clip_id, with_for_update=True)
+    if clip is None:
+        clip = _clip_from(rec)
+        session.add(clip)
+    if clip.status == "blocked":  # a block is final until a reviewer restores it
+        return
+    if clip.status != "published":
+        clip.status = "published"
+        clip.published_at = rec.occurred_at
+        clip.checks = [c.model_dump(mode="json") for c in rec.checks]
+        clip.updated_at = utcnow()
+    advance_prompt(session, rec.prompt_id, "published", clip_id=rec.clip_id)
+
+
+def apply_blocked(session: Session, rec: ClipBlocked) -> None:
+    clip = session.get(Clip, rec.clip_id, with_for_update=True)
+    if clip is not None and clip.status != "blocked":
+        clip.status = "blocked"
+        clip.published_at = None
+        clip.block_reasons = list(rec.reasons)
+        clip.checks = [c.model_dump(mode="json") for c in rec.checks]
+        clip.updated_at = utcnow()
+    advance_prompt(session, rec.prompt_id, "rejected", reason="; ".join(rec.reasons), clip_id=rec.clip_id)
+
+
+APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {
+    GenerationStatus: apply_status,
+    ClipGenerated: apply_generated,
+    ClipPublished: apply_published,
+    ClipBlocked: apply_blocked,
+}
+
+
+def apply_event(factory: sessionmaker[Session], topic: str, rec: Record) -> bool:
+    """Apply one event exactly once; returns False when it was already applied."""
+    applier = APPLIERS[type(rec)]
+    try:
+        with session_scope(factory) as session:
+            if session.scalar(select(ProcessedEvent.event_id).where(ProcessedEvent.event_id == rec.event_id)):
+                return False
+            session.add(ProcessedEvent(event_id=rec.event_id, topic=topic))
+            applier(session, rec)
+            session.flush()
+        return True
+    except IntegrityError:
+        # A concurrent or earlier delivery of the same event won the insert race.
+        with session_scope(factory) as session:
+            if session.get(ProcessedEvent, rec.event_id) is not None:
+                return False
+        raise

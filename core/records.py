@@ -1,0 +1,201 @@
+"""Versioned records, one per topic, JSON on the wire.
+
+Every record carries ``event_id`` (dedupe key for at-least-once delivery),
+``occurred_at`` (UTC) and ``schema_version``. A change to a record adds an optional
+field or moves to a new ``.vN`` topic; consumers dead-letter versions they do not
+know rather than guessing. ``schemas/`` holds the exported JSON Schema of each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# Deterministic ids derived from other ids use this namespace, so a redelivered
+# prompt maps to the same clip id and cannot create a second clip.
+CLIPSTREAM_NAMESPACE = uuid.UUID("5b7d6a1e-8f0c-4d2e-9a3b-6c1f0e2d4a58")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def clip_id_for_prompt(prompt_id: uuid.UUID) -> uuid.UUID:
+    """The one clip a prompt can produce (remixes and retries reuse it)."""
+    return uuid.uuid5(CLIPSTREAM_NAMESPACE, f"clip:{prompt_id}")
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("occurred_at must carry a timezone (UTC)")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_require_utc)]
+
+
+class Record(BaseModel):
+    """Common envelope of every topic value."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique per event; consumers dedupe on it.")
+    occurred_at: UtcDatetime = Field(default_factory=utcnow, description="When the event happened, UTC.")
+    schema_version: Literal[1] = Field(default=1, description="Version of this record's schema.")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class ModerationReason(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    category: str
+    term: str
+    action: Literal["allow", "review", "block"]
+
+
+class PromptModeration(BaseModel):
+    """What the API's prompt check decided, kept with the prompt for audit."""
+
+    model_config = ConfigDict(frozen=True)
+    action: Literal["allow", "review", "block"]
+    reasons: list[ModerationReason] = Field(default_factory=list)
+    policy_version: str
+
+
+class PromptSubmitted(Record):
+    """A prompt accepted by the API (after prompt moderation), to be rendered."""
+
+    prompt_id: uuid.UUID
+    user_id: uuid.UUID
+    creator_handle: str
+    text: str = Field(min_length=1, max_length=4000)
+    seed: int = Field(ge=0, le=2**31 - 1)
+    parent_clip_id: uuid.UUID | None = None
+    moderation: PromptModeration
+
+
+PromptStatusValue = Literal["queued", "generating", "moderating", "published", "rejected", "failed"]
+
+# Status only moves forward: a redelivered "generating" never overwrites "published".
+STATUS_RANK: dict[str, int] = {
+    "queued": 0,
+    "generating": 1,
+    "moderating": 2,
+    "published": 3,
+    "rejected": 3,
+    "failed": 3,
+}
+
+
+class GenerationStatus(Record):
+    """One step of a prompt's life; the funnel data scientists read."""
+
+    prompt_id: uuid.UUID
+    status: PromptStatusValue
+    clip_id: uuid.UUID | None = None
+    reason: str | None = None
+    stage_ms: int | None = Field(default=None, description="Time the finished stage took, when known.")
+
+
+class ClipMedia(BaseModel):
+    """Where a clip's files are, as keys relative to the media store root."""
+
+    model_config = ConfigDict(frozen=True)
+    video_key: str
+    poster_key: str
+    frame_keys: list[str]
+    frame_indices: list[int]
+    mime_type: str
+    width: int
+    height: int
+    fps: int
+    frame_count: int
+    duration_s: float
+    sha256: str
+
+
+class GeneratorInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    version: str
+    seed: int
+    concepts: list[str] = Field(default_factory=list)
+    render_ms: int
+
+
+class ClipGenerated(Record):
+    clip_id: uuid.UUID
+    prompt_id: uuid.UUID
+    user_id: uuid.UUID
+    creator_handle: str
+    text: str
+    parent_clip_id: uuid.UUID | None = None
+    media: ClipMedia
+    generator: GeneratorInfo
+
+
+class SafetyCheck(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    passed: bool
+    detail: str
+
+
+class ClipPublished(Record):
+    """A clip that passed moderation. ``embedding`` arrives with the CLIP filter."""
+
+    clip_id: uuid.UUID
+    prompt_id: uuid.UUID
+    user_id: uuid.UUID
+    creator_handle: str
+    text: str
+    parent_clip_id: uuid.UUID | None = None
+    media: ClipMedia
+    generator: GeneratorInfo
+    checks: list[SafetyCheck]
+    embedding: list[float] | None = None
+
+
+class ClipBlocked(Record):
+    clip_id: uuid.UUID
+    prompt_id: uuid.UUID
+    user_id: uuid.UUID
+    reasons: list[str]
+    checks: list[SafetyCheck]
+
+
+class ClipFlagged(Record):
+    """A clip sent to human review (produced once the CLIP filter exists)."""
+
+    clip_id: uuid.UUID
+    prompt_id: uuid.UUID
+    user_id: uuid.UUID
+    reasons: list[str]
+    checks: list[SafetyCheck]
+
+
+class ModerationDecision(Record):
+    clip_id: uuid.UUID
+    decision: Literal["publish", "block", "takedown", "restore"]
+    decided_by: Literal["automatic", "reviewer"]
+    reviewer_id: uuid.UUID | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Interaction(Record):
+    user_id: uuid.UUID
+    clip_id: uuid.UUID | None = None
+    kind: Literal["impression", "view", "like", "unlike", "skip", "share", "comment", "report", "see_less"]
+    watch_ms: int | None = Field(default=None, ge=0)
+
+
+class SocialEvent(Record):
+    user_id: uuid.UUID
+    kind: Literal["user_created", "follow", "unfollow", "block", "unblock", "mute", "unmute", "cameo_grant", "cameo_revoke"]
+    target_user_id: uuid.UUID | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,121 @@
+"""One typed settings object, built explicitly and passed into factories.
+
+Environment variables use ``__`` for nesting (``KAFKA__BOOTSTRAP_SERVERS``,
+``MEDIA__ROOT``); ``DATABASE_URL`` and ``ENVIRONMENT`` are top-level. Nothing reads
+the environment at import time: call :func:`get_settings` (cached) or build
+:class:`Settings` yourself in tests.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigurationError
+
+PLACEHOLDER_SECRET = "dev-only-change-me"
+
+
+class KafkaSettings(BaseModel):
+    # None means "no external Kafka": the `up` command starts the embedded Tansu broker.
+    bootstrap_servers: str | None = None
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = 9092
+    replication_factor: int = 1
+    # Short group timeouts: with Faust's defaults a join on Tansu takes about a minute.
+    session_timeout_s: float = 10.0
+    rebalance_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+    request_timeout_s: float = 30.0
+
+    @property
+    def embedded(self) -> bool:
+        return self.bootstrap_servers is None
+
+    @property
+    def servers(self) -> str:
+        """host:port list that clients connect to, embedded or not."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return f"{self.embedded_host}:{self.embedded_port}"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Relay publishes the outbox from inside the API process (one per replica; rows are
+    # claimed with SKIP LOCKED on PostgreSQL so replicas do not double-send).
+    run_outbox_relay: bool = True
+    outbox_poll_interval_s: float = 0.5
+    max_prompt_chars: int = 1000
+
+
+class MediaSettings(BaseModel):
+    root: Path = Path("var/media")
+
+
+class WorkerSettings(BaseModel):
+    # Bounded retries before a message is dead-lettered.
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    render_timeout_s: float = Field(default=120.0, gt=0)
+    moderation_timeout_s: float = Field(default=60.0, gt=0)
+    # Faust's web server is off; health is reported through the supervisor.
+    data_dir: Path = Path("var/faust")
+
+
+class GenerationSettings(BaseModel):
+    backend: str = "procedural"
+    width: int = 288
+    height: int = 512
+    fps: int = 12
+    duration_s: float = 3.0
+
+
+class SeedSettings(BaseModel):
+    enabled: bool = True
+    prompts_per_user: int = 2
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__",
+        env_file=None,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///var/clipstream.db"
+    # Signs provenance manifests and API tokens' pepper; must be real outside development.
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    kafka: KafkaSettings = KafkaSettings()
+    api: ApiSettings = ApiSettings()
+    media: MediaSettings = MediaSettings()
+    workers: WorkerSettings = WorkerSettings()
+    generation: GenerationSettings = GenerationSettings()
+    seed: SeedSettings = SeedSettings()
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> "Settings":
+        if self.environment == "production" and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
+            raise ValueError("SECRET_KEY is the development placeholder; set a real secret in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    try:
+        return Settings()
+    except ValueError as e:  # pydantic.ValidationError is a ValueError
+        raise ConfigurationError(f"invalid settings: {e}") from e

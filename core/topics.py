@@ -1,0 +1,86 @@
+"""The topic catalog: names, keys, records and fixed partition counts.
+
+Source topics are created by the project (``clipstream topics``) before any worker
+starts; Faust only ever creates its own internal topics. Every source topic has a
+``<name>.dlq`` twin that receives raw bytes plus error headers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from core import records as r
+from core.errors import RecordError
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    record: type[r.Record]
+    key_field: str
+    partitions: int
+    description: str
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+CATALOG: tuple[TopicSpec, ...] = (
+    TopicSpec("prompts", r.PromptSubmitted, "prompt_id", 6, "Prompts accepted by the API, to render."),
+    TopicSpec("generation.status", r.GenerationStatus, "prompt_id", 6, "Each step of a prompt's life."),
+    TopicSpec("clips.generated", r.ClipGenerated, "clip_id", 6, "Rendered clips awaiting moderation."),
+    TopicSpec("clips.published", r.ClipPublished, "clip_id", 6, "Clips that passed moderation."),
+    TopicSpec("clips.blocked", r.ClipBlocked, "clip_id", 3, "Clips that moderation blocked."),
+    TopicSpec("clips.flagged", r.ClipFlagged, "clip_id", 3, "Clips sent to human review."),
+    TopicSpec("moderation.decisions", r.ModerationDecision, "clip_id", 3, "Automatic and reviewer decisions."),
+    TopicSpec("interactions", r.Interaction, "user_id", 12, "Views, likes, skips, shares, reports."),
+    TopicSpec("social.events", r.SocialEvent, "user_id", 6, "Graph and account changes from the outbox."),
+)
+DLQ_PARTITIONS = 1
+
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOG}
+
+PROMPTS = BY_NAME["prompts"]
+GENERATION_STATUS = BY_NAME["generation.status"]
+CLIPS_GENERATED = BY_NAME["clips.generated"]
+CLIPS_PUBLISHED = BY_NAME["clips.published"]
+CLIPS_BLOCKED = BY_NAME["clips.blocked"]
+CLIPS_FLAGGED = BY_NAME["clips.flagged"]
+
+
+def all_topic_names() -> list[tuple[str, int]]:
+    """(name, partitions) for every source topic and its DLQ."""
+    out: list[tuple[str, int]] = []
+    for spec in CATALOG:
+        out.append((spec.name, spec.partitions))
+        out.append((spec.dlq, DLQ_PARTITIONS))
+    return out
+
+
+def record_key(spec: TopicSpec, record: r.Record) -> bytes:
+    return str(getattr(record, spec.key_field)).encode()
+
+
+def decode(spec: TopicSpec, raw: bytes | None) -> r.Record:
+    """Bytes from the wire → the topic's record, or RecordError saying why not."""
+    if raw is None:
+        raise RecordError(f"{spec.name}: message has no value")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RecordError(f"{spec.name}: value is not JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise RecordError(f"{spec.name}: value is a JSON {type(data).__name__}, expected an object")
+    version = data.get("schema_version")
+    if version != spec.record.SCHEMA_VERSION:
+        raise RecordError(
+            f"{spec.name}: unknown schema_version {version!r} (this consumer reads {spec.record.SCHEMA_VERSION})"
+        )
+    try:
+        return spec.record.model_validate(data)
+    except ValidationError as e:
+        raise RecordError(f"{spec.name}: invalid {spec.record.__name__}: {e}") from e

@@ -1,0 +1,1 @@
+"""Feed ranking. For now one stage: reverse-chronological published clips."""

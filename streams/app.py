@@ -1,0 +1,80 @@
+"""Faust app factory and raw topic helpers shared by every worker role."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import faust
+from faust.types import TopicT
+
+from core.records import CLIPSTREAM_NAMESPACE, Record
+from core.settings import Settings
+from core.topics import TopicSpec, record_key
+
+
+def create_app(settings: Settings, role: str) -> faust.App:
+    """One Faust app (and consumer group) per worker role."""
+    k = settings.kafka
+    return faust.App(
+        f"clipstream-{role}",
+        broker=[f"kafka://{server.strip()}" for server in k.servers.split(",")],
+        store="memory://",
+        datadir=str(settings.workers.data_dir / role),
+        broker_session_timeout=k.session_timeout_s,
+        broker_rebalance_timeout=k.rebalance_timeout_s,
+        broker_heartbeat_interval=k.heartbeat_interval_s,
+        # Source topics are created by `clipstream topics` with fixed partition
+        # counts; Faust must not create them with its own defaults.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        # A new consumer group must not skip prompts sent before it first joined.
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_wait_empty=True,
+    )
+
+
+def raw_topic(app: faust.App, name: str) -> TopicT:
+    """Bytes in, bytes out: records are decoded by us so bad ones can be dead-lettered."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
+
+
+def derived_event_id(source_event_id: uuid.UUID, purpose: str) -> uuid.UUID:
+    """Event ids of outputs are derived from their input, so a redelivered input
+    re-emits byte-identical events that downstream dedupe recognises."""
+    return uuid.uuid5(CLIPSTREAM_NAMESPACE, f"{purpose}:{source_event_id}")
+
+
+class RecordSender:
+    """Sends records to catalog topics and waits until the broker has them.
+
+    Waiting for the ack before the input is acknowledged is what makes the pipeline
+    at-least-once: a crash before the ack means the input is processed again.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._topics: dict[str, TopicT] = {}
+
+    def topic(self, name: str) -> TopicT:
+        if name not in self._topics:
+            self._topics[name] = raw_topic(self.app, name)
+        return self._topics[name]
+
+    async def send(self, spec: TopicSpec, record: Record, headers: dict[str, bytes] | None = None) -> Any:
+        topic = self.topic(spec.name)
+        fut = await topic.send(key=record_key(spec, record), value=record.to_bytes(), headers=headers)
+        return await fut
+
+    async def send_raw(self, name: str, key: bytes | None, value: bytes | None, headers: dict[str, bytes]) -> Any:
+        fut = await self.topic(name).send(key=key, value=value, headers=headers)
+        return await fut

@@ -1,0 +1,136 @@
+"""Error policy for agents: decode, retry a bounded number of times, dead-letter.
+
+Faust acknowledges a message whose agent raised, which would silently lose it. So no
+agent body raises: a message that cannot be decoded goes to ``<topic>.dlq`` at once
+(retrying cannot fix it), a handler failure is retried with backoff, and after the
+last attempt the raw bytes go to the DLQ with headers saying where they came from and
+why. Sending to the DLQ itself is retried until the broker takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from core.errors import RecordError
+from core.records import Record
+from core.topics import TopicSpec, decode
+from streams.app import RecordSender
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Record)
+
+# Kafka's default max message size is 1 MB; a larger poison message is kept as a
+# prefix with its original size recorded, rather than failing the DLQ send forever.
+MAX_DLQ_VALUE_BYTES = 900_000
+
+
+def _headers_dict(headers: Any) -> dict[str, bytes]:
+    if not headers:
+        return {}
+    items = headers.items() if hasattr(headers, "items") else headers
+    return {str(k): (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}
+
+
+def dlq_headers(message: Any, exc: BaseException, attempts: int, consumer: str) -> dict[str, bytes]:
+    headers = {k: v for k, v in _headers_dict(getattr(message, "headers", None)).items() if not k.startswith("x-dlq-")}
+    headers.update(
+        {
+            "x-dlq-source-topic": str(getattr(message, "topic", "")).encode(),
+            "x-dlq-source-partition": str(getattr(message, "partition", "")).encode(),
+            "x-dlq-source-offset": str(getattr(message, "offset", "")).encode(),
+            "x-dlq-consumer": consumer.encode(),
+            "x-dlq-exception": type(exc).__name__.encode(),
+            "x-dlq-error": str(exc)[:2000].encode(),
+            "x-dlq-attempts": str(attempts).encode(),
+            "x-dlq-failed-at": datetime.now(UTC).isoformat().encode(),
+        }
+    )
+    return headers
+
+
+class ErrorPolicy(Generic[R]):
+    """Wraps one handler for one source topic."""
+
+    def __init__(
+        self,
+        spec: TopicSpec,
+        sender: RecordSender,
+        handler: Callable[[R, Any], Awaitable[None]],
+        *,
+        consumer: str,
+        max_attempts: int = 3,
+        backoff_s: float = 0.2,
+        on_give_up: Callable[[R, BaseException], Awaitable[None]] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.sender = sender
+        self.handler = handler
+        self.consumer = consumer
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.on_give_up = on_give_up
+        self.dead_lettered = 0
+        self.processed = 0
+
+    async def __call__(self, message: Any) -> None:
+        try:
+            record: R = decode(self.spec, message.value)  # type: ignore[assignment]
+        except RecordError as e:
+            log.warning("dead-lettering undecodable message from %s: %s", self.spec.name, e)
+            await self.dead_letter(message, e, attempts=0)
+            return
+        last: BaseException | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self.handler(record, message)
+                self.processed += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 — every failure is retried, then dead-lettered
+                last = e
+                log.warning(
+                    "%s failed on %s (attempt %d/%d): %s\n%s", self.consumer, self.spec.name, attempt,
+                    self.max_attempts, e, traceback.format_exc(limit=5),
+                )
+                if attempt < self.max_attempts:
+                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        assert last is not None
+        if self.on_give_up is not None:
+            try:
+                await self.on_give_up(record, last)
+            except Exception:  # noqa: BLE001 — the DLQ copy below still keeps the message
+                log.exception("on_give_up hook failed for %s", self.spec.name)
+        await self.dead_letter(message, last, attempts=self.max_attempts)
+
+    async def dead_letter(self, message: Any, exc: BaseException, attempts: int) -> None:
+        value = message.value
+        headers = dlq_headers(message, exc, attempts, self.consumer)
+        if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
+            headers["x-dlq-original-size"] = str(len(value)).encode()
+            headers["x-dlq-truncated"] = b"true"
+            value = value[:MAX_DLQ_VALUE_BYTES]
+        delay = 0.5
+        while True:
+            try:
+                await self.sender.send_raw(self.spec.dlq, message.key, value, headers)
+                self.dead_lettered += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 — never drop: keep trying until the broker takes it
+                log.error("could not dead-letter to %s (%s); retrying in %.1fs", self.spec.dlq, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+async def consume(stream: Any, policy: ErrorPolicy[Any]) -> None:
+    """The body of every agent: one message at a time through the policy."""
+    async for event in stream.events():
+        await policy(event.message)
