@@ -24,10 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     seed = sub.add_parser("seed", help="create demo users and prompts through the API")
     seed.add_argument("--api", default=None, help="API base URL (default from API__HOST/API__PORT)")
     sub.add_parser("export-schemas", help="write the JSON Schema of every topic into schemas/")
+    health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
+    health.add_argument("target", choices=["api", "worker"])
+    health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    setup_logging(settings.log_level, args.command if args.command != "worker" else f"worker-{args.role}")
+    setup_logging(settings.log_level, f"worker-{args.role}" if args.command == "worker" else args.command)
 
     if args.command == "up":
         from core.stack import run_up
@@ -80,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         tokens = run_seed(base, Path("var/demo-tokens.json").resolve(), settings.seed.prompts_per_user)
         print(f"seeded {len(tokens)} demo users; their tokens are in var/demo-tokens.json")
         return 0
+    if args.command == "health":
+        from core.health import check
+
+        ok, message = check(settings, args.target, args.role)
+        print(message)
+        return 0 if ok else 1
     if args.command == "export-schemas":
         from core.schemas import export
 

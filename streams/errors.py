@@ -67,6 +67,7 @@ class ErrorPolicy(Generic[R]):
         max_attempts: int = 3,
         backoff_s: float = 0.2,
         on_give_up: Callable[[R, BaseException], Awaitable[None]] | None = None,
+        dlq_retry_s: float = 0.5,
     ) -> None:
         self.spec = spec
         self.sender = sender
@@ -75,6 +76,7 @@ class ErrorPolicy(Generic[R]):
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.on_give_up = on_give_up
+        self.dlq_retry_s = dlq_retry_s
         self.dead_lettered = 0
         self.processed = 0
 
@@ -116,7 +118,7 @@ class ErrorPolicy(Generic[R]):
             headers["x-dlq-original-size"] = str(len(value)).encode()
             headers["x-dlq-truncated"] = b"true"
             value = value[:MAX_DLQ_VALUE_BYTES]
-        delay = 0.5
+        delay = self.dlq_retry_s
         while True:
             try:
                 await self.sender.send_raw(self.spec.dlq, message.key, value, headers)

@@ -1,0 +1,117 @@
+"""API behaviour on SQLite and PostgreSQL (no broker: the outbox holds the events)."""
+
+import json
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from core.db import make_engine, make_sessionmaker, session_scope
+from core.db.models import OutboxMessage
+from core.settings import Settings
+from core.topics import GENERATION_STATUS, PROMPTS, decode
+
+
+def _outbox(settings: Settings) -> list[OutboxMessage]:
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as s:
+            return list(s.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+    finally:
+        engine.dispose()
+
+
+def test_handles_are_unique_case_insensitively(client: TestClient, token: str) -> None:
+    resp = client.post("/v1/users", json={"handle": "Maya_Makes", "display_name": "Imposter"})
+    assert resp.status_code == 409
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert "taken" in resp.json()["detail"]
+    assert client.get("/v1/users/@MAYA_MAKES").json()["handle"] == "maya_makes"
+
+
+@pytest.mark.parametrize("handle, message", [
+    ("ab", "3–30 characters"), ("has space", "3–30 characters"), ("12345", "only digits"),
+    ("Admin", "reserved"), ("x" * 31, "3–30 characters"),
+])
+def test_bad_handles_get_a_readable_422(client: TestClient, handle: str, message: str) -> None:
+    resp = client.post("/v1/users", json={"handle": handle, "display_name": "X"})
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["type"].endswith("validation-error") and message in body["detail"]
+    assert body["errors"][0]["loc"] == "body.handle"
+
+
+def test_prompt_is_accepted_queued_and_enqueued_atomically(client: TestClient, auth: dict[str, str],
+                                                          settings: Settings) -> None:
+    resp = client.post("/v1/prompts", json={"text": "a cat dancing on the beach at sunset", "seed": 5}, headers=auth)
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["status"] == "queued" and body["seed"] == 5 and body["moderation"]["action"] == "allow"
+    assert resp.headers["location"] == f"/v1/prompts/{body['id']}"
+    rows = _outbox(settings)
+    assert [r.topic for r in rows] == ["prompts", "generation.status"]
+    submitted = decode(PROMPTS, rows[0].value)
+    assert str(submitted.prompt_id) == body["id"] and submitted.creator_handle == "maya_makes"  # type: ignore[attr-defined]
+    assert decode(GENERATION_STATUS, rows[1].value).status == "queued"  # type: ignore[attr-defined]
+    got = client.get(f"/v1/prompts/{body['id']}", headers=auth).json()
+    assert got["status"] == "queued" and [e["status"] for e in got["timeline"]] == ["queued"]
+
+
+def test_a_blocked_prompt_is_rejected_with_reasons_and_never_sent_to_render(
+        client: TestClient, auth: dict[str, str], settings: Settings) -> None:
+    resp = client.post("/v1/prompts", json={"text": "a man beheaded, blood and gore everywhere"}, headers=auth)
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["status"] == "rejected" and body["reason"].startswith("prompt policy:")
+    assert body["moderation"]["action"] == "block" and body["moderation"]["reasons"]
+    assert [r.topic for r in _outbox(settings)] == ["generation.status"], "nothing may reach the prompts topic"
+
+
+def test_idempotency_key_returns_the_first_prompt(client: TestClient, auth: dict[str, str], settings: Settings) -> None:
+    headers = {**auth, "Idempotency-Key": "retry-1"}
+    first = client.post("/v1/prompts", json={"text": "a dog jumping"}, headers=headers).json()
+    second = client.post("/v1/prompts", json={"text": "a dog jumping"}, headers=headers).json()
+    assert first["id"] == second["id"]
+    assert [r.topic for r in _outbox(settings)].count("prompts") == 1
+
+
+@pytest.mark.parametrize("payload, loc", [
+    ({"text": ""}, "body.text"), ({"text": "   "}, "body.text"), ({"text": "x" * 1001}, "body.text"),
+    ({"text": "ok", "seed": -1}, "body.seed"), ({"text": "bad\x00byte"}, "body.text"), ({}, "body.text"),
+    ({"text": "ok", "parent_clip_id": "not-a-uuid"}, "body.parent_clip_id"),
+])
+def test_invalid_prompts_get_422_and_write_nothing(client: TestClient, auth: dict[str, str], settings: Settings,
+                                                   payload: dict[str, object], loc: str) -> None:
+    resp = client.post("/v1/prompts", json=payload, headers=auth)
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["loc"] == loc
+    assert _outbox(settings) == []
+
+
+def test_malformed_json_body_is_a_422_problem(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.post("/v1/prompts", content=b"{not json", headers={**auth, "content-type": "application/json"})
+    assert resp.status_code == 422 and resp.headers["content-type"] == "application/problem+json"
+
+
+def test_auth_is_required_and_prompts_are_private(client: TestClient, auth: dict[str, str]) -> None:
+    assert client.post("/v1/prompts", json={"text": "a cat"}).status_code == 401
+    bad = client.post("/v1/prompts", json={"text": "a cat"}, headers={"Authorization": "Bearer cs_nope"})
+    assert bad.status_code == 401 and "unknown" in bad.json()["detail"]
+    pid = client.post("/v1/prompts", json={"text": "a cat"}, headers=auth).json()["id"]
+    other = client.post("/v1/users", json={"handle": "theo_films", "display_name": "Theo"}).json()["token"]
+    assert client.get(f"/v1/prompts/{pid}", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    assert client.get(f"/v1/prompts/{uuid.uuid4()}", headers=auth).status_code == 404
+
+
+def test_remix_of_a_missing_clip_is_404(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.post("/v1/prompts", json={"text": "a cat", "parent_clip_id": str(uuid.uuid4())}, headers=auth)
+    assert resp.status_code == 404 and "remix" in resp.json()["detail"]
+
+
+def test_openapi_documents_examples_and_problems(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/prompts", "/v1/prompts/{prompt_id}", "/v1/feed", "/v1/clips/{clip_id}",
+            "/v1/clips/{clip_id}/video", "/v1/users"} <= set(spec["paths"])
+    text = json.dumps(spec)
+    assert "a cat dancing on the beach at sunset" in text and "Problem" in spec["components"]["schemas"]

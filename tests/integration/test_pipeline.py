@@ -1,0 +1,219 @@
+"""End to end on real processes: `clipstream up` with a real Kafka-protocol broker.
+
+Two stacks: the embedded default (Tansu started by `up`, SQLite) and the
+production-like shape (an external broker, PostgreSQL), both with the demo seeder. Each: a prompt becomes a
+published clip whose video decodes; poison on every consumed topic is dead-lettered
+while good messages flow; redelivered events create nothing twice; Ctrl-C leaves no
+process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import pytest
+from stackutil import UpProcess, alive, descendants, group_lag, produce, read_topic, wait_for
+
+from core.broker import free_port, port_open
+from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, PROMPTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PUBLISH_TIMEOUT = 120.0
+
+
+class Stack:
+    def __init__(self, up: UpProcess, api: str, bootstrap: str, variant: str) -> None:
+        self.up, self.api, self.bootstrap, self.variant = up, api, bootstrap, variant
+        self.http = httpx.Client(base_url=api, timeout=30)
+
+    def user(self, handle: str) -> dict[str, str]:
+        resp = self.http.post("/v1/users", json={"handle": handle, "display_name": handle.title()})
+        assert resp.status_code == 201, resp.text
+        return {"Authorization": f"Bearer {resp.json()['token']}"}
+
+    def wait_prompt(self, pid: str, auth: dict[str, str], final: set[str]) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            body = self.http.get(f"/v1/prompts/{pid}", headers=auth).json()
+            return body if body["status"] in final else None
+
+        try:
+            return wait_for(done, PUBLISH_TIMEOUT, f"prompt {pid} to reach {final}")
+        except AssertionError:
+            print(self.up.output())
+            raise
+
+
+@pytest.fixture(scope="module", params=["sqlite-embedded", "postgres-external"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    cwd = tmp_path_factory.mktemp(request.param)
+    api_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA__", "DATABASE_URL", "API__", "MEDIA__"))}
+    env.update({"API__PORT": str(api_port), "ENVIRONMENT": "test", "LOG_LEVEL": "INFO"})
+    pg_db = None
+    if request.param == "sqlite-embedded":
+        bootstrap = f"127.0.0.1:{free_port()}"
+        env["KAFKA__EMBEDDED_PORT"] = bootstrap.rsplit(":", 1)[1]
+        args: list[str] = []
+    else:
+        bootstrap = request.getfixturevalue("broker")
+        env["KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
+        import psycopg
+
+        pg_db = f"clipstream_e2e_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{pg_db}"')
+        env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{pg_db}"
+        args = []
+    up = UpProcess(cwd, env, args)
+    up.start()
+    api = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_for(lambda: httpx.get(f"{api}/readyz", timeout=2).status_code == 200, 90, "the API to be ready")
+    except AssertionError:
+        print(up.output())
+        up.kill_tree()
+        raise
+    s = Stack(up, api, bootstrap, request.param)
+    yield s
+    s.http.close()
+    if up.proc and up.proc.poll() is None:
+        up.kill_tree()
+    if pg_db:
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+
+
+def test_a_prompt_becomes_a_published_clip_with_a_playable_video(stack: Stack, tmp_path: Path) -> None:
+    auth = stack.user("e2e_creator")
+    text = f"a cat dancing on the beach at sunset {uuid.uuid4().hex[:6]}"
+    resp = stack.http.post("/v1/prompts", json={"text": text, "seed": 7}, headers=auth)
+    assert resp.status_code == 202 and resp.json()["status"] == "queued"
+    pid = resp.json()["id"]
+
+    prompt = stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})
+    assert prompt["status"] == "published", prompt
+    # Status events and clip events travel on different topics: the timeline catches up.
+    def timeline() -> list[str] | None:
+        t = [e["status"] for e in stack.http.get(f"/v1/prompts/{pid}", headers=auth).json()["timeline"]]
+        return t if len(t) >= 4 else None
+
+    assert wait_for(timeline, 30, "the full timeline") == ["queued", "generating", "moderating", "published"]
+
+    feed = stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]
+    mine = [c for c in feed if c["prompt"] == text]
+    assert len(mine) == 1 and mine[0]["id"] == prompt["clip_id"]
+    clip = stack.http.get(f"/v1/clips/{prompt['clip_id']}").json()
+    assert clip["creator"]["handle"] == "e2e_creator"
+    assert {c["name"] for c in clip["safety_checks"]} >= {"prompt_policy", "media_integrity", "media_decode"}
+
+    video = stack.http.get(clip["video_url"])
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(video.content)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        assert stream.codec_context.name == "h264"
+        assert (frames[0].width, frames[0].height) == (clip["width"], clip["height"]) == (288, 512)
+        assert len(frames) == round(clip["fps"] * clip["duration_s"])
+    assert stack.http.get(clip["poster_url"]).headers["content-type"] == "image/jpeg"
+
+
+def test_a_harmful_prompt_is_rejected_before_any_rendering(stack: Stack) -> None:
+    auth = stack.user("e2e_rejected")
+    body = stack.http.post("/v1/prompts", json={"text": "a man beheaded with blood and gore"}, headers=auth).json()
+    assert body["status"] == "rejected" and "prompt policy" in body["reason"]
+    assert body["clip_id"] is None
+
+
+def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(stack: Stack) -> None:
+    marker = uuid.uuid4().hex.encode()
+    poisons = [b"{not json", b'{"schema_version": 99}', b"\xff\xfe\x00", b'{"schema_version": 1, "prompt_id": 5}']
+    # Each consumer group dead-letters what it cannot read, so a topic read by two
+    # groups gets two copies, told apart by x-dlq-consumer.
+    consumed = {PROMPTS: {"generation"}, CLIPS_GENERATED: {"moderation", "materializer"},
+                GENERATION_STATUS: {"materializer"}, CLIPS_PUBLISHED: {"materializer"},
+                CLIPS_BLOCKED: {"materializer"}}
+    for spec in consumed:
+        produce(stack.bootstrap, spec.name, [(marker, p) for p in poisons])
+
+    auth = stack.user("e2e_after_poison")
+    pid = stack.http.post("/v1/prompts", json={"text": "a red fox running in the snow"}, headers=auth).json()["id"]
+    assert stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})["status"] == "published"
+
+    for spec, groups in consumed.items():
+        want = len(poisons) * len(groups)
+
+        def dead() -> list[Any] | None:
+            got = [m for m in read_topic(stack.bootstrap, spec.dlq) if m.key == marker]
+            return got if len(got) >= want else None
+
+        letters = wait_for(dead, 60, f"{want} poison messages in {spec.dlq}")
+        assert len(letters) == want
+        assert sorted(m.value for m in letters) == sorted(poisons * len(groups)), "the DLQ keeps the raw bytes"
+        for letter in letters:
+            headers = dict(letter.headers)
+            assert headers["x-dlq-source-topic"] == spec.name.encode()
+            assert int(headers["x-dlq-source-offset"]) >= 0 and headers["x-dlq-exception"] == b"RecordError"
+        assert {dict(m.headers)["x-dlq-consumer"].decode() for m in letters} == {f"clipstream-{g}" for g in groups}
+
+
+def test_redelivered_events_create_no_second_clip(stack: Stack) -> None:
+    auth = stack.user("e2e_redelivery")
+    text = f"a rocket flying through space {uuid.uuid4().hex[:6]}"
+    pid = stack.http.post("/v1/prompts", json={"text": text}, headers=auth).json()["id"]
+    prompt = stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})
+    assert prompt["status"] == "published"
+
+    original = [m for m in read_topic(stack.bootstrap, PROMPTS.name) if m.key == pid.encode()]
+    published = [m for m in read_topic(stack.bootstrap, CLIPS_PUBLISHED.name) if m.key == prompt["clip_id"].encode()]
+    assert len(original) == 1 and len(published) == 1
+    produce(stack.bootstrap, PROMPTS.name, [(original[0].key, original[0].value)] * 2)
+    produce(stack.bootstrap, CLIPS_PUBLISHED.name, [(published[0].key, published[0].value)] * 2)
+
+    groups = {"clipstream-generation": [PROMPTS.name], "clipstream-moderation": [CLIPS_GENERATED.name],
+              "clipstream-materializer": [GENERATION_STATUS.name, CLIPS_GENERATED.name, CLIPS_PUBLISHED.name,
+                                          CLIPS_BLOCKED.name]}
+    for group, topics in groups.items():
+        wait_for(lambda: group_lag(stack.bootstrap, group, topics) == 0, 90, f"{group} to drain")
+    # Re-sent prompts reach moderation again (derived event ids make the outputs identical).
+    again = [m for m in read_topic(stack.bootstrap, CLIPS_PUBLISHED.name) if m.key == prompt["clip_id"].encode()]
+    assert len({json.loads(m.value)["event_id"] for m in again}) == 1, "re-emitted events keep their event id"
+
+    feed = stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]
+    assert [c["id"] for c in feed if c["prompt"] == text] == [prompt["clip_id"]]
+    assert stack.http.get(f"/v1/prompts/{pid}", headers=auth).json()["status"] == "published"
+
+
+def test_the_demo_seeder_fills_the_feed(stack: Stack) -> None:
+    demo = {"maya_makes", "theo_films", "priya_p", "sam_draws", "lena_k"}
+
+    def seeded() -> list[Any] | None:
+        data = stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]
+        return [c for c in data if c["creator"]["handle"] in demo] or None
+
+    assert wait_for(seeded, PUBLISH_TIMEOUT, "a demo clip in the feed")
+    assert (stack.up.cwd / "var" / "demo-tokens.json").exists()
+
+
+def test_ctrl_c_stops_every_process(stack: Stack) -> None:
+    assert stack.up.proc is not None
+    tree = descendants(stack.up.proc.pid)
+    assert len(tree) >= 4, f"expected api + 3 workers (+ broker) under `up`, found {tree}"
+    code = stack.up.interrupt(timeout=60)
+    assert code == 0, stack.up.output()
+    leftovers = [pid for pid in tree if alive(pid)]
+    assert leftovers == [], f"processes left behind: {leftovers}"
+    if stack.variant == "sqlite-embedded":
+        assert not port_open("127.0.0.1", int(stack.bootstrap.rsplit(":", 1)[1])), "embedded broker still listening"
+    assert "Clipstream stopped." in stack.up.log.read_text()
