@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -80,19 +80,20 @@ class ErrorPolicy(Generic[R]):
         self.dead_lettered = 0
         self.processed = 0
 
-    async def __call__(self, message: Any) -> None:
+    async def __call__(self, message: Any) -> str:
+        """Process one message; returns "processed" or "dead-lettered"."""
         try:
             record: R = decode(self.spec, message.value)  # type: ignore[assignment]
         except RecordError as e:
             log.warning("dead-lettering undecodable message from %s: %s", self.spec.name, e)
             await self.dead_letter(message, e, attempts=0)
-            return
+            return "dead-lettered"
         last: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await self.handler(record, message)
                 self.processed += 1
-                return
+                return "processed"
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 — every failure is retried, then dead-lettered
@@ -110,6 +111,7 @@ class ErrorPolicy(Generic[R]):
             except Exception:  # noqa: BLE001 — the DLQ copy below still keeps the message
                 log.exception("on_give_up hook failed for %s", self.spec.name)
         await self.dead_letter(message, last, attempts=self.max_attempts)
+        return "dead-lettered"
 
     async def dead_letter(self, message: Any, exc: BaseException, attempts: int) -> None:
         value = message.value
@@ -132,7 +134,11 @@ class ErrorPolicy(Generic[R]):
                 delay = min(delay * 2, 10.0)
 
 
-async def consume(stream: Any, policy: ErrorPolicy[Any]) -> None:
-    """The body of every agent: one message at a time through the policy."""
+async def consume(stream: Any, policy: ErrorPolicy[Any]) -> AsyncIterator[str]:
+    """The body of every agent: one message at a time through the policy.
+
+    Yielding the outcome makes the agent report each processed message (Faust's
+    test_context() waits on it); nothing downstream consumes these values.
+    """
     async for event in stream.events():
-        await policy(event.message)
+        yield await policy(event.message)

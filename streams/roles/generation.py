@@ -7,9 +7,12 @@ redelivery: the same ClipGenerated event, with the same derived event id, is re-
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import json
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from core.records import (
     GeneratorInfo,
     PromptSubmitted,
     clip_id_for_prompt,
+    utcnow,
 )
 from core.settings import Settings
 from core.topics import CLIPS_GENERATED, GENERATION_STATUS, PROMPTS
@@ -73,17 +77,18 @@ class GenerationHandler:
         if self.store.exists(manifest_key):
             saved = json.loads(self.store.path(manifest_key).read_text())
             media, info = ClipMedia.model_validate(saved["media"]), GeneratorInfo.model_validate(saved["generator"])
+            generated_at = datetime.fromisoformat(saved["generated_at"])
         else:
             await self.sender.send(GENERATION_STATUS, GenerationStatus(
                 event_id=derived_event_id(rec.event_id, "status.generating"),
                 prompt_id=rec.prompt_id, status="generating", clip_id=clip_id))
-            media, info = await self._render(rec, clip_id, prefix)
+            media, info, generated_at = await self._render(rec, clip_id, prefix)
         await self.sender.send(CLIPS_GENERATED, ClipGenerated(
-            event_id=derived_event_id(rec.event_id, "clips.generated"),
+            event_id=derived_event_id(rec.event_id, "clips.generated"), occurred_at=generated_at,
             clip_id=clip_id, prompt_id=rec.prompt_id, user_id=rec.user_id, creator_handle=rec.creator_handle,
             text=rec.text, parent_clip_id=rec.parent_clip_id, media=media, generator=info))
 
-    async def _render(self, rec: PromptSubmitted, clip_id: Any, prefix: str) -> tuple[ClipMedia, GeneratorInfo]:
+    async def _render(self, rec: PromptSubmitted, clip_id: Any, prefix: str) -> tuple[ClipMedia, GeneratorInfo, datetime]:
         request = RenderRequest(prompt_id=str(rec.prompt_id), clip_id=str(clip_id), prompt=rec.text,
                                 seed=rec.seed, creator_handle=rec.creator_handle)
         staged = self.store.staging_dir()
@@ -94,12 +99,15 @@ class GenerationHandler:
             media = media_from_render(rendered, staged, prefix)
             info = GeneratorInfo(name=rendered.generator, version=rendered.generator_version, seed=rec.seed,
                                  concepts=list(rendered.concepts), render_ms=render_ms)
+            generated_at = utcnow()
             # The manifest is written last inside the staged folder and the folder is
-            # moved into place whole: its presence means a complete render.
+            # moved into place whole: its presence means a complete render. A replay
+            # re-sends the identical event from it.
             (staged / MANIFEST).write_text(json.dumps(
-                {"media": media.model_dump(mode="json"), "generator": info.model_dump(mode="json")}, indent=2))
+                {"media": media.model_dump(mode="json"), "generator": info.model_dump(mode="json"),
+                 "generated_at": generated_at.isoformat()}, indent=2))
             self.store.commit_dir(staged, prefix)
-            return media, info
+            return media, info, generated_at
         finally:
             if staged.exists():
                 shutil.rmtree(staged, ignore_errors=True)
@@ -121,7 +129,8 @@ def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
         backoff_s=settings.workers.retry_backoff_s, on_give_up=handler.give_up)
 
     @app.agent(raw_topic(app, PROMPTS.name), name="generate", concurrency=1)
-    async def generate(stream: Any) -> None:
-        await consume(stream, policy)
+    async def generate(stream: Any) -> AsyncIterator[str]:
+        async for outcome in consume(stream, policy):
+            yield outcome
 
     return policy

@@ -6,6 +6,8 @@ One agent per topic, each applying events through core.materialize in a thread
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncio
 from typing import Any
 
@@ -37,8 +39,9 @@ def register(app: faust.App, settings: Settings) -> dict[str, ErrorPolicy[Any]]:
             backoff_s=settings.workers.retry_backoff_s)
         policies[spec.name] = policy
 
-        async def agent_body(stream: Any, _policy: ErrorPolicy[Any] = policy) -> None:
-            await consume(stream, _policy)
+        async def agent_body(stream: Any, _policy: ErrorPolicy[Any] = policy) -> AsyncIterator[str]:
+            async for outcome in consume(stream, _policy):
+                yield outcome
 
         app.agent(raw_topic(app, spec.name), name=f"materialize_{spec.name.replace('.', '_')}",
                   concurrency=1)(agent_body)

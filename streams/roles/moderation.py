@@ -9,6 +9,8 @@ Moderation fails closed: a check that cannot run blocks the clip.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncio
 import time
 from typing import Any
@@ -85,7 +87,8 @@ def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
         backoff_s=settings.workers.retry_backoff_s, on_give_up=handler.give_up)
 
     @app.agent(raw_topic(app, CLIPS_GENERATED.name), name="moderate", concurrency=1)
-    async def moderate(stream: Any) -> None:
-        await consume(stream, policy)
+    async def moderate(stream: Any) -> AsyncIterator[str]:
+        async for outcome in consume(stream, policy):
+            yield outcome
 
     return policy
