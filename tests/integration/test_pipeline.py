@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +130,36 @@ def test_a_prompt_becomes_a_published_clip_with_a_playable_video(stack: Stack, t
         assert (frames[0].width, frames[0].height) == (clip["width"], clip["height"]) == (288, 512)
         assert len(frames) == round(clip["fps"] * clip["duration_s"])
     assert stack.http.get(clip["poster_url"]).headers["content-type"] == "image/jpeg"
+
+
+PLAYER = """<html><head><title>LOADING</title></head><body>
+<video id="v" src="{src}" muted playsinline></video>
+<script>
+const v = document.getElementById('v');
+v.addEventListener('error', () => {{ document.title = 'ERROR ' + (v.error && v.error.code); }});
+v.addEventListener('timeupdate', () => {{
+  if (v.currentTime > 0.5) document.title = 'PLAYED ' + v.videoWidth + 'x' + v.videoHeight;
+}});
+v.play().catch(e => {{ document.title = 'PLAYFAIL ' + e; }});
+</script></body></html>"""
+
+
+def test_the_video_plays_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it): apt-get install chromium")
+    clips = wait_for(lambda: stack.http.get("/v1/feed").json()["data"], PUBLISH_TIMEOUT, "a clip in the feed")
+    page = tmp_path / "player.html"
+    page.write_text(PLAYER.format(src=f"{stack.api}{clips[0]['video_url']}"))
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--autoplay-policy=no-user-gesture-required",
+         "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=90)
+    title = re.search(r"<title>([^<]*)</title>", out.stdout)
+    assert title is not None, out.stderr[-2000:]
+    assert title.group(1) == "PLAYED 288x512", f"Chromium could not play the clip: {title.group(1)}"
 
 
 def test_a_harmful_prompt_is_rejected_before_any_rendering(stack: Stack) -> None:
