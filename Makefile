@@ -18,6 +18,8 @@ up: $(STAMP)
 	$(VENV)/bin/clipstream up
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

@@ -47,8 +47,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.relay = None
         task = None
         if settings.api.run_outbox_relay:
-            relay = OutboxRelay(app.state.sessionmaker, settings.kafka.servers,
-                                poll_interval_s=settings.api.outbox_poll_interval_s)
+            relay = OutboxRelay(
+                app.state.sessionmaker, settings.kafka.servers, poll_interval_s=settings.api.outbox_poll_interval_s
+            )
             app.state.relay = relay
             task = asyncio.create_task(relay.run(), name="outbox-relay")
         try:
@@ -61,11 +62,18 @@ def create_app(settings: Settings) -> FastAPI:
                 await app.state.relay.close()
             engine.dispose()
 
-    app = FastAPI(title="Clipstream API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  openapi_tags=[{"name": "users", "description": "Accounts and @handles"},
-                                {"name": "prompts", "description": "Submit prompts and follow their status"},
-                                {"name": "feed", "description": "The feed, clips and their media"},
-                                {"name": "health", "description": "Liveness and readiness"}])
+    app = FastAPI(
+        title="Clipstream API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "users", "description": "Accounts and @handles"},
+            {"name": "prompts", "description": "Submit prompts and follow their status"},
+            {"name": "feed", "description": "The feed, clips and their media"},
+            {"name": "health", "description": "Liveness and readiness"},
+        ],
+    )
     problems.install(app)
     app.include_router(users.router)
     app.include_router(prompts.router)

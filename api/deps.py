@@ -57,12 +57,22 @@ def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     if credentials is None:
-        raise ApiError(401, "unauthenticated", "Unauthorized", "this endpoint needs an Authorization: Bearer token",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "Unauthorized",
+            "this endpoint needs an Authorization: Bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     user = user_for_token(session, credentials.credentials, settings.secret_key.get_secret_value())
     if user is None:
-        raise ApiError(401, "invalid-token", "Unauthorized", "the bearer token is unknown, expired or revoked",
-                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise ApiError(
+            401,
+            "invalid-token",
+            "Unauthorized",
+            "the bearer token is unknown, expired or revoked",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     return user
 
 

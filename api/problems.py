@@ -33,12 +33,24 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
-def problem(status: int, slug: str, title: str, detail: str, request: Request | None = None,
-            errors: list[FieldError] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = Problem(type=PROBLEM_BASE + slug, title=title, status=status, detail=detail,
-                   instance=str(request.url.path) if request else None, errors=errors)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=MEDIA_TYPE,
-                        headers=headers)
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    request: Request | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=PROBLEM_BASE + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=str(request.url.path) if request else None,
+        errors=errors,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 class ApiError(ClipstreamError):
@@ -63,8 +75,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
-        return problem(exc.status_code, f"http-{exc.status_code}", titles.get(exc.status_code, "HTTP error"),
-                       str(exc.detail), request, headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            f"http-{exc.status_code}",
+            titles.get(exc.status_code, "HTTP error"),
+            str(exc.detail),
+            request,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
@@ -85,12 +103,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc)
-        return problem(503, "database-unavailable", "Service unavailable",
-                       "the database is unavailable; nothing was written, retry later", request,
-                       headers={"Retry-After": "2"})
+        return problem(
+            503,
+            "database-unavailable",
+            "Service unavailable",
+            "the database is unavailable; nothing was written, retry later",
+            request,
+            headers={"Retry-After": "2"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return problem(500, "internal-error", "Internal error", "an unexpected error occurred; it has been logged",
-                       request)
+        return problem(
+            500, "internal-error", "Internal error", "an unexpected error occurred; it has been logged", request
+        )

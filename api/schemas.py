@@ -65,10 +65,14 @@ class UserCreated(BaseModel):
 
 
 class PromptCreate(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"text": "a cat dancing on the beach at sunset"},
-        {"text": "a red rocket flying through space at night", "seed": 42},
-    ]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"text": "a cat dancing on the beach at sunset"},
+                {"text": "a red rocket flying through space at night", "seed": 42},
+            ]
+        }
+    )
     text: str = Field(min_length=1, max_length=1000, description="What the clip should show (≤ 1,000 characters).")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Same prompt + seed → same clip.")
     parent_clip_id: uuid.UUID | None = Field(default=None, description="Remix: the clip this one builds on.")
@@ -103,14 +107,25 @@ class PromptStatusEvent(BaseModel):
 
 
 class PromptPublic(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "0b9f2d8e-5c1a-4a57-9f37-0f6e1f2a3b4c", "status": "published", "reason": None,
-        "text": "a cat dancing on the beach at sunset", "seed": 1234,
-        "clip_id": "5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b", "parent_clip_id": None,
-        "moderation": {"action": "allow", "reasons": [], "policy_version": "2026-11-26.1"},
-        "created_at": "2026-11-26T12:00:00Z", "updated_at": "2026-11-26T12:00:04Z",
-        "timeline": [{"status": "queued", "reason": None, "occurred_at": "2026-11-26T12:00:00Z"}],
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b9f2d8e-5c1a-4a57-9f37-0f6e1f2a3b4c",
+                    "status": "published",
+                    "reason": None,
+                    "text": "a cat dancing on the beach at sunset",
+                    "seed": 1234,
+                    "clip_id": "5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b",
+                    "parent_clip_id": None,
+                    "moderation": {"action": "allow", "reasons": [], "policy_version": "2026-11-26.1"},
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "updated_at": "2026-11-26T12:00:04Z",
+                    "timeline": [{"status": "queued", "reason": None, "occurred_at": "2026-11-26T12:00:00Z"}],
+                }
+            ]
+        }
+    )
     id: uuid.UUID
     status: Literal["queued", "generating", "moderating", "published", "rejected", "failed"]
     reason: str | None = Field(description="Why the prompt was rejected or failed.")
@@ -130,16 +145,34 @@ class ClipCreator(BaseModel):
 
 
 class ClipPublic(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b", "prompt": "a cat dancing on the beach at sunset",
-        "creator": {"id": "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d", "handle": "alice"},
-        "video_url": "/v1/clips/5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b/video",
-        "poster_url": "/v1/clips/5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b/poster",
-        "mime_type": "video/mp4", "width": 288, "height": 512, "fps": 12, "duration_s": 3.0,
-        "parent_clip_id": None, "published_at": "2026-11-26T12:00:04Z",
-        "generator": {"name": "procedural", "version": "procedural-1", "concepts": ["cat", "dancing", "beach"]},
-        "safety_checks": [{"name": "prompt_policy", "passed": True, "detail": "allow under policy 2026-11-26.1"}],
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b",
+                    "prompt": "a cat dancing on the beach at sunset",
+                    "creator": {"id": "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d", "handle": "alice"},
+                    "video_url": "/v1/clips/5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b/video",
+                    "poster_url": "/v1/clips/5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b/poster",
+                    "mime_type": "video/mp4",
+                    "width": 288,
+                    "height": 512,
+                    "fps": 12,
+                    "duration_s": 3.0,
+                    "parent_clip_id": None,
+                    "published_at": "2026-11-26T12:00:04Z",
+                    "generator": {
+                        "name": "procedural",
+                        "version": "procedural-1",
+                        "concepts": ["cat", "dancing", "beach"],
+                    },
+                    "safety_checks": [
+                        {"name": "prompt_policy", "passed": True, "detail": "allow under policy 2026-11-26.1"}
+                    ],
+                }
+            ]
+        }
+    )
     id: uuid.UUID
     prompt: str
     creator: ClipCreator

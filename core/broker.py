@@ -70,12 +70,24 @@ class EmbeddedBroker:
                 f"set KAFKA__EMBEDDED_PORT, or point KAFKA__BOOTSTRAP_SERVERS at that Kafka"
             )
         url = f"tcp://{self.host}:{self.port}"
-        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/"]
+        cmd = [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -98,7 +110,7 @@ class EmbeddedBroker:
             proc.kill()
             proc.wait(5)
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         self.start()
         return self
 
@@ -126,9 +138,7 @@ async def _ensure_topics(bootstrap: str, replication_factor: int, timeout: float
         wanted = [(name, parts) for name, parts in all_topic_names() if name not in existing]
         created: list[str] = []
         if wanted:
-            resp = await admin.create_topics(
-                [NewTopic(name, parts, replication_factor) for name, parts in wanted]
-            )
+            resp = await admin.create_topics([NewTopic(name, parts, replication_factor) for name, parts in wanted])
             for name, code, message in resp.topic_errors:
                 if code == 0:
                     created.append(name)

@@ -41,8 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
         from api.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
-                    log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=5,
+        )
         return 0
     if args.command == "worker":
         from streams.worker import run

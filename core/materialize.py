@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 TERMINAL = {"published", "rejected", "failed"}
 
 
-def advance_prompt(session: Session, prompt_id: Any, status: str, *, reason: str | None = None, clip_id: Any = None) -> bool:
+def advance_prompt(
+    session: Session, prompt_id: Any, status: str, *, reason: str | None = None, clip_id: Any = None
+) -> bool:
     """Move a prompt forward to ``status``; never backwards, never out of a terminal state."""
     prompt = session.get(Prompt, prompt_id, with_for_update=True)
     if prompt is None:
@@ -51,19 +53,40 @@ def advance_prompt(session: Session, prompt_id: Any, status: str, *, reason: str
 
 
 def apply_status(session: Session, rec: GenerationStatus) -> None:
-    session.add(PromptEvent(event_id=rec.event_id, prompt_id=rec.prompt_id, status=rec.status,
-                            reason=rec.reason, occurred_at=rec.occurred_at))
+    session.add(
+        PromptEvent(
+            event_id=rec.event_id,
+            prompt_id=rec.prompt_id,
+            status=rec.status,
+            reason=rec.reason,
+            occurred_at=rec.occurred_at,
+        )
+    )
     advance_prompt(session, rec.prompt_id, rec.status, reason=rec.reason, clip_id=rec.clip_id)
 
 
 def _clip_from(rec: ClipGenerated | ClipPublished) -> Clip:
     m = rec.media
     return Clip(
-        id=rec.clip_id, prompt_id=rec.prompt_id, user_id=rec.user_id, creator_handle=rec.creator_handle,
-        text=rec.text, parent_clip_id=rec.parent_clip_id, status="generated",
-        video_key=m.video_key, poster_key=m.poster_key, mime_type=m.mime_type, width=m.width, height=m.height,
-        fps=m.fps, frame_count=m.frame_count, duration_s=m.duration_s, sha256=m.sha256,
-        generator=rec.generator.model_dump(mode="json"), checks=[], block_reasons=[],
+        id=rec.clip_id,
+        prompt_id=rec.prompt_id,
+        user_id=rec.user_id,
+        creator_handle=rec.creator_handle,
+        text=rec.text,
+        parent_clip_id=rec.parent_clip_id,
+        status="generated",
+        video_key=m.video_key,
+        poster_key=m.poster_key,
+        mime_type=m.mime_type,
+        width=m.width,
+        height=m.height,
+        fps=m.fps,
+        frame_count=m.frame_count,
+        duration_s=m.duration_s,
+        sha256=m.sha256,
+        generator=rec.generator.model_dump(mode="json"),
+        checks=[],
+        block_reasons=[],
         generated_at=rec.occurred_at,
     )
 

@@ -31,8 +31,14 @@ def enqueue(session: Session, spec: TopicSpec, record: Record) -> OutboxMessage:
 
 
 class OutboxRelay:
-    def __init__(self, factory: sessionmaker[Session], bootstrap_servers: str, *, batch_size: int = 200,
-                 poll_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        bootstrap_servers: str,
+        *,
+        batch_size: int = 200,
+        poll_interval_s: float = 0.5,
+    ) -> None:
         self.factory = factory
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
@@ -51,8 +57,9 @@ class OutboxRelay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all",
-                                        request_timeout_ms=10_000, linger_ms=2)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers, acks="all", request_timeout_ms=10_000, linger_ms=2
+            )
             try:
                 await producer.start()
             except BaseException:
@@ -62,8 +69,12 @@ class OutboxRelay:
         return self._producer
 
     def _claim(self, session: Session) -> list[OutboxMessage]:
-        stmt = (select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
-                .order_by(OutboxMessage.id).limit(self.batch_size))
+        stmt = (
+            select(OutboxMessage)
+            .where(OutboxMessage.published_at.is_(None))
+            .order_by(OutboxMessage.id)
+            .limit(self.batch_size)
+        )
         if session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         return list(session.scalars(stmt))
@@ -96,8 +107,12 @@ class OutboxRelay:
         from sqlalchemy import func
 
         with session_scope(self.factory) as session:
-            return int(session.scalar(select(func.count()).select_from(OutboxMessage)
-                                      .where(OutboxMessage.published_at.is_(None))) or 0)
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+                )
+                or 0
+            )
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()

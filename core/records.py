@@ -196,6 +196,8 @@ class Interaction(Record):
 
 class SocialEvent(Record):
     user_id: uuid.UUID
-    kind: Literal["user_created", "follow", "unfollow", "block", "unblock", "mute", "unmute", "cameo_grant", "cameo_revoke"]
+    kind: Literal[
+        "user_created", "follow", "unfollow", "block", "unblock", "mute", "unmute", "cameo_grant", "cameo_revoke"
+    ]
     target_user_id: uuid.UUID | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)

@@ -27,7 +27,8 @@ def topic_schema(spec: TopicSpec) -> dict[str, Any]:
 def render_all() -> dict[str, str]:
     """File name → JSON text, for every topic."""
     return {
-        f"{spec.name}.v{spec.record.SCHEMA_VERSION}.json": json.dumps(topic_schema(spec), indent=2, sort_keys=True) + "\n"
+        f"{spec.name}.v{spec.record.SCHEMA_VERSION}.json": json.dumps(topic_schema(spec), indent=2, sort_keys=True)
+        + "\n"
         for spec in CATALOG
     }
 

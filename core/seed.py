@@ -51,8 +51,11 @@ def seed(base_url: str, tokens_path: Path, prompts_per_user: int = 2) -> dict[st
             token = resp.json()["token"]
             tokens[handle] = token
             for i, text in enumerate(prompts[:prompts_per_user]):
-                r = client.post("/v1/prompts", json={"text": text},
-                                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"seed-{handle}-{i}"})
+                r = client.post(
+                    "/v1/prompts",
+                    json={"text": text},
+                    headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"seed-{handle}-{i}"},
+                )
                 r.raise_for_status()
                 log.info("@%s submitted %r → %s", handle, text, r.json()["status"])
     tokens_path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,15 @@ class Child:
 
     def start(self, env: dict[str, str]) -> None:
         out = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True, preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         out.close()
 
     @property
@@ -94,8 +101,9 @@ class Stack:
         self.env = absolute_settings_env(self.settings, bootstrap, self.var_dir)
         api = self.settings.api
         self.children = [self._child("api", ["api"], f"http://{api.host}:{api.port}  (docs: /docs)")]
-        self.children += [self._child(f"worker-{role}", ["worker", role], f"consumer group clipstream-{role}")
-                          for role in ROLES]
+        self.children += [
+            self._child(f"worker-{role}", ["worker", role], f"consumer group clipstream-{role}") for role in ROLES
+        ]
         for child in self.children:
             child.start(self.env)
         if self.seed_enabled:
@@ -106,8 +114,10 @@ class Stack:
     def print_table(self, bootstrap: str) -> None:
         lines = ["", "Clipstream is up" + (" (embedded default)" if self.broker else ""), ""]
         if self.broker and self.broker.process:
-            lines.append(f"  {'broker':<22} Tansu kafka://{bootstrap:<26} pid {self.broker.process.pid:<7} "
-                         f"log {self.logs / 'broker.log'}")
+            lines.append(
+                f"  {'broker':<22} Tansu kafka://{bootstrap:<26} pid {self.broker.process.pid:<7} "
+                f"log {self.logs / 'broker.log'}"
+            )
         else:
             lines.append(f"  {'broker':<22} external Kafka at {bootstrap}")
         for c in self.children + ([self.seeder] if self.seeder else []):
@@ -126,8 +136,12 @@ class Stack:
                 now = time.monotonic()
                 child.restarts = [t for t in child.restarts if now - t < 60]
                 if len(child.restarts) >= MAX_RESTARTS:
-                    log.error("%s exited %s times in a minute; giving up on it (see %s)", child.name,
-                              len(child.restarts), child.log_path)
+                    log.error(
+                        "%s exited %s times in a minute; giving up on it (see %s)",
+                        child.name,
+                        len(child.restarts),
+                        child.log_path,
+                    )
                     continue
                 log.warning("%s exited with %s; restarting (see %s)", child.name, code, child.log_path)
                 time.sleep(min(2 ** len(child.restarts) * 0.5, 8))

@@ -15,11 +15,17 @@ class ChronologicalFeed:
     Blocked and not-yet-moderated clips never appear: only status ``published`` is read.
     """
 
-    def page(self, session: Session, limit: int, cursor: FeedCursor | None = None) -> tuple[list[Clip], FeedCursor | None]:
+    def page(
+        self, session: Session, limit: int, cursor: FeedCursor | None = None
+    ) -> tuple[list[Clip], FeedCursor | None]:
         stmt = select(Clip).where(Clip.status == "published")
         if cursor is not None:
-            stmt = stmt.where(or_(Clip.published_at < cursor.published_at,
-                                  and_(Clip.published_at == cursor.published_at, Clip.id < cursor.clip_id)))
+            stmt = stmt.where(
+                or_(
+                    Clip.published_at < cursor.published_at,
+                    and_(Clip.published_at == cursor.published_at, Clip.id < cursor.clip_id),
+                )
+            )
         stmt = stmt.order_by(Clip.published_at.desc(), Clip.id.desc()).limit(limit + 1)
         rows = list(session.scalars(stmt))
         more = len(rows) > limit

@@ -30,7 +30,7 @@ class FeedCursor:
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, value: str) -> "FeedCursor":
+    def decode(cls, value: str) -> FeedCursor:
         try:
             padded = value + "=" * (-len(value) % 4)
             data = json.loads(base64.urlsafe_b64decode(padded.encode()))

@@ -99,8 +99,13 @@ class ErrorPolicy(Generic[R]):
             except Exception as e:  # noqa: BLE001 — every failure is retried, then dead-lettered
                 last = e
                 log.warning(
-                    "%s failed on %s (attempt %d/%d): %s\n%s", self.consumer, self.spec.name, attempt,
-                    self.max_attempts, e, traceback.format_exc(limit=5),
+                    "%s failed on %s (attempt %d/%d): %s\n%s",
+                    self.consumer,
+                    self.spec.name,
+                    attempt,
+                    self.max_attempts,
+                    e,
+                    traceback.format_exc(limit=5),
                 )
                 if attempt < self.max_attempts:
                     await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -108,7 +113,7 @@ class ErrorPolicy(Generic[R]):
         if self.on_give_up is not None:
             try:
                 await self.on_give_up(record, last)
-            except Exception:  # noqa: BLE001 — the DLQ copy below still keeps the message
+            except Exception:
                 log.exception("on_give_up hook failed for %s", self.spec.name)
         await self.dead_letter(message, last, attempts=self.max_attempts)
         return "dead-lettered"

@@ -28,7 +28,9 @@ class JobTimeout(ClipstreamError):
 
 
 class ProcessRunner:
-    def __init__(self, workers: int = 1, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self, workers: int = 1, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+    ) -> None:
         self.workers = workers
         self.initializer = initializer
         self.initargs = initargs

@@ -31,8 +31,9 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     import psycopg
 
     try:
-        return psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True,
-                               connect_timeout=5)
+        return psycopg.connect(
+            PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True, connect_timeout=5
+        )
     except psycopg.OperationalError as e:
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {e}")
 

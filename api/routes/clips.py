@@ -21,10 +21,18 @@ _feed = ChronologicalFeed()
 def clip_public(clip: Clip) -> ClipPublic:
     assert clip.published_at is not None
     return ClipPublic(
-        id=clip.id, prompt=clip.text, creator=ClipCreator(id=clip.user_id, handle=clip.creator_handle),
-        video_url=f"/v1/clips/{clip.id}/video", poster_url=f"/v1/clips/{clip.id}/poster",
-        mime_type=clip.mime_type, width=clip.width, height=clip.height, fps=clip.fps, duration_s=clip.duration_s,
-        parent_clip_id=clip.parent_clip_id, published_at=clip.published_at,
+        id=clip.id,
+        prompt=clip.text,
+        creator=ClipCreator(id=clip.user_id, handle=clip.creator_handle),
+        video_url=f"/v1/clips/{clip.id}/video",
+        poster_url=f"/v1/clips/{clip.id}/poster",
+        mime_type=clip.mime_type,
+        width=clip.width,
+        height=clip.height,
+        fps=clip.fps,
+        duration_s=clip.duration_s,
+        parent_clip_id=clip.parent_clip_id,
+        published_at=clip.published_at,
         generator={k: clip.generator.get(k) for k in ("name", "version", "concepts")},
         safety_checks=list(clip.checks),
     )
@@ -65,17 +73,25 @@ def _media_file(media: MediaDep, key: str, media_type: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
-@router.get("/v1/clips/{clip_id}/video", response_class=FileResponse,
-            responses={200: {"content": {"video/mp4": {}}, "description": "The clip (supports Range requests)"},
-                       404: {"model": Problem}})
+@router.get(
+    "/v1/clips/{clip_id}/video",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"video/mp4": {}}, "description": "The clip (supports Range requests)"},
+        404: {"model": Problem},
+    },
+)
 def get_clip_video(clip_id: uuid.UUID, session: SessionDep, media: MediaDep) -> FileResponse:
     """Download or stream the clip's video (anyone may call this)."""
     clip = published_clip(session, clip_id)
     return _media_file(media, clip.video_key, clip.mime_type)
 
 
-@router.get("/v1/clips/{clip_id}/poster", response_class=FileResponse,
-            responses={200: {"content": {"image/jpeg": {}}, "description": "Poster frame"}, 404: {"model": Problem}})
+@router.get(
+    "/v1/clips/{clip_id}/poster",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "Poster frame"}, 404: {"model": Problem}},
+)
 def get_clip_poster(clip_id: uuid.UUID, session: SessionDep, media: MediaDep) -> FileResponse:
     """The clip's poster image (anyone may call this)."""
     clip = published_clip(session, clip_id)

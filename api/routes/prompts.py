@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Header, Response, status
 from sqlalchemy import select
@@ -13,7 +13,14 @@ from api.schemas import PromptCreate, PromptModerationPublic, PromptPublic, Prom
 from core.db.models import Clip, Prompt, PromptEvent
 from core.errors import NotFoundError
 from core.outbox import enqueue
-from core.records import GenerationStatus, ModerationReason, PromptModeration, PromptSubmitted, utcnow
+from core.records import (
+    GenerationStatus,
+    ModerationReason,
+    PromptModeration,
+    PromptStatusValue,
+    PromptSubmitted,
+    utcnow,
+)
 from core.topics import GENERATION_STATUS, PROMPTS
 
 router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
@@ -21,11 +28,19 @@ router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
 
 def prompt_public(prompt: Prompt, timeline: list[PromptEvent] | None = None) -> PromptPublic:
     return PromptPublic(
-        id=prompt.id, status=prompt.status, reason=prompt.reason, text=prompt.text, seed=prompt.seed,  # type: ignore[arg-type]
-        clip_id=prompt.clip_id if prompt.status == "published" else None, parent_clip_id=prompt.parent_clip_id,
+        id=prompt.id,
+        status=cast(PromptStatusValue, prompt.status),
+        reason=prompt.reason,
+        text=prompt.text,
+        seed=prompt.seed,
+        clip_id=prompt.clip_id if prompt.status == "published" else None,
+        parent_clip_id=prompt.parent_clip_id,
         moderation=PromptModerationPublic.model_validate(prompt.moderation),
-        created_at=prompt.created_at, updated_at=prompt.updated_at,
-        timeline=[PromptStatusEvent(status=e.status, reason=e.reason, occurred_at=e.occurred_at) for e in timeline or []],
+        created_at=prompt.created_at,
+        updated_at=prompt.updated_at,
+        timeline=[
+            PromptStatusEvent(status=e.status, reason=e.reason, occurred_at=e.occurred_at) for e in timeline or []
+        ],
     )
 
 
@@ -34,14 +49,25 @@ def default_seed(prompt_id: uuid.UUID) -> int:
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=PromptPublic,
-    responses={401: {"model": Problem}, 404: {"model": Problem, "description": "Remix parent not found"},
-               422: {"model": Problem, "description": "Invalid prompt"}},
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PromptPublic,
+    responses={
+        401: {"model": Problem},
+        404: {"model": Problem, "description": "Remix parent not found"},
+        422: {"model": Problem, "description": "Invalid prompt"},
+    },
 )
 def submit_prompt(
-    body: PromptCreate, user: CurrentUserDep, session: SessionDep, policy: PolicyDep, relay: RelayDep,
+    body: PromptCreate,
+    user: CurrentUserDep,
+    session: SessionDep,
+    policy: PolicyDep,
+    relay: RelayDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200, description="Retries with the same key return the first prompt")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description="Retries with the same key return the first prompt")
+    ] = None,
 ) -> PromptPublic:
     """Submit a prompt to be rendered (needs a bearer token).
 
@@ -52,8 +78,9 @@ def submit_prompt(
     is never lost, even while the broker is down.
     """
     if idempotency_key:
-        existing = session.scalar(select(Prompt).where(Prompt.user_id == user.id,
-                                                       Prompt.idempotency_key == idempotency_key))
+        existing = session.scalar(
+            select(Prompt).where(Prompt.user_id == user.id, Prompt.idempotency_key == idempotency_key)
+        )
         if existing is not None:
             response.headers["Location"] = f"/v1/prompts/{existing.id}"
             return prompt_public(existing)
@@ -64,32 +91,58 @@ def submit_prompt(
 
     decision = policy.check(body.text)
     moderation = PromptModeration(
-        action=decision.action, policy_version=decision.policy_version,
-        reasons=[ModerationReason(category=r.category, term=r.term, action=r.action) for r in decision.reasons])
+        action=decision.action,
+        policy_version=decision.policy_version,
+        reasons=[ModerationReason(category=r.category, term=r.term, action=r.action) for r in decision.reasons],
+    )
     prompt_id = uuid.uuid4()
     seed = body.seed if body.seed is not None else default_seed(prompt_id)
     accepted = decision.action == "allow"
     now = utcnow()
     reason = None if accepted else "prompt policy: " + "; ".join(r.as_text() for r in decision.reasons)
-    prompt = Prompt(id=prompt_id, user_id=user.id, text=body.text, seed=seed,
-                    status="queued" if accepted else "rejected", reason=reason,
-                    parent_clip_id=body.parent_clip_id, moderation=moderation.model_dump(mode="json"),
-                    idempotency_key=idempotency_key, created_at=now, updated_at=now)
+    prompt = Prompt(
+        id=prompt_id,
+        user_id=user.id,
+        text=body.text,
+        seed=seed,
+        status="queued" if accepted else "rejected",
+        reason=reason,
+        parent_clip_id=body.parent_clip_id,
+        moderation=moderation.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(prompt)
     status_event = GenerationStatus(prompt_id=prompt_id, status=prompt.status, reason=reason, occurred_at=now)  # type: ignore[arg-type]
-    session.add(PromptEvent(event_id=status_event.event_id, prompt_id=prompt_id, status=prompt.status,
-                            reason=reason, occurred_at=now))
+    session.add(
+        PromptEvent(
+            event_id=status_event.event_id, prompt_id=prompt_id, status=prompt.status, reason=reason, occurred_at=now
+        )
+    )
     if accepted:
-        enqueue(session, PROMPTS, PromptSubmitted(
-            prompt_id=prompt_id, user_id=user.id, creator_handle=user.handle, text=body.text, seed=seed,
-            parent_clip_id=body.parent_clip_id, moderation=moderation, occurred_at=now))
+        enqueue(
+            session,
+            PROMPTS,
+            PromptSubmitted(
+                prompt_id=prompt_id,
+                user_id=user.id,
+                creator_handle=user.handle,
+                text=body.text,
+                seed=seed,
+                parent_clip_id=body.parent_clip_id,
+                moderation=moderation,
+                occurred_at=now,
+            ),
+        )
     enqueue(session, GENERATION_STATUS, status_event)
     try:
         session.commit()
     except IntegrityError as e:  # the same Idempotency-Key raced in from a parallel retry
         session.rollback()
-        existing = session.scalar(select(Prompt).where(Prompt.user_id == user.id,
-                                                       Prompt.idempotency_key == idempotency_key))
+        existing = session.scalar(
+            select(Prompt).where(Prompt.user_id == user.id, Prompt.idempotency_key == idempotency_key)
+        )
         if existing is None:
             raise ApiError(409, "conflict", "Conflict", "the prompt could not be stored; retry") from e
         prompt = existing
@@ -105,6 +158,7 @@ def get_prompt(prompt_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) 
     prompt = session.get(Prompt, prompt_id)
     if prompt is None or prompt.user_id != user.id:  # 404, not 403: do not reveal others' prompts
         raise NotFoundError(f"no prompt {prompt_id}")
-    timeline = list(session.scalars(select(PromptEvent).where(PromptEvent.prompt_id == prompt_id)
-                                    .order_by(PromptEvent.occurred_at)))
+    timeline = list(
+        session.scalars(select(PromptEvent).where(PromptEvent.prompt_id == prompt_id).order_by(PromptEvent.occurred_at))
+    )
     return prompt_public(prompt, timeline)

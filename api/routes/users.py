@@ -18,9 +18,15 @@ def user_public(user: User) -> UserPublic:
     return UserPublic(id=user.id, handle=user.handle, display_name=user.display_name, created_at=user.created_at)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserCreated,
-             responses={409: {"model": Problem, "description": "Handle taken"},
-                        422: {"model": Problem, "description": "Invalid handle or name"}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserCreated,
+    responses={
+        409: {"model": Problem, "description": "Handle taken"},
+        422: {"model": Problem, "description": "Invalid handle or name"},
+    },
+)
 def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserCreated:
     """Create a user with a unique @handle and get a bearer token (shown once).
 

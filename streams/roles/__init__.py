@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Any
 
 import faust
 
@@ -12,13 +12,9 @@ from core.settings import Settings
 ROLES = ("generation", "moderation", "materializer")
 
 
-def registrar(role: str) -> Callable[[faust.App, Settings], Any]:
-    if role == "generation":
-        from streams.roles.generation import register
-    elif role == "moderation":
-        from streams.roles.moderation import register
-    elif role == "materializer":
-        from streams.roles.materializer import register
-    else:
+def registrar(role: str) -> Callable[[faust.App, Settings], object]:
+    """The ``register(app, settings)`` of a role's module (imported only when used)."""
+    if role not in ROLES:
         raise ValueError(f"unknown worker role {role!r}; known roles: {', '.join(ROLES)}")
+    register: Callable[[faust.App, Settings], object] = importlib.import_module(f"streams.roles.{role}").register
     return register

@@ -7,11 +7,10 @@ redelivery: the same ClipGenerated event, with the same derived event id, is re-
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import json
 import shutil
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,10 +55,17 @@ def media_from_render(rendered: RenderedClip, staged: Path, prefix: str) -> Clip
         return f"{prefix}/{path.resolve().relative_to(staged.resolve()).as_posix()}"
 
     return ClipMedia(
-        video_key=key(rendered.video_path), poster_key=key(rendered.poster_path),
-        frame_keys=[key(p) for p in rendered.frame_paths], frame_indices=list(rendered.frame_indices),
-        mime_type=rendered.mime_type, width=rendered.width, height=rendered.height, fps=rendered.fps,
-        frame_count=rendered.frame_count, duration_s=rendered.duration_s, sha256=rendered.video_sha256,
+        video_key=key(rendered.video_path),
+        poster_key=key(rendered.poster_path),
+        frame_keys=[key(p) for p in rendered.frame_paths],
+        frame_indices=list(rendered.frame_indices),
+        mime_type=rendered.mime_type,
+        width=rendered.width,
+        height=rendered.height,
+        fps=rendered.fps,
+        frame_count=rendered.frame_count,
+        duration_s=rendered.duration_s,
+        sha256=rendered.video_sha256,
     )
 
 
@@ -79,33 +85,69 @@ class GenerationHandler:
             media, info = ClipMedia.model_validate(saved["media"]), GeneratorInfo.model_validate(saved["generator"])
             generated_at = datetime.fromisoformat(saved["generated_at"])
         else:
-            await self.sender.send(GENERATION_STATUS, GenerationStatus(
-                event_id=derived_event_id(rec.event_id, "status.generating"),
-                prompt_id=rec.prompt_id, status="generating", clip_id=clip_id))
+            await self.sender.send(
+                GENERATION_STATUS,
+                GenerationStatus(
+                    event_id=derived_event_id(rec.event_id, "status.generating"),
+                    prompt_id=rec.prompt_id,
+                    status="generating",
+                    clip_id=clip_id,
+                ),
+            )
             media, info, generated_at = await self._render(rec, clip_id, prefix)
-        await self.sender.send(CLIPS_GENERATED, ClipGenerated(
-            event_id=derived_event_id(rec.event_id, "clips.generated"), occurred_at=generated_at,
-            clip_id=clip_id, prompt_id=rec.prompt_id, user_id=rec.user_id, creator_handle=rec.creator_handle,
-            text=rec.text, parent_clip_id=rec.parent_clip_id, media=media, generator=info))
+        await self.sender.send(
+            CLIPS_GENERATED,
+            ClipGenerated(
+                event_id=derived_event_id(rec.event_id, "clips.generated"),
+                occurred_at=generated_at,
+                clip_id=clip_id,
+                prompt_id=rec.prompt_id,
+                user_id=rec.user_id,
+                creator_handle=rec.creator_handle,
+                text=rec.text,
+                parent_clip_id=rec.parent_clip_id,
+                media=media,
+                generator=info,
+            ),
+        )
 
-    async def _render(self, rec: PromptSubmitted, clip_id: Any, prefix: str) -> tuple[ClipMedia, GeneratorInfo, datetime]:
-        request = RenderRequest(prompt_id=str(rec.prompt_id), clip_id=str(clip_id), prompt=rec.text,
-                                seed=rec.seed, creator_handle=rec.creator_handle)
+    async def _render(
+        self, rec: PromptSubmitted, clip_id: Any, prefix: str
+    ) -> tuple[ClipMedia, GeneratorInfo, datetime]:
+        request = RenderRequest(
+            prompt_id=str(rec.prompt_id),
+            clip_id=str(clip_id),
+            prompt=rec.text,
+            seed=rec.seed,
+            creator_handle=rec.creator_handle,
+        )
         staged = self.store.staging_dir()
         try:
             started = time.perf_counter()
             rendered = await self.runner.run(self.settings.workers.render_timeout_s, _render, request, staged)
             render_ms = int((time.perf_counter() - started) * 1000)
             media = media_from_render(rendered, staged, prefix)
-            info = GeneratorInfo(name=rendered.generator, version=rendered.generator_version, seed=rec.seed,
-                                 concepts=list(rendered.concepts), render_ms=render_ms)
+            info = GeneratorInfo(
+                name=rendered.generator,
+                version=rendered.generator_version,
+                seed=rec.seed,
+                concepts=list(rendered.concepts),
+                render_ms=render_ms,
+            )
             generated_at = utcnow()
             # The manifest is written last inside the staged folder and the folder is
             # moved into place whole: its presence means a complete render. A replay
             # re-sends the identical event from it.
-            (staged / MANIFEST).write_text(json.dumps(
-                {"media": media.model_dump(mode="json"), "generator": info.model_dump(mode="json"),
-                 "generated_at": generated_at.isoformat()}, indent=2))
+            (staged / MANIFEST).write_text(
+                json.dumps(
+                    {
+                        "media": media.model_dump(mode="json"),
+                        "generator": info.model_dump(mode="json"),
+                        "generated_at": generated_at.isoformat(),
+                    },
+                    indent=2,
+                )
+            )
             self.store.commit_dir(staged, prefix)
             return media, info, generated_at
         finally:
@@ -113,20 +155,35 @@ class GenerationHandler:
                 shutil.rmtree(staged, ignore_errors=True)
 
     async def give_up(self, rec: PromptSubmitted, exc: BaseException) -> None:
-        await self.sender.send(GENERATION_STATUS, GenerationStatus(
-            event_id=derived_event_id(rec.event_id, "status.failed"), prompt_id=rec.prompt_id,
-            status="failed", reason=f"generation failed: {exc}"[:500]))
+        await self.sender.send(
+            GENERATION_STATUS,
+            GenerationStatus(
+                event_id=derived_event_id(rec.event_id, "status.failed"),
+                prompt_id=rec.prompt_id,
+                status="failed",
+                reason=f"generation failed: {exc}"[:500],
+            ),
+        )
 
 
 def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
     g = settings.generation
-    runner = ProcessRunner(1, _init_generator, (g.backend, {"width": g.width, "height": g.height,
-                                                           "fps": g.fps, "duration_s": g.duration_s}))
+    runner = ProcessRunner(
+        1,
+        _init_generator,
+        (g.backend, {"width": g.width, "height": g.height, "fps": g.fps, "duration_s": g.duration_s}),
+    )
     sender = RecordSender(app)
     handler = GenerationHandler(settings, sender, runner)
     policy: ErrorPolicy[Any] = ErrorPolicy(
-        PROMPTS, sender, handler, consumer=app.conf.id, max_attempts=settings.workers.max_attempts,
-        backoff_s=settings.workers.retry_backoff_s, on_give_up=handler.give_up)
+        PROMPTS,
+        sender,
+        handler,
+        consumer=app.conf.id,
+        max_attempts=settings.workers.max_attempts,
+        backoff_s=settings.workers.retry_backoff_s,
+        on_give_up=handler.give_up,
+    )
 
     @app.agent(raw_topic(app, PROMPTS.name), name="generate", concurrency=1)
     async def generate(stream: Any) -> AsyncIterator[str]:

@@ -6,9 +6,8 @@ One agent per topic, each applying events through core.materialize in a thread
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -31,18 +30,25 @@ def register(app: faust.App, settings: Settings) -> dict[str, ErrorPolicy[Any]]:
     policies: dict[str, ErrorPolicy[Any]] = {}
 
     for spec in TOPICS:
+
         async def handle(rec: Record, message: Any, _spec: TopicSpec = spec) -> None:
             await asyncio.to_thread(apply_event, factory, _spec.name, rec)
 
         policy: ErrorPolicy[Any] = ErrorPolicy(
-            spec, sender, handle, consumer=app.conf.id, max_attempts=settings.workers.max_attempts,
-            backoff_s=settings.workers.retry_backoff_s)
+            spec,
+            sender,
+            handle,
+            consumer=app.conf.id,
+            max_attempts=settings.workers.max_attempts,
+            backoff_s=settings.workers.retry_backoff_s,
+        )
         policies[spec.name] = policy
 
         async def agent_body(stream: Any, _policy: ErrorPolicy[Any] = policy) -> AsyncIterator[str]:
             async for outcome in consume(stream, _policy):
                 yield outcome
 
-        app.agent(raw_topic(app, spec.name), name=f"materialize_{spec.name.replace('.', '_')}",
-                  concurrency=1)(agent_body)
+        app.agent(raw_topic(app, spec.name), name=f"materialize_{spec.name.replace('.', '_')}", concurrency=1)(
+            agent_body
+        )
     return policies

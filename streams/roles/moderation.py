@@ -9,10 +9,9 @@ Moderation fails closed: a check that cannot run blocks the clip.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -29,8 +28,13 @@ from streams.errors import ErrorPolicy, consume
 
 
 def verdict_for(rec: ClipGenerated, store: LocalMediaStore, policy: PromptPolicy) -> ClipVerdict:
-    expected = ClipExpectations(width=rec.media.width, height=rec.media.height, frame_count=rec.media.frame_count,
-                                fps=rec.media.fps, video_sha256=rec.media.sha256)
+    expected = ClipExpectations(
+        width=rec.media.width,
+        height=rec.media.height,
+        frame_count=rec.media.frame_count,
+        fps=rec.media.fps,
+        video_sha256=rec.media.sha256,
+    )
     try:
         path = store.path(rec.media.video_key)
     except NotFoundError as e:
@@ -46,45 +50,93 @@ class ModerationHandler:
         self.policy = load_prompt_policy()
 
     async def __call__(self, rec: ClipGenerated, message: Any) -> None:
-        await self.sender.send(GENERATION_STATUS, GenerationStatus(
-            event_id=derived_event_id(rec.event_id, "status.moderating"),
-            prompt_id=rec.prompt_id, status="moderating", clip_id=rec.clip_id))
+        await self.sender.send(
+            GENERATION_STATUS,
+            GenerationStatus(
+                event_id=derived_event_id(rec.event_id, "status.moderating"),
+                prompt_id=rec.prompt_id,
+                status="moderating",
+                clip_id=rec.clip_id,
+            ),
+        )
         started = time.perf_counter()
         # PyAV decoding releases the GIL for most of its work; a thread is enough here.
         verdict = await asyncio.wait_for(
-            asyncio.to_thread(verdict_for, rec, self.store, self.policy), self.settings.workers.moderation_timeout_s)
+            asyncio.to_thread(verdict_for, rec, self.store, self.policy), self.settings.workers.moderation_timeout_s
+        )
         stage_ms = int((time.perf_counter() - started) * 1000)
         checks = [SafetyCheck(name=c.name, passed=c.passed, detail=c.detail) for c in verdict.checks]
         if verdict.action == "publish":
-            await self.sender.send(CLIPS_PUBLISHED, ClipPublished(
-                event_id=derived_event_id(rec.event_id, "clips.published"), clip_id=rec.clip_id,
-                prompt_id=rec.prompt_id, user_id=rec.user_id, creator_handle=rec.creator_handle, text=rec.text,
-                parent_clip_id=rec.parent_clip_id, media=rec.media, generator=rec.generator, checks=checks))
-            status = GenerationStatus(event_id=derived_event_id(rec.event_id, "status.published"),
-                                      prompt_id=rec.prompt_id, status="published", clip_id=rec.clip_id,
-                                      stage_ms=stage_ms)
+            await self.sender.send(
+                CLIPS_PUBLISHED,
+                ClipPublished(
+                    event_id=derived_event_id(rec.event_id, "clips.published"),
+                    clip_id=rec.clip_id,
+                    prompt_id=rec.prompt_id,
+                    user_id=rec.user_id,
+                    creator_handle=rec.creator_handle,
+                    text=rec.text,
+                    parent_clip_id=rec.parent_clip_id,
+                    media=rec.media,
+                    generator=rec.generator,
+                    checks=checks,
+                ),
+            )
+            status = GenerationStatus(
+                event_id=derived_event_id(rec.event_id, "status.published"),
+                prompt_id=rec.prompt_id,
+                status="published",
+                clip_id=rec.clip_id,
+                stage_ms=stage_ms,
+            )
         else:
             reasons = list(verdict.reasons) or ["blocked by moderation"]
-            await self.sender.send(CLIPS_BLOCKED, ClipBlocked(
-                event_id=derived_event_id(rec.event_id, "clips.blocked"), clip_id=rec.clip_id,
-                prompt_id=rec.prompt_id, user_id=rec.user_id, reasons=reasons, checks=checks))
-            status = GenerationStatus(event_id=derived_event_id(rec.event_id, "status.rejected"),
-                                      prompt_id=rec.prompt_id, status="rejected", clip_id=rec.clip_id,
-                                      reason="; ".join(reasons)[:500], stage_ms=stage_ms)
+            await self.sender.send(
+                CLIPS_BLOCKED,
+                ClipBlocked(
+                    event_id=derived_event_id(rec.event_id, "clips.blocked"),
+                    clip_id=rec.clip_id,
+                    prompt_id=rec.prompt_id,
+                    user_id=rec.user_id,
+                    reasons=reasons,
+                    checks=checks,
+                ),
+            )
+            status = GenerationStatus(
+                event_id=derived_event_id(rec.event_id, "status.rejected"),
+                prompt_id=rec.prompt_id,
+                status="rejected",
+                clip_id=rec.clip_id,
+                reason="; ".join(reasons)[:500],
+                stage_ms=stage_ms,
+            )
         await self.sender.send(GENERATION_STATUS, status)
 
     async def give_up(self, rec: ClipGenerated, exc: BaseException) -> None:
-        await self.sender.send(GENERATION_STATUS, GenerationStatus(
-            event_id=derived_event_id(rec.event_id, "status.failed"), prompt_id=rec.prompt_id,
-            status="failed", clip_id=rec.clip_id, reason=f"moderation could not run: {exc}"[:500]))
+        await self.sender.send(
+            GENERATION_STATUS,
+            GenerationStatus(
+                event_id=derived_event_id(rec.event_id, "status.failed"),
+                prompt_id=rec.prompt_id,
+                status="failed",
+                clip_id=rec.clip_id,
+                reason=f"moderation could not run: {exc}"[:500],
+            ),
+        )
 
 
 def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
     sender = RecordSender(app)
     handler = ModerationHandler(settings, sender)
     policy: ErrorPolicy[Any] = ErrorPolicy(
-        CLIPS_GENERATED, sender, handler, consumer=app.conf.id, max_attempts=settings.workers.max_attempts,
-        backoff_s=settings.workers.retry_backoff_s, on_give_up=handler.give_up)
+        CLIPS_GENERATED,
+        sender,
+        handler,
+        consumer=app.conf.id,
+        max_attempts=settings.workers.max_attempts,
+        backoff_s=settings.workers.retry_backoff_s,
+        on_give_up=handler.give_up,
+    )
 
     @app.agent(raw_topic(app, CLIPS_GENERATED.name), name="moderate", concurrency=1)
     async def moderate(stream: Any) -> AsyncIterator[str]:

@@ -12,8 +12,12 @@ from core.settings import ApiSettings, MediaSettings, Settings
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     migrate(db_url)
-    return Settings(environment="test", database_url=db_url, media=MediaSettings(root=tmp_path / "media"),
-                    api=ApiSettings(run_outbox_relay=False))
+    return Settings(
+        environment="test",
+        database_url=db_url,
+        media=MediaSettings(root=tmp_path / "media"),
+        api=ApiSettings(run_outbox_relay=False),
+    )
 
 
 @pytest.fixture

@@ -20,12 +20,30 @@ def _add_clips(settings: Settings, n: int, status: str = "published", same_time:
             cid = uuid.uuid4()
             ids.append(cid)
             at = base if same_time else base + timedelta(minutes=i)
-            s.add(Clip(id=cid, prompt_id=uuid.uuid4(), user_id=uuid.uuid4(), creator_handle="maya", text=f"clip {i}",
-                       status=status, video_key=f"clips/{cid}/clip.mp4", poster_key=f"clips/{cid}/poster.jpg",
-                       mime_type="video/mp4", width=288, height=512, fps=12, frame_count=36, duration_s=3.0,
-                       sha256="0" * 64, generator={"name": "procedural", "version": "1", "concepts": []},
-                       checks=[], block_reasons=[], generated_at=at,
-                       published_at=at if status == "published" else None))
+            s.add(
+                Clip(
+                    id=cid,
+                    prompt_id=uuid.uuid4(),
+                    user_id=uuid.uuid4(),
+                    creator_handle="maya",
+                    text=f"clip {i}",
+                    status=status,
+                    video_key=f"clips/{cid}/clip.mp4",
+                    poster_key=f"clips/{cid}/poster.jpg",
+                    mime_type="video/mp4",
+                    width=288,
+                    height=512,
+                    fps=12,
+                    frame_count=36,
+                    duration_s=3.0,
+                    sha256="0" * 64,
+                    generator={"name": "procedural", "version": "1", "concepts": []},
+                    checks=[],
+                    block_reasons=[],
+                    generated_at=at,
+                    published_at=at if status == "published" else None,
+                )
+            )
     engine.dispose()
     return ids
 
@@ -57,8 +75,8 @@ def test_bad_cursor_and_limit_are_clear_errors(client: TestClient) -> None:
 
 
 def test_only_published_clips_and_their_media_are_served(client: TestClient, settings: Settings) -> None:
-    published, = _add_clips(settings, 1)
-    blocked, = _add_clips(settings, 1, status="blocked")
+    (published,) = _add_clips(settings, 1)
+    (blocked,) = _add_clips(settings, 1, status="blocked")
     video = Path(settings.media.root) / "clips" / str(published) / "clip.mp4"
     video.parent.mkdir(parents=True)
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)

@@ -30,10 +30,16 @@ def test_handles_are_unique_case_insensitively(client: TestClient, token: str) -
     assert client.get("/v1/users/@MAYA_MAKES").json()["handle"] == "maya_makes"
 
 
-@pytest.mark.parametrize("handle, message", [
-    ("ab", "3–30 characters"), ("has space", "3–30 characters"), ("12345", "only digits"),
-    ("Admin", "reserved"), ("x" * 31, "3–30 characters"),
-])
+@pytest.mark.parametrize(
+    "handle, message",
+    [
+        ("ab", "3–30 characters"),
+        ("has space", "3–30 characters"),
+        ("12345", "only digits"),
+        ("Admin", "reserved"),
+        ("x" * 31, "3–30 characters"),
+    ],
+)
 def test_bad_handles_get_a_readable_422(client: TestClient, handle: str, message: str) -> None:
     resp = client.post("/v1/users", json={"handle": handle, "display_name": "X"})
     assert resp.status_code == 422
@@ -42,8 +48,9 @@ def test_bad_handles_get_a_readable_422(client: TestClient, handle: str, message
     assert body["errors"][0]["loc"] == "body.handle"
 
 
-def test_prompt_is_accepted_queued_and_enqueued_atomically(client: TestClient, auth: dict[str, str],
-                                                          settings: Settings) -> None:
+def test_prompt_is_accepted_queued_and_enqueued_atomically(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
     resp = client.post("/v1/prompts", json={"text": "a cat dancing on the beach at sunset", "seed": 5}, headers=auth)
     assert resp.status_code == 202, resp.text
     body = resp.json()
@@ -59,7 +66,8 @@ def test_prompt_is_accepted_queued_and_enqueued_atomically(client: TestClient, a
 
 
 def test_a_blocked_prompt_is_rejected_with_reasons_and_never_sent_to_render(
-        client: TestClient, auth: dict[str, str], settings: Settings) -> None:
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
     resp = client.post("/v1/prompts", json={"text": "a man beheaded, blood and gore everywhere"}, headers=auth)
     assert resp.status_code == 202
     body = resp.json()
@@ -76,13 +84,21 @@ def test_idempotency_key_returns_the_first_prompt(client: TestClient, auth: dict
     assert [r.topic for r in _outbox(settings)].count("prompts") == 1
 
 
-@pytest.mark.parametrize("payload, loc", [
-    ({"text": ""}, "body.text"), ({"text": "   "}, "body.text"), ({"text": "x" * 1001}, "body.text"),
-    ({"text": "ok", "seed": -1}, "body.seed"), ({"text": "bad\x00byte"}, "body.text"), ({}, "body.text"),
-    ({"text": "ok", "parent_clip_id": "not-a-uuid"}, "body.parent_clip_id"),
-])
-def test_invalid_prompts_get_422_and_write_nothing(client: TestClient, auth: dict[str, str], settings: Settings,
-                                                   payload: dict[str, object], loc: str) -> None:
+@pytest.mark.parametrize(
+    "payload, loc",
+    [
+        ({"text": ""}, "body.text"),
+        ({"text": "   "}, "body.text"),
+        ({"text": "x" * 1001}, "body.text"),
+        ({"text": "ok", "seed": -1}, "body.seed"),
+        ({"text": "bad\x00byte"}, "body.text"),
+        ({}, "body.text"),
+        ({"text": "ok", "parent_clip_id": "not-a-uuid"}, "body.parent_clip_id"),
+    ],
+)
+def test_invalid_prompts_get_422_and_write_nothing(
+    client: TestClient, auth: dict[str, str], settings: Settings, payload: dict[str, object], loc: str
+) -> None:
     resp = client.post("/v1/prompts", json=payload, headers=auth)
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["loc"] == loc
@@ -111,7 +127,13 @@ def test_remix_of_a_missing_clip_is_404(client: TestClient, auth: dict[str, str]
 
 def test_openapi_documents_examples_and_problems(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/v1/prompts", "/v1/prompts/{prompt_id}", "/v1/feed", "/v1/clips/{clip_id}",
-            "/v1/clips/{clip_id}/video", "/v1/users"} <= set(spec["paths"])
+    assert {
+        "/v1/prompts",
+        "/v1/prompts/{prompt_id}",
+        "/v1/feed",
+        "/v1/clips/{clip_id}",
+        "/v1/clips/{clip_id}/video",
+        "/v1/users",
+    } <= set(spec["paths"])
     text = json.dumps(spec)
     assert "a cat dancing on the beach at sunset" in text and "Problem" in spec["components"]["schemas"]

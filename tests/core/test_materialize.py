@@ -40,14 +40,33 @@ def _prompt(factory) -> uuid.UUID:  # type: ignore[no-untyped-def]
 
 
 def _media() -> ClipMedia:
-    return ClipMedia(video_key="clips/x/clip.mp4", poster_key="clips/x/poster.jpg", frame_keys=[], frame_indices=[],
-                     mime_type="video/mp4", width=288, height=512, fps=12, frame_count=36, duration_s=3.0, sha256="0" * 64)
+    return ClipMedia(
+        video_key="clips/x/clip.mp4",
+        poster_key="clips/x/poster.jpg",
+        frame_keys=[],
+        frame_indices=[],
+        mime_type="video/mp4",
+        width=288,
+        height=512,
+        fps=12,
+        frame_count=36,
+        duration_s=3.0,
+        sha256="0" * 64,
+    )
 
 
 def _published(pid: uuid.UUID, **kw) -> ClipPublished:  # type: ignore[no-untyped-def]
-    return ClipPublished(clip_id=clip_id_for_prompt(pid), prompt_id=pid, user_id=uuid.uuid4(), creator_handle="maya",
-                         text="a cat", media=_media(), checks=[SafetyCheck(name="x", passed=True, detail="ok")],
-                         generator=GeneratorInfo(name="procedural", version="1", seed=1, render_ms=5), **kw)
+    return ClipPublished(
+        clip_id=clip_id_for_prompt(pid),
+        prompt_id=pid,
+        user_id=uuid.uuid4(),
+        creator_handle="maya",
+        text="a cat",
+        media=_media(),
+        checks=[SafetyCheck(name="x", passed=True, detail="ok")],
+        generator=GeneratorInfo(name="procedural", version="1", seed=1, render_ms=5),
+        **kw,
+    )
 
 
 def test_status_only_moves_forward_and_dedupes(factory) -> None:  # type: ignore[no-untyped-def]
@@ -80,11 +99,23 @@ def test_a_clip_published_twice_is_one_feed_entry(factory) -> None:  # type: ign
 def test_generated_then_blocked_never_reaches_the_feed(factory) -> None:  # type: ignore[no-untyped-def]
     pid = _prompt(factory)
     cid = clip_id_for_prompt(pid)
-    gen = ClipGenerated(clip_id=cid, prompt_id=pid, user_id=uuid.uuid4(), creator_handle="maya", text="a cat",
-                        media=_media(), generator=GeneratorInfo(name="procedural", version="1", seed=1, render_ms=5))
+    gen = ClipGenerated(
+        clip_id=cid,
+        prompt_id=pid,
+        user_id=uuid.uuid4(),
+        creator_handle="maya",
+        text="a cat",
+        media=_media(),
+        generator=GeneratorInfo(name="procedural", version="1", seed=1, render_ms=5),
+    )
     apply_event(factory, "clips.generated", gen)
-    apply_event(factory, "clips.blocked", ClipBlocked(clip_id=cid, prompt_id=pid, user_id=gen.user_id,
-                                                      reasons=["media_integrity: hash mismatch"], checks=[]))
+    apply_event(
+        factory,
+        "clips.blocked",
+        ClipBlocked(
+            clip_id=cid, prompt_id=pid, user_id=gen.user_id, reasons=["media_integrity: hash mismatch"], checks=[]
+        ),
+    )
     apply_event(factory, "clips.published", _published(pid))  # a block is not undone by a stray publish
     with session_scope(factory) as s:
         clip = s.get(Clip, cid)

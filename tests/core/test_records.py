@@ -13,8 +13,14 @@ from core.topics import CATALOG, GENERATION_STATUS, PROMPTS, all_topic_names, de
 
 
 def _prompt() -> PromptSubmitted:
-    return PromptSubmitted(prompt_id=uuid.uuid4(), user_id=uuid.uuid4(), creator_handle="maya", text="a cat",
-                           seed=7, moderation=PromptModeration(action="allow", policy_version="t"))
+    return PromptSubmitted(
+        prompt_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        creator_handle="maya",
+        text="a cat",
+        seed=7,
+        moderation=PromptModeration(action="allow", policy_version="t"),
+    )
 
 
 def test_round_trip_keeps_every_field() -> None:
@@ -23,15 +29,18 @@ def test_round_trip_keeps_every_field() -> None:
     assert record_key(PROMPTS, rec) == str(rec.prompt_id).encode()
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b"not json", "not JSON"),
-    (b"[1, 2]", "JSON list"),
-    (b'{"schema_version": 2}', "unknown schema_version 2"),
-    (b'{"prompt_id": "x"}', "unknown schema_version None"),
-    (b'{"schema_version": 1, "prompt_id": "nope", "status": "queued"}', "invalid GenerationStatus"),
-    (b"\xff\xfe", "not JSON"),
-    (None, "no value"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "JSON list"),
+        (b'{"schema_version": 2}', "unknown schema_version 2"),
+        (b'{"prompt_id": "x"}', "unknown schema_version None"),
+        (b'{"schema_version": 1, "prompt_id": "nope", "status": "queued"}', "invalid GenerationStatus"),
+        (b"\xff\xfe", "not JSON"),
+        (None, "no value"),
+    ],
+)
 def test_decode_rejects_with_a_reason(raw: bytes | None, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         decode(GENERATION_STATUS, raw)

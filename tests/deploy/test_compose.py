@@ -27,7 +27,17 @@ def _app_services(compose: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_production_shape_is_there(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("kafka-1", "kafka-2", "kafka-3", "postgres", "init", "api", "generation", "moderation", "materializer"):
+    for name in (
+        "kafka-1",
+        "kafka-2",
+        "kafka-3",
+        "postgres",
+        "init",
+        "api",
+        "generation",
+        "moderation",
+        "materializer",
+    ):
         assert name in services, f"service {name} missing"
     assert all("KAFKA_PROCESS_ROLES" in services[f"kafka-{i}"]["environment"] for i in (1, 2, 3)), "KRaft mode"
     gpu = services["generation"]["deploy"]["resources"]["reservations"]["devices"][0]
@@ -65,7 +75,9 @@ def test_every_app_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
             assert _setting_exists(var), f"{name}: {var} does not match any field of core.settings.Settings"
 
 
-def test_the_app_environment_builds_valid_production_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_app_environment_builds_valid_production_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = _app_services(compose)["api"]["environment"]
     for var, value in env.items():
         value = re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "a-real-secret-from-the-operator", str(value))

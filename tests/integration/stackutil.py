@@ -71,8 +71,14 @@ class UpProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "core.cli", "up", *self.args], cwd=self.cwd, env=self.env,
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "up", *self.args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
     def output(self) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -98,8 +104,12 @@ class UpProcess:
         self.proc.wait(10)
 
 
-def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]],
-            headers: list[tuple[str, bytes]] | None = None) -> None:
+def produce(
+    bootstrap: str,
+    topic: str,
+    items: list[tuple[bytes | None, bytes | None]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     async def go() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
         await producer.start()
@@ -114,13 +124,17 @@ def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
     """Everything currently in a topic (all partitions, from the beginning)."""
+
     async def go() -> list[Any]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", group_id=None)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None
+        )
         await consumer.start()
         try:
-            parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or
-                                                          await _partitions(consumer, topic))]
+            parts = [
+                TopicPartition(topic, p)
+                for p in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+            ]
             consumer.assign(parts)
             end = await consumer.end_offsets(parts)
             await consumer.seek_to_beginning(*parts)
@@ -141,12 +155,13 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 — first lookup of a topic
+    await consumer._client.force_metadata_update()
     return consumer.partitions_for_topic(topic) or set()
 
 
 def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
     """Messages in ``topics`` not yet committed by consumer ``group``."""
+
     async def go() -> int:
         # A consumer with the group's id that never subscribes reads the committed
         # offsets without joining (and so without disturbing) the group.

@@ -25,7 +25,7 @@ import pytest
 from stackutil import UpProcess, alive, descendants, group_lag, produce, read_topic, wait_for
 
 from core.broker import free_port, port_open
-from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, PROMPTS
+from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, PROMPTS, TopicSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,6 +105,7 @@ def test_a_prompt_becomes_a_published_clip_with_a_playable_video(stack: Stack, t
 
     prompt = stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})
     assert prompt["status"] == "published", prompt
+
     # Status events and clip events travel on different topics: the timeline catches up.
     def timeline() -> list[str] | None:
         t = [e["status"] for e in stack.http.get(f"/v1/prompts/{pid}", headers=auth).json()["timeline"]]
@@ -152,11 +153,26 @@ def test_the_video_plays_in_a_real_browser(stack: Stack, tmp_path: Path) -> None
     page = tmp_path / "player.html"
     page.write_text(PLAYER.format(src=f"{stack.api}{clips[0]['video_url']}"))
     out = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--autoplay-policy=no-user-gesture-required",
-         "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=90)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--autoplay-policy=no-user-gesture-required",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     title = re.search(r"<title>([^<]*)</title>", out.stdout)
     assert title is not None, out.stderr[-2000:]
     assert title.group(1) == "PLAYED 288x512", f"Chromium could not play the clip: {title.group(1)}"
@@ -174,9 +190,13 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(sta
     poisons = [b"{not json", b'{"schema_version": 99}', b"\xff\xfe\x00", b'{"schema_version": 1, "prompt_id": 5}']
     # Each consumer group dead-letters what it cannot read, so a topic read by two
     # groups gets two copies, told apart by x-dlq-consumer.
-    consumed = {PROMPTS: {"generation"}, CLIPS_GENERATED: {"moderation", "materializer"},
-                GENERATION_STATUS: {"materializer"}, CLIPS_PUBLISHED: {"materializer"},
-                CLIPS_BLOCKED: {"materializer"}}
+    consumed = {
+        PROMPTS: {"generation"},
+        CLIPS_GENERATED: {"moderation", "materializer"},
+        GENERATION_STATUS: {"materializer"},
+        CLIPS_PUBLISHED: {"materializer"},
+        CLIPS_BLOCKED: {"materializer"},
+    }
     for spec in consumed:
         produce(stack.bootstrap, spec.name, [(marker, p) for p in poisons])
 
@@ -187,7 +207,7 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(sta
     for spec, groups in consumed.items():
         want = len(poisons) * len(groups)
 
-        def dead() -> list[Any] | None:
+        def dead(spec: TopicSpec = spec, want: int = want) -> list[Any] | None:
             got = [m for m in read_topic(stack.bootstrap, spec.dlq) if m.key == marker]
             return got if len(got) >= want else None
 
@@ -214,11 +234,18 @@ def test_redelivered_events_create_no_second_clip(stack: Stack) -> None:
     produce(stack.bootstrap, PROMPTS.name, [(original[0].key, original[0].value)] * 2)
     produce(stack.bootstrap, CLIPS_PUBLISHED.name, [(published[0].key, published[0].value)] * 2)
 
-    groups = {"clipstream-generation": [PROMPTS.name], "clipstream-moderation": [CLIPS_GENERATED.name],
-              "clipstream-materializer": [GENERATION_STATUS.name, CLIPS_GENERATED.name, CLIPS_PUBLISHED.name,
-                                          CLIPS_BLOCKED.name]}
+    groups = {
+        "clipstream-generation": [PROMPTS.name],
+        "clipstream-moderation": [CLIPS_GENERATED.name],
+        "clipstream-materializer": [
+            GENERATION_STATUS.name,
+            CLIPS_GENERATED.name,
+            CLIPS_PUBLISHED.name,
+            CLIPS_BLOCKED.name,
+        ],
+    }
     for group, topics in groups.items():
-        wait_for(lambda: group_lag(stack.bootstrap, group, topics) == 0, 90, f"{group} to drain")
+        wait_for(lambda g=group, t=topics: group_lag(stack.bootstrap, g, t) == 0, 90, f"{group} to drain")
     # Re-sent prompts reach moderation again (derived event ids make the outputs identical).
     again = [m for m in read_topic(stack.bootstrap, CLIPS_PUBLISHED.name) if m.key == prompt["clip_id"].encode()]
     assert len({json.loads(m.value)["event_id"] for m in again}) == 1, "re-emitted events keep their event id"

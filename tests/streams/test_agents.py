@@ -58,8 +58,12 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
 def settings(tmp_path: Path) -> Settings:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     migrate(url)
-    return Settings(environment="test", database_url=url, media=MediaSettings(root=tmp_path / "media"),
-                    workers=WorkerSettings(data_dir=tmp_path / "faust", retry_backoff_s=0))
+    return Settings(
+        environment="test",
+        database_url=url,
+        media=MediaSettings(root=tmp_path / "media"),
+        workers=WorkerSettings(data_dir=tmp_path / "faust", retry_backoff_s=0),
+    )
 
 
 def app_for(settings: Settings, role: str) -> faust.App:
@@ -70,8 +74,14 @@ def app_for(settings: Settings, role: str) -> faust.App:
 
 
 def _prompt(text: str = "a cat dancing on the beach at sunset") -> PromptSubmitted:
-    return PromptSubmitted(prompt_id=uuid.uuid4(), user_id=uuid.uuid4(), creator_handle="maya", text=text, seed=3,
-                           moderation=PromptModeration(action="allow", policy_version="t"))
+    return PromptSubmitted(
+        prompt_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        creator_handle="maya",
+        text=text,
+        seed=3,
+        moderation=PromptModeration(action="allow", policy_version="t"),
+    )
 
 
 async def test_generation_renders_once_and_replays_the_same_event(settings: Settings, captured: Captured) -> None:
@@ -92,15 +102,17 @@ async def test_generation_renders_once_and_replays_the_same_event(settings: Sett
     assert not any((settings.media.root / ".staging").iterdir()), "no half-written render left behind"
 
 
-async def test_moderation_publishes_a_sound_clip_and_blocks_a_tampered_one(settings: Settings,
-                                                                          captured: Captured) -> None:
+async def test_moderation_publishes_a_sound_clip_and_blocks_a_tampered_one(
+    settings: Settings, captured: Captured
+) -> None:
     gen_app = app_for(settings, "generation")
     prompt = _prompt("a red fox running through a snowy forest")
     async with gen_app.agents["generate"].test_context() as agent:
         await agent.put(prompt.to_bytes())
     generated: ClipGenerated = captured.of(ClipGenerated)[0]
-    tampered = generated.model_copy(update={"event_id": uuid.uuid4(),
-                                            "media": generated.media.model_copy(update={"sha256": "0" * 64})})
+    tampered = generated.model_copy(
+        update={"event_id": uuid.uuid4(), "media": generated.media.model_copy(update={"sha256": "0" * 64})}
+    )
 
     mod_app = app_for(settings, "moderation")
     async with mod_app.agents["moderate"].test_context() as agent:
@@ -112,8 +124,12 @@ async def test_moderation_publishes_a_sound_clip_and_blocks_a_tampered_one(setti
     assert published.embedding is None, "no visual model yet: no pretend embedding"
     blocked: ClipBlocked = captured.of(ClipBlocked)[0]
     assert any("sha" in r.lower() or "hash" in r.lower() for r in blocked.reasons)
-    assert [s.status for s in captured.of(GenerationStatus)][-4:] == ["moderating", "published", "moderating",
-                                                                      "rejected"]
+    assert [s.status for s in captured.of(GenerationStatus)][-4:] == [
+        "moderating",
+        "published",
+        "moderating",
+        "rejected",
+    ]
 
 
 async def test_materializer_applies_once_and_dead_letters_poison(settings: Settings, captured: Captured) -> None:
@@ -134,6 +150,6 @@ async def test_materializer_applies_once_and_dead_letters_poison(settings: Setti
     with session_scope(factory) as s:
         assert s.get(Prompt, pid).status == "moderating", "the good message after the poison was processed"
         assert s.scalar(select(func.count()).select_from(PromptEvent)) == 2, "the duplicate changed nothing"
-    (name, key, value, headers), = captured.raw
+    ((name, key, value, headers),) = captured.raw
     assert name == "generation.status.dlq" and key == b"poison" and value == b"\x00 definitely not json"
     assert headers["x-dlq-consumer"] == b"clipstream-materializer"

@@ -45,7 +45,7 @@ async def test_undecodable_message_goes_straight_to_the_dlq_with_headers() -> No
     await policy(Msg(b"{broken"))
     await policy(Msg(_good()))
     assert len(seen) == 1, "the next good message is processed"
-    (name, key, value, headers), = sender.sent
+    ((name, key, value, headers),) = sender.sent
     assert name == "generation.status.dlq" and key == b"k" and value == b"{broken"
     assert headers["x-dlq-source-topic"] == b"generation.status"
     assert headers["x-dlq-source-partition"] == b"2" and headers["x-dlq-source-offset"] == b"41"
@@ -63,8 +63,15 @@ async def test_handler_failures_are_retried_then_dead_lettered() -> None:
     async def give_up(rec: Any, exc: BaseException) -> None:
         gave_up.append(str(exc))
 
-    policy = ErrorPolicy(GENERATION_STATUS, sender, handler, consumer="c", max_attempts=3, backoff_s=0,  # type: ignore[arg-type]
-                         on_give_up=give_up)
+    policy = ErrorPolicy(
+        GENERATION_STATUS,
+        sender,
+        handler,
+        consumer="c",
+        max_attempts=3,
+        backoff_s=0,  # type: ignore[arg-type]
+        on_give_up=give_up,
+    )
     await policy(Msg(_good()))
     assert len(calls) == 3 and gave_up == ["disk full"]
     assert sender.sent[0][3]["x-dlq-attempts"] == b"3"
@@ -90,8 +97,14 @@ async def test_dead_letter_send_is_retried_until_the_broker_takes_it() -> None:
     async def handler(rec: Any, msg: Any) -> None:
         raise AssertionError("not reached")
 
-    policy = ErrorPolicy(GENERATION_STATUS, sender, handler, consumer="c", backoff_s=0,  # type: ignore[arg-type]
-                         dlq_retry_s=0.001)
+    policy = ErrorPolicy(
+        GENERATION_STATUS,
+        sender,
+        handler,
+        consumer="c",
+        backoff_s=0,  # type: ignore[arg-type]
+        dlq_retry_s=0.001,
+    )
     await policy(Msg(b"nope"))
     assert len(sender.sent) == 1 and policy.dead_lettered == 1
 
