@@ -22,10 +22,10 @@ from typing import Any
 import av
 import httpx
 import pytest
-from stackutil import UpProcess, alive, descendants, group_lag, produce, read_topic, wait_for
 
 from core.broker import free_port, port_open
 from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, PROMPTS, TopicSpec
+from tests.support.stack import UpProcess, alive, descendants, group_lag, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
