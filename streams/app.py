@@ -12,10 +12,37 @@ from core.records import CLIPSTREAM_NAMESPACE, Record
 from core.settings import Settings
 from core.topics import TopicSpec, record_key
 
+_FETCH_MAX_WAIT_MS: int | None = None
+
+
+def _install_fetch_max_wait(ms: int) -> None:
+    """Make Faust's consumers use ``ms`` as fetch_max_wait_ms (it hard-codes 1500).
+
+    aiokafka reads the value from the consumer object when it starts its fetcher, so
+    setting it right after Faust constructs the consumer is enough.
+    """
+    global _FETCH_MAX_WAIT_MS
+    _FETCH_MAX_WAIT_MS = ms
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_clipstream_fetch_wait", False):
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        if _FETCH_MAX_WAIT_MS is not None:
+            consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS
+        return consumer
+
+    create_worker_consumer._clipstream_fetch_wait = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
 
 def create_app(settings: Settings, role: str) -> faust.App:
     """One Faust app (and consumer group) per worker role."""
     k = settings.kafka
+    _install_fetch_max_wait(k.fetch_max_wait_ms)
     return faust.App(
         f"clipstream-{role}",
         broker=[f"kafka://{server.strip()}" for server in k.servers.split(",")],

@@ -1,0 +1,226 @@
+"""End-to-end pipeline benchmark on the embedded default.
+
+Baseline, measured in the same run: the same work done in one process with no broker,
+no database and no worker hand-offs — render a clip with the procedural renderer and
+run the moderation clip checks on it. The pipeline is then `clipstream up --no-seed`
+(Tansu, SQLite, one process per role) driven through the HTTP API:
+
+* latency: prompts submitted one at a time; each stage timed from the status events
+  and the clips.generated record; end-to-end is POST → visible as published via the API;
+* throughput: a burst of prompts submitted at once; clips/s until all are published.
+
+Usage: .venv/bin/python bench/pipeline.py [--latency-n 20] [--burst-n 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.broker import free_port  # noqa: E402
+from core.records import ClipGenerated  # noqa: E402
+from core.topics import CLIPS_GENERATED, decode  # noqa: E402
+from generation import RenderRequest, build_generator  # noqa: E402
+from moderation.clip_checks import ClipExpectations, check_generated_clip  # noqa: E402
+from moderation.prompt_policy import load_prompt_policy  # noqa: E402
+from tests.support.stack import UpProcess, read_topic, wait_for  # noqa: E402
+
+PROMPTS = [
+    "a cat dancing on the beach at sunset",
+    "a red fox running through a snowy forest",
+    "a rocket flying through space at night",
+    "a boat floating on the ocean at sunrise",
+    "a robot dancing in the city at night",
+    "a bird flying over the mountains in the morning",
+    "a dog jumping on the beach",
+    "a fish swimming underwater",
+    "flowers floating in space",
+    "a pizza spinning in the desert",
+]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def baseline(n: int) -> list[float]:
+    """Seconds per clip for render + checks in this process."""
+    gen = build_generator("procedural")
+    policy = load_prompt_policy()
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            out = Path(tmp) / str(i)
+            out.mkdir()
+            text = f"{PROMPTS[i % len(PROMPTS)]} {i}"
+            started = time.perf_counter()
+            clip = gen.generate([RenderRequest(str(i), str(i), text, i, "bench")], [out])[0]
+            verdict = check_generated_clip(
+                text,
+                clip.video_path,
+                ClipExpectations(clip.width, clip.height, clip.frame_count, clip.fps, clip.video_sha256),
+                policy,
+            )
+            times.append(time.perf_counter() - started)
+            assert verdict.action == "publish", verdict
+    return times
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency-n", type=int, default=20)
+    parser.add_argument("--burst-n", type=int, default=30)
+    args = parser.parse_args()
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    print(f"cpu: {cpu}")
+
+    base = baseline(max(args.latency_n, 10))
+    base_mean = statistics.mean(base)
+
+    cwd = Path(tempfile.mkdtemp(prefix="clipstream-bench-"))
+    api_port, kafka_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA__", "DATABASE_URL", "API__", "MEDIA__"))}
+    env.update({"API__PORT": str(api_port), "KAFKA__EMBEDDED_PORT": str(kafka_port), "LOG_LEVEL": "WARNING"})
+    up = UpProcess(cwd, env, ["--no-seed"])
+    up.start()
+    api = f"http://127.0.0.1:{api_port}"
+    bootstrap = f"127.0.0.1:{kafka_port}"
+    try:
+        wait_for(lambda: httpx.get(f"{api}/readyz", timeout=2).status_code == 200, 90, "API")
+        http = httpx.Client(base_url=api, timeout=30)
+        token = http.post("/v1/users", json={"handle": "bench", "display_name": "Bench"}).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def submit(text: str) -> str:
+            resp = http.post("/v1/prompts", json={"text": text}, headers=auth)
+            resp.raise_for_status()
+            return str(resp.json()["id"])
+
+        def published(pid: str) -> dict | None:
+            body = http.get(f"/v1/prompts/{pid}", headers=auth).json()
+            if body["status"] in ("rejected", "failed"):
+                raise RuntimeError(f"prompt {pid} {body['status']}: {body['reason']}")
+            return body if body["status"] == "published" else None
+
+        # Warm-up: the first prompt pays for the workers' first fetch and imports.
+        wait_for(lambda pid=submit("warm up a cat"): published(pid), 120, "warm-up", interval=0.01)
+
+        e2e, rows = [], []
+        for i in range(args.latency_n):
+            text = f"{PROMPTS[i % len(PROMPTS)]} {uuid.uuid4().hex[:6]}"
+            started = time.time()
+            pid = submit(text)
+            body = wait_for(lambda pid=pid: published(pid), 120, f"prompt {i}", interval=0.005)
+            seen = time.time()
+            e2e.append(seen - started)
+            rows.append((pid, body, started, seen))
+
+        # The timeline fills in asynchronously (status events are their own topic).
+        def timeline(pid: str) -> dict[str, float] | None:
+            events = http.get(f"/v1/prompts/{pid}", headers=auth).json()["timeline"]
+            got = {e["status"]: ts(e["occurred_at"]) for e in events}
+            return got if {"queued", "generating", "moderating", "published"} <= set(got) else None
+
+        settle = time.time()
+        timelines = {pid: wait_for(lambda pid=pid: timeline(pid), 60, "timeline") for pid, *_ in rows}
+        print(f"(timelines complete {time.time() - settle:.1f} s after the last prompt was published)")
+        generated = {}
+        for m in read_topic(bootstrap, CLIPS_GENERATED.name):
+            rec = decode(CLIPS_GENERATED, m.value)
+            assert isinstance(rec, ClipGenerated)
+            generated[str(rec.prompt_id)] = rec
+        stages: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "accept (API)",
+                "queue wait",
+                "render",
+                "hand-off to moderation",
+                "moderation",
+                "materialize + visible",
+            )
+        }
+        for pid, _, started, seen in rows:
+            tl = timelines[pid]
+            gen = generated[pid].occurred_at.timestamp()
+            stages["accept (API)"].append(tl["queued"] - started)
+            stages["queue wait"].append(tl["generating"] - tl["queued"])
+            stages["render"].append(gen - tl["generating"])
+            stages["hand-off to moderation"].append(tl["moderating"] - gen)
+            stages["moderation"].append(tl["published"] - tl["moderating"])
+            stages["materialize + visible"].append(seen - tl["published"])
+
+        burst_texts = [f"{PROMPTS[i % len(PROMPTS)]} burst {uuid.uuid4().hex[:6]}" for i in range(args.burst_n)]
+        started = time.time()
+        pids = [submit(t) for t in burst_texts]
+        for pid in pids:
+            wait_for(lambda pid=pid: published(pid), 600, "burst", interval=0.02)
+        burst_s = time.time() - started
+    finally:
+        code = up.interrupt(60)
+        if code != 0:
+            print(up.output())
+
+    print()
+    print(f"Baseline (same run): render + clip checks in one process, {len(base)} clips")
+    print(
+        f"  per clip: mean {base_mean * 1000:.0f} ms, p50 {pct(base, 50) * 1000:.0f} ms, "
+        f"p95 {pct(base, 95) * 1000:.0f} ms; {1 / base_mean:.2f} clips/s"
+    )
+    print()
+    print(f"Pipeline latency, {args.latency_n} prompts one at a time (ms)")
+    print(f"  {'stage':<26}{'p50':>8}{'p95':>8}")
+    for name, values in stages.items():
+        print(f"  {name:<26}{pct(values, 50) * 1000:>8.0f}{pct(values, 95) * 1000:>8.0f}")
+    print(f"  {'end to end':<26}{pct(e2e, 50) * 1000:>8.0f}{pct(e2e, 95) * 1000:>8.0f}")
+    print(f"  end-to-end p50 / baseline mean: {pct(e2e, 50) / base_mean:.2f}x")
+    print()
+    tput = args.burst_n / burst_s
+    print(
+        f"Pipeline throughput, burst of {args.burst_n} prompts: {burst_s:.1f} s → {tput:.2f} clips/s;"
+        f" ratio to baseline {tput * base_mean:.2f}"
+    )
+    print(
+        json.dumps(
+            {
+                "baseline_ms": base_mean * 1000,
+                "e2e_p50_ms": pct(e2e, 50) * 1000,
+                "e2e_p95_ms": pct(e2e, 95) * 1000,
+                "burst_clips_per_s": tput,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
