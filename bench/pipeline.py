@@ -140,7 +140,7 @@ def main() -> None:
             text = f"{PROMPTS[i % len(PROMPTS)]} {uuid.uuid4().hex[:6]}"
             started = time.time()
             pid = submit(text)
-            body = wait_for(lambda pid=pid: published(pid), 120, f"prompt {i}", interval=0.005)
+            body = wait_for(lambda pid=pid: published(pid), 120, f"prompt {i}", interval=0.02)
             seen = time.time()
             e2e.append(seen - started)
             rows.append((pid, body, started, seen))

@@ -53,15 +53,18 @@ def advance_prompt(
 
 
 def apply_status(session: Session, rec: GenerationStatus) -> None:
-    session.add(
-        PromptEvent(
-            event_id=rec.event_id,
-            prompt_id=rec.prompt_id,
-            status=rec.status,
-            reason=rec.reason,
-            occurred_at=rec.occurred_at,
+    # The API writes the "queued" row itself (same transaction as the prompt), so the
+    # timeline may already hold this event.
+    if session.get(PromptEvent, rec.event_id) is None:
+        session.add(
+            PromptEvent(
+                event_id=rec.event_id,
+                prompt_id=rec.prompt_id,
+                status=rec.status,
+                reason=rec.reason,
+                occurred_at=rec.occurred_at,
+            )
         )
-    )
     advance_prompt(session, rec.prompt_id, rec.status, reason=rec.reason, clip_id=rec.clip_id)
 
 

@@ -128,3 +128,15 @@ def test_status_for_an_unknown_prompt_changes_nothing(factory) -> None:  # type:
     assert apply_event(factory, "generation.status", GenerationStatus(prompt_id=uuid.uuid4(), status="generating"))
     with session_scope(factory) as s:
         assert s.scalar(select(func.count()).select_from(Prompt)) == 0
+
+
+def test_the_queued_event_the_api_already_recorded_is_applied_cleanly(factory) -> None:  # type: ignore[no-untyped-def]
+    """The API writes the "queued" timeline row with the prompt; the same event then
+    arrives from the outbox and must be accepted, not fail as a duplicate."""
+    pid = _prompt(factory)
+    queued = GenerationStatus(prompt_id=pid, status="queued")
+    with session_scope(factory) as s:
+        s.add(PromptEvent(event_id=queued.event_id, prompt_id=pid, status="queued", occurred_at=queued.occurred_at))
+    assert apply_event(factory, "generation.status", queued)
+    with session_scope(factory) as s:
+        assert s.scalar(select(func.count()).select_from(PromptEvent).where(PromptEvent.prompt_id == pid)) == 1

@@ -24,12 +24,13 @@ import httpx
 import pytest
 
 from core.broker import free_port, port_open
-from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, PROMPTS, TopicSpec
+from core.topics import CATALOG, CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, PROMPTS, TopicSpec
 from tests.support.stack import UpProcess, alive, descendants, group_lag, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PUBLISH_TIMEOUT = 120.0
+POISON_KEY = b"poison-" + uuid.uuid4().hex.encode()
 
 
 class Stack:
@@ -186,7 +187,7 @@ def test_a_harmful_prompt_is_rejected_before_any_rendering(stack: Stack) -> None
 
 
 def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(stack: Stack) -> None:
-    marker = uuid.uuid4().hex.encode()
+    marker = POISON_KEY
     poisons = [b"{not json", b'{"schema_version": 99}', b"\xff\xfe\x00", b'{"schema_version": 1, "prompt_id": 5}']
     # Each consumer group dead-letters what it cannot read, so a topic read by two
     # groups gets two copies, told apart by x-dlq-consumer.
@@ -264,6 +265,14 @@ def test_the_demo_seeder_fills_the_feed(stack: Stack) -> None:
 
     assert wait_for(seeded, PUBLISH_TIMEOUT, "a demo clip in the feed")
     assert (stack.up.cwd / "var" / "demo-tokens.json").exists()
+
+
+def test_no_legitimate_event_was_dead_lettered(stack: Stack) -> None:
+    """Only the poison test's messages may be in any DLQ: everything the system itself
+    produced during this module's tests was processed."""
+    for spec in CATALOG:
+        strays = [m for m in read_topic(stack.bootstrap, spec.dlq) if m.key != POISON_KEY]
+        assert strays == [], f"{spec.dlq}: {[(dict(m.headers).get('x-dlq-error'), m.value[:200]) for m in strays]}"
 
 
 def test_ctrl_c_stops_every_process(stack: Stack) -> None:
