@@ -128,7 +128,9 @@ class GeneratorInfo(BaseModel):
     render_ms: int
 
 
-class ClipGenerated(Record):
+class _RenderedClipRecord(Record):
+    """Fields every record about a rendered clip carries."""
+
     clip_id: uuid.UUID
     prompt_id: uuid.UUID
     user_id: uuid.UUID
@@ -137,6 +139,10 @@ class ClipGenerated(Record):
     parent_clip_id: uuid.UUID | None = None
     media: ClipMedia
     generator: GeneratorInfo
+
+
+class ClipGenerated(_RenderedClipRecord):
+    """A rendered clip awaiting moderation."""
 
 
 class SafetyCheck(BaseModel):
@@ -146,17 +152,9 @@ class SafetyCheck(BaseModel):
     detail: str
 
 
-class ClipPublished(Record):
+class ClipPublished(_RenderedClipRecord):
     """A clip that passed moderation. ``embedding`` arrives with the CLIP filter."""
 
-    clip_id: uuid.UUID
-    prompt_id: uuid.UUID
-    user_id: uuid.UUID
-    creator_handle: str
-    text: str
-    parent_clip_id: uuid.UUID | None = None
-    media: ClipMedia
-    generator: GeneratorInfo
     checks: list[SafetyCheck]
     embedding: list[float] | None = None
 

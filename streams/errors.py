@@ -16,10 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import faust
+
 from core.errors import RecordError
 from core.records import Record
+from core.settings import Settings
 from core.topics import TopicSpec, decode
-from streams.app import RecordSender
+from streams.app import RecordSender, raw_topic
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,36 @@ class ErrorPolicy(Generic[R]):
                 log.error("could not dead-letter to %s (%s); retrying in %.1fs", self.spec.dlq, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def register_agent(
+    app: faust.App,
+    spec: TopicSpec,
+    settings: Settings,
+    handler: Callable[[Any, Any], Awaitable[None]],
+    *,
+    name: str,
+    sender: RecordSender,
+    on_give_up: Callable[[Any, BaseException], Awaitable[None]] | None = None,
+) -> ErrorPolicy[Any]:
+    """One agent (concurrency 1: faust-streaming issue 606) on ``spec``'s topic whose
+    every message goes through an ErrorPolicy around ``handler``."""
+    policy: ErrorPolicy[Any] = ErrorPolicy(
+        spec,
+        sender,
+        handler,
+        consumer=app.conf.id,
+        max_attempts=settings.workers.max_attempts,
+        backoff_s=settings.workers.retry_backoff_s,
+        on_give_up=on_give_up,
+    )
+
+    async def agent(stream: Any) -> AsyncIterator[str]:
+        async for outcome in consume(stream, policy):
+            yield outcome
+
+    app.agent(raw_topic(app, spec.name), name=name, concurrency=1)(agent)
+    return policy
 
 
 async def consume(stream: Any, policy: ErrorPolicy[Any]) -> AsyncIterator[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from core.settings import Settings
 from core.topics import CLIPS_GENERATED, GENERATION_STATUS, PROMPTS
 from generation import RenderRequest, build_generator
 from generation.base import Generator, RenderedClip
-from streams.app import RecordSender, derived_event_id, raw_topic
-from streams.errors import ErrorPolicy, consume
+from streams.app import RecordSender, derived_event_id
+from streams.errors import ErrorPolicy, register_agent
 from streams.executors import ProcessRunner
 
 MANIFEST = "render.json"
@@ -175,19 +174,4 @@ def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
     )
     sender = RecordSender(app)
     handler = GenerationHandler(settings, sender, runner)
-    policy: ErrorPolicy[Any] = ErrorPolicy(
-        PROMPTS,
-        sender,
-        handler,
-        consumer=app.conf.id,
-        max_attempts=settings.workers.max_attempts,
-        backoff_s=settings.workers.retry_backoff_s,
-        on_give_up=handler.give_up,
-    )
-
-    @app.agent(raw_topic(app, PROMPTS.name), name="generate", concurrency=1)
-    async def generate(stream: Any) -> AsyncIterator[str]:
-        async for outcome in consume(stream, policy):
-            yield outcome
-
-    return policy
+    return register_agent(app, PROMPTS, settings, handler, name="generate", sender=sender, on_give_up=handler.give_up)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -23,8 +22,8 @@ from core.settings import Settings
 from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS
 from moderation.clip_checks import CheckResult, ClipExpectations, ClipVerdict, check_generated_clip
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
-from streams.app import RecordSender, derived_event_id, raw_topic
-from streams.errors import ErrorPolicy, consume
+from streams.app import RecordSender, derived_event_id
+from streams.errors import ErrorPolicy, register_agent
 
 
 def verdict_for(rec: ClipGenerated, store: LocalMediaStore, policy: PromptPolicy) -> ClipVerdict:
@@ -128,19 +127,6 @@ class ModerationHandler:
 def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
     sender = RecordSender(app)
     handler = ModerationHandler(settings, sender)
-    policy: ErrorPolicy[Any] = ErrorPolicy(
-        CLIPS_GENERATED,
-        sender,
-        handler,
-        consumer=app.conf.id,
-        max_attempts=settings.workers.max_attempts,
-        backoff_s=settings.workers.retry_backoff_s,
-        on_give_up=handler.give_up,
+    return register_agent(
+        app, CLIPS_GENERATED, settings, handler, name="moderate", sender=sender, on_give_up=handler.give_up
     )
-
-    @app.agent(raw_topic(app, CLIPS_GENERATED.name), name="moderate", concurrency=1)
-    async def moderate(stream: Any) -> AsyncIterator[str]:
-        async for outcome in consume(stream, policy):
-            yield outcome
-
-    return policy
