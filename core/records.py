@@ -142,7 +142,7 @@ class _RenderedClipRecord(Record):
 
 
 class ClipGenerated(_RenderedClipRecord):
-    """A rendered clip awaiting moderation."""
+    """Moderation verifies the file at ``media.video_key`` against ``media.sha256``."""
 
 
 class SafetyCheck(BaseModel):

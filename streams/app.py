@@ -8,9 +8,9 @@ from typing import Any
 import faust
 from faust.types import TopicT
 
-from core.records import CLIPSTREAM_NAMESPACE, Record
+from core.records import CLIPSTREAM_NAMESPACE, GenerationStatus, PromptStatusValue, Record
 from core.settings import Settings
-from core.topics import TopicSpec, record_key
+from core.topics import GENERATION_STATUS, TopicSpec, record_key
 
 _FETCH_MAX_WAIT_MS: int | None = None
 
@@ -101,6 +101,28 @@ class RecordSender:
         topic = self.topic(spec.name)
         fut = await topic.send(key=record_key(spec, record), value=record.to_bytes(), headers=headers)
         return await fut
+
+    async def send_status(
+        self,
+        source_event_id: uuid.UUID,
+        prompt_id: uuid.UUID,
+        status: PromptStatusValue,
+        *,
+        clip_id: uuid.UUID | None = None,
+        reason: str | None = None,
+        stage_ms: int | None = None,
+    ) -> Any:
+        """A step of the prompt's life on generation.status, with an event id derived
+        from the input that caused it (so a replay re-sends the same event)."""
+        record = GenerationStatus(
+            event_id=derived_event_id(source_event_id, f"status.{status}"),
+            prompt_id=prompt_id,
+            status=status,
+            clip_id=clip_id,
+            reason=reason[:500] if reason else None,
+            stage_ms=stage_ms,
+        )
+        return await self.send(GENERATION_STATUS, record)
 
     async def send_raw(self, name: str, key: bytes | None, value: bytes | None, headers: dict[str, bytes]) -> Any:
         fut = await self.topic(name).send(key=key, value=value, headers=headers)

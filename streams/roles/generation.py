@@ -20,14 +20,13 @@ from core.media import LocalMediaStore
 from core.records import (
     ClipGenerated,
     ClipMedia,
-    GenerationStatus,
     GeneratorInfo,
     PromptSubmitted,
     clip_id_for_prompt,
     utcnow,
 )
 from core.settings import Settings
-from core.topics import CLIPS_GENERATED, GENERATION_STATUS, PROMPTS
+from core.topics import CLIPS_GENERATED, PROMPTS
 from generation import RenderRequest, build_generator
 from generation.base import Generator, RenderedClip
 from streams.app import RecordSender, derived_event_id
@@ -84,15 +83,7 @@ class GenerationHandler:
             media, info = ClipMedia.model_validate(saved["media"]), GeneratorInfo.model_validate(saved["generator"])
             generated_at = datetime.fromisoformat(saved["generated_at"])
         else:
-            await self.sender.send(
-                GENERATION_STATUS,
-                GenerationStatus(
-                    event_id=derived_event_id(rec.event_id, "status.generating"),
-                    prompt_id=rec.prompt_id,
-                    status="generating",
-                    clip_id=clip_id,
-                ),
-            )
+            await self.sender.send_status(rec.event_id, rec.prompt_id, "generating", clip_id=clip_id)
             media, info, generated_at = await self._render(rec, clip_id, prefix)
         await self.sender.send(
             CLIPS_GENERATED,
@@ -154,15 +145,7 @@ class GenerationHandler:
                 shutil.rmtree(staged, ignore_errors=True)
 
     async def give_up(self, rec: PromptSubmitted, exc: BaseException) -> None:
-        await self.sender.send(
-            GENERATION_STATUS,
-            GenerationStatus(
-                event_id=derived_event_id(rec.event_id, "status.failed"),
-                prompt_id=rec.prompt_id,
-                status="failed",
-                reason=f"generation failed: {exc}"[:500],
-            ),
-        )
+        await self.sender.send_status(rec.event_id, rec.prompt_id, "failed", reason=f"generation failed: {exc}")
 
 
 def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:

@@ -17,9 +17,9 @@ import faust
 
 from core.errors import NotFoundError
 from core.media import LocalMediaStore
-from core.records import ClipBlocked, ClipGenerated, ClipPublished, GenerationStatus, SafetyCheck
+from core.records import ClipBlocked, ClipGenerated, ClipPublished, SafetyCheck
 from core.settings import Settings
-from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS
+from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED
 from moderation.clip_checks import CheckResult, ClipExpectations, ClipVerdict, check_generated_clip
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
 from streams.app import RecordSender, derived_event_id
@@ -49,15 +49,7 @@ class ModerationHandler:
         self.policy = load_prompt_policy()
 
     async def __call__(self, rec: ClipGenerated, message: Any) -> None:
-        await self.sender.send(
-            GENERATION_STATUS,
-            GenerationStatus(
-                event_id=derived_event_id(rec.event_id, "status.moderating"),
-                prompt_id=rec.prompt_id,
-                status="moderating",
-                clip_id=rec.clip_id,
-            ),
-        )
+        await self.sender.send_status(rec.event_id, rec.prompt_id, "moderating", clip_id=rec.clip_id)
         started = time.perf_counter()
         # PyAV decoding releases the GIL for most of its work; a thread is enough here.
         verdict = await asyncio.wait_for(
@@ -69,24 +61,13 @@ class ModerationHandler:
             await self.sender.send(
                 CLIPS_PUBLISHED,
                 ClipPublished(
+                    **rec.model_dump(exclude={"event_id", "occurred_at", "schema_version"}),
                     event_id=derived_event_id(rec.event_id, "clips.published"),
-                    clip_id=rec.clip_id,
-                    prompt_id=rec.prompt_id,
-                    user_id=rec.user_id,
-                    creator_handle=rec.creator_handle,
-                    text=rec.text,
-                    parent_clip_id=rec.parent_clip_id,
-                    media=rec.media,
-                    generator=rec.generator,
                     checks=checks,
                 ),
             )
-            status = GenerationStatus(
-                event_id=derived_event_id(rec.event_id, "status.published"),
-                prompt_id=rec.prompt_id,
-                status="published",
-                clip_id=rec.clip_id,
-                stage_ms=stage_ms,
+            await self.sender.send_status(
+                rec.event_id, rec.prompt_id, "published", clip_id=rec.clip_id, stage_ms=stage_ms
             )
         else:
             reasons = list(verdict.reasons) or ["blocked by moderation"]
@@ -101,26 +82,18 @@ class ModerationHandler:
                     checks=checks,
                 ),
             )
-            status = GenerationStatus(
-                event_id=derived_event_id(rec.event_id, "status.rejected"),
-                prompt_id=rec.prompt_id,
-                status="rejected",
+            await self.sender.send_status(
+                rec.event_id,
+                rec.prompt_id,
+                "rejected",
                 clip_id=rec.clip_id,
-                reason="; ".join(reasons)[:500],
+                reason="; ".join(reasons),
                 stage_ms=stage_ms,
             )
-        await self.sender.send(GENERATION_STATUS, status)
 
     async def give_up(self, rec: ClipGenerated, exc: BaseException) -> None:
-        await self.sender.send(
-            GENERATION_STATUS,
-            GenerationStatus(
-                event_id=derived_event_id(rec.event_id, "status.failed"),
-                prompt_id=rec.prompt_id,
-                status="failed",
-                clip_id=rec.clip_id,
-                reason=f"moderation could not run: {exc}"[:500],
-            ),
+        await self.sender.send_status(
+            rec.event_id, rec.prompt_id, "failed", clip_id=rec.clip_id, reason=f"moderation could not run: {exc}"
         )
 
 
