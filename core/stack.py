@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from core.broker import EmbeddedBroker, die_with_parent, ensure_topics
 from core.db import migrate
 from core.settings import Settings
@@ -36,6 +38,7 @@ class Child:
     address: str
     log_path: Path
     restart: bool = True
+    gave_up: bool = False
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
 
@@ -122,7 +125,8 @@ class Stack:
             lines.append(f"  {'broker':<22} external Kafka at {bootstrap}")
         for c in self.children + ([self.seeder] if self.seeder else []):
             lines.append(f"  {c.name:<22} {c.address:<38} pid {c.pid!s:<7} log {c.log_path}")
-        lines.append(f"  {'database':<22} {self.env['DATABASE_URL']}")
+        shown = make_url(self.env["DATABASE_URL"]).render_as_string(hide_password=True)
+        lines.append(f"  {'database':<22} {shown}")
         lines.append(f"  {'media':<22} {self.env['MEDIA__ROOT']}")
         lines += ["", "Ctrl-C stops everything.", ""]
         print("\n".join(lines), flush=True)
@@ -130,7 +134,7 @@ class Stack:
     def supervise(self, poll_s: float = 0.5) -> None:
         while not self._stopping:
             for child in self.children:
-                if self._stopping or child.alive():
+                if self._stopping or child.gave_up or child.alive():
                     continue
                 code = child.process.returncode if child.process else None
                 now = time.monotonic()
@@ -142,6 +146,7 @@ class Stack:
                         len(child.restarts),
                         child.log_path,
                     )
+                    child.gave_up = True
                     continue
                 log.warning("%s exited with %s; restarting (see %s)", child.name, code, child.log_path)
                 time.sleep(min(2 ** len(child.restarts) * 0.5, 8))

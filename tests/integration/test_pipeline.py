@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -265,6 +266,29 @@ def test_the_demo_seeder_fills_the_feed(stack: Stack) -> None:
 
     assert wait_for(seeded, PUBLISH_TIMEOUT, "a demo clip in the feed")
     assert (stack.up.cwd / "var" / "demo-tokens.json").exists()
+
+
+def _role_pid(stack: Stack, role: str) -> int | None:
+    assert stack.up.proc is not None
+    for pid in descendants(stack.up.proc.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[-3:-1] == [b"worker", role.encode()] and alive(pid):
+            return pid
+    return None
+
+
+def test_a_killed_worker_is_restarted_and_the_pipeline_goes_on(stack: Stack) -> None:
+    before = _role_pid(stack, "generation")
+    assert before is not None
+    os.kill(before, signal.SIGKILL)
+    after = wait_for(lambda: (p := _role_pid(stack, "generation")) and p != before and p, 60, "a new generation worker")
+    assert after != before
+    auth = stack.user("e2e_after_crash")
+    pid = stack.http.post("/v1/prompts", json={"text": "a boat floating at sunrise"}, headers=auth).json()["id"]
+    assert stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})["status"] == "published"
 
 
 def test_no_legitimate_event_was_dead_lettered(stack: Stack) -> None:
