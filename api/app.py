@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from api import problems
 from api.deps import RelayDep, SessionDep
-from api.routes import clips, prompts, users
+from api.ratelimit import RateLimiter
+from api.routes import auth, clips, prompts, users
 from api.schemas import Health
 from core.db import make_engine, make_sessionmaker
 from core.media import LocalMediaStore
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """
 Clipstream turns prompts into short vertical AI-generated clips and serves them in a feed.
 
-* Create a user (`POST /v1/users`) to get a bearer token.
+* Sign up (`POST /v1/auth/signup`) or log in (`POST /v1/auth/login`) to get a bearer token.
 * Submit a prompt (`POST /v1/prompts`, 202), follow it (`GET /v1/prompts/{id}`:
   queued → generating → moderating → published, or rejected / failed with a reason).
 * Read the feed (`GET /v1/feed`), a clip (`GET /v1/clips/{id}`) and its video.
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.media = LocalMediaStore(settings.media.root)
         app.state.prompt_policy = load_prompt_policy()
         app.state.relay = None
+        app.state.rate_limiter = RateLimiter()
         task = None
         if settings.api.run_outbox_relay:
             relay = OutboxRelay(
@@ -68,14 +70,18 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_tags=[
-            {"name": "users", "description": "Accounts and @handles"},
+            {"name": "accounts", "description": "Sign-up, login, logout, your own account"},
+            {"name": "users", "description": "Profiles, follower lists, follow / block / mute"},
+            {"name": "admin", "description": "Roles (admins only)"},
             {"name": "prompts", "description": "Submit prompts and follow their status"},
             {"name": "feed", "description": "The feed, clips and their media"},
             {"name": "health", "description": "Liveness and readiness"},
         ],
     )
     problems.install(app)
+    app.include_router(auth.router)
     app.include_router(users.router)
+    app.include_router(users.admin_router)
     app.include_router(prompts.router)
     app.include_router(clips.router)
 

@@ -1,7 +1,8 @@
-"""Bearer tokens: random, shown once, stored only as a keyed hash.
+"""Passwords and bearer tokens.
 
-This is the thin first slice of accounts (no passwords or roles yet); the token
-table already carries expiry and revocation so sign-in and logout can build on it.
+Passwords are hashed with argon2id. Tokens are random, shown once, and stored only as
+an HMAC keyed with SECRET_KEY, so a leaked database does not leak usable tokens; each
+has an expiry and can be revoked (logout).
 """
 
 from __future__ import annotations
@@ -10,29 +11,53 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiToken, User
 
 TOKEN_PREFIX = "cs_"
+ROLES = ("user", "reviewer", "admin")
+_hasher = PasswordHasher()
+# Verified against when the handle does not exist, so a login takes as long for an
+# unknown handle as for a wrong password (no account enumeration by timing).
+_DUMMY_HASH = _hasher.hash("not-a-real-password-but-a-constant")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(user: User | None, password: str) -> bool:
+    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    try:
+        ok = _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return ok and user is not None and user.password_hash is not None
 
 
 def hash_token(token: str, pepper: str) -> str:
     return hmac.new(pepper.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
-def issue_token(session: Session, user_id: uuid.UUID, pepper: str) -> str:
+def issue_token(session: Session, user_id: uuid.UUID, pepper: str, ttl_s: int) -> tuple[str, datetime]:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(token_hash=hash_token(token, pepper), user_id=user_id))
-    return token
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
+    session.add(ApiToken(token_hash=hash_token(token, pepper), user_id=user_id, expires_at=expires_at))
+    return token, expires_at
 
 
-def user_for_token(session: Session, token: str, pepper: str) -> User | None:
+def token_row(session: Session, token: str, pepper: str) -> ApiToken | None:
+    """The live token row, or None when unknown, revoked or expired."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
     row = session.get(ApiToken, hash_token(token, pepper))
     if row is None or row.revoked_at is not None:
         return None
     if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
         return None
-    return session.get(User, row.user_id)
+    return row

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import user_for_token
+from api.auth import token_row
 from api.problems import ApiError
+from api.ratelimit import DEFAULT_LIMITS, RateLimiter, enforce
 from core.db.models import User
 from core.media import LocalMediaStore
 from core.outbox import OutboxRelay
@@ -48,14 +49,28 @@ MediaDep = Annotated[LocalMediaStore, Depends(get_media)]
 PolicyDep = Annotated[PromptPolicy, Depends(get_policy)]
 RelayDep = Annotated[OutboxRelay | None, Depends(get_relay)]
 
-_bearer = HTTPBearer(auto_error=False, description="Token from POST /v1/users")
+_bearer = HTTPBearer(auto_error=False, description="Token from POST /v1/auth/signup or /v1/auth/login")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def get_current_user(
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+def _user_from(
+    request: Request, session: Session, settings: Settings, credentials: HTTPAuthorizationCredentials
 ) -> User:
+    row = token_row(session, credentials.credentials, settings.secret_key.get_secret_value())
+    user = session.get(User, row.user_id) if row is not None else None
+    if row is None or user is None:
+        raise ApiError(
+            401,
+            "invalid-token",
+            "Unauthorized",
+            "the bearer token is unknown, expired or revoked; log in again",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    request.state.token_hash = row.token_hash
+    return user
+
+
+def get_current_user(request: Request, session: SessionDep, settings: SettingsDep, credentials: BearerDep) -> User:
     if credentials is None:
         raise ApiError(
             401,
@@ -64,16 +79,57 @@ def get_current_user(
             "this endpoint needs an Authorization: Bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = user_for_token(session, credentials.credentials, settings.secret_key.get_secret_value())
-    if user is None:
-        raise ApiError(
-            401,
-            "invalid-token",
-            "Unauthorized",
-            "the bearer token is unknown, expired or revoked",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return user
+    return _user_from(request, session, settings, credentials)
+
+
+def get_optional_user(
+    request: Request, session: SessionDep, settings: SettingsDep, credentials: BearerDep
+) -> User | None:
+    """Anonymous callers are welcome; a token, if sent, must be valid."""
+    return None if credentials is None else _user_from(request, session, settings, credentials)
 
 
 CurrentUserDep = Annotated[User, Depends(get_current_user)]
+OptionalUserDep = Annotated[User | None, Depends(get_optional_user)]
+
+
+def require_role(*roles: str) -> Callable[[User], User]:
+    def check(user: CurrentUserDep) -> User:
+        if user.role not in roles:
+            raise ApiError(403, "forbidden", "Forbidden", f"this needs the {' or '.join(roles)} role")
+        return user
+
+    return check
+
+
+AdminDep = Annotated[User, Depends(require_role("admin"))]
+
+
+def _limiter(request: Request) -> RateLimiter | None:
+    settings: Settings = request.app.state.settings
+    return request.app.state.rate_limiter if settings.api.rate_limits_enabled else None
+
+
+def user_rate_limit(name: str) -> Callable[..., None]:
+    """Dependency: the caller's account and address each get a bucket for ``name``;
+    an exhausted one answers 429 with Retry-After."""
+
+    def check(request: Request, user: CurrentUserDep) -> None:
+        limiter = _limiter(request)
+        if limiter is not None:
+            enforce(
+                limiter, DEFAULT_LIMITS[name], user_id=str(user.id), ip=request.client.host if request.client else None
+            )
+
+    return check
+
+
+def ip_rate_limit(name: str) -> Callable[..., None]:
+    """Dependency for anonymous endpoints (sign-up, login): the address's bucket only."""
+
+    def check(request: Request) -> None:
+        limiter = _limiter(request)
+        if limiter is not None and request.client is not None:
+            enforce(limiter, DEFAULT_LIMITS[name], user_id=None, ip=request.client.host)
+
+    return check

@@ -33,6 +33,13 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+RATE_LIMITED: dict[str, object] = {
+    "model": Problem,
+    "description": "Too many requests; wait the number of seconds in Retry-After",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}},
+}
+
+
 def problem(
     status: int,
     slug: str,

@@ -5,38 +5,31 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{3,30}$")
+from api.handles import validate_handle
+
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-@lru_cache(maxsize=1)
-def reserved_handles() -> frozenset[str]:
-    path = Path(__file__).parent / "data" / "reserved_handles.txt"
-    lines = (line.strip().lower() for line in path.read_text().splitlines())
-    return frozenset(line for line in lines if line and not line.startswith("#"))
+def _clean_line(v: str, what: str) -> str:
+    v = v.strip()
+    if CONTROL_RE.search(v):
+        raise ValueError(f"{what} contains control characters")
+    return v
 
 
-def validate_handle(value: str) -> str:
-    value = value.strip().removeprefix("@")
-    if not HANDLE_RE.fullmatch(value):
-        raise ValueError("a handle is 3–30 characters of letters, digits and underscores")
-    if value.isdigit():
-        raise ValueError("a handle cannot be only digits")
-    if value.lower() in reserved_handles():
-        raise ValueError(f"the handle @{value} is reserved")
-    return value
-
-
-class UserCreate(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"handle": "alice", "display_name": "Alice Liddell"}]})
+class SignupRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"handle": "maya_makes", "display_name": "Maya", "password": "correct horse battery"}]
+        }
+    )
     handle: str = Field(description="Unique @handle, case-insensitive, without the @")
     display_name: str = Field(min_length=1, max_length=60)
+    password: str = Field(min_length=10, max_length=200, description="At least 10 characters")
 
     @field_validator("handle")
     @classmethod
@@ -46,22 +39,104 @@ class UserCreate(BaseModel):
     @field_validator("display_name")
     @classmethod
     def _clean_name(cls, v: str) -> str:
-        v = v.strip()
-        if not v or CONTROL_RE.search(v):
-            raise ValueError("display name must be non-empty text without control characters")
+        v = _clean_line(v, "display name")
+        if not v:
+            raise ValueError("display name is empty")
         return v
 
 
-class UserPublic(BaseModel):
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"handle": "maya_makes", "password": "correct horse battery"}]}
+    )
+    handle: str = Field(min_length=1, max_length=31)
+    password: str = Field(min_length=1, max_length=200)
+
+
+class UserSummary(BaseModel):
     id: uuid.UUID
     handle: str
     display_name: str
+    avatar_url: str | None
+
+
+class UserPrivate(UserSummary):
+    bio: str
+    role: Literal["user", "reviewer", "admin"]
     created_at: datetime
 
 
-class UserCreated(BaseModel):
-    user: UserPublic
-    token: str = Field(description="Bearer token for this user; shown once, store it.")
+class SessionToken(BaseModel):
+    user: UserPrivate
+    token: str = Field(description="Bearer token; shown once, store it.")
+    expires_at: datetime
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"bio": "I make tiny films about foxes."}]})
+    display_name: str | None = Field(default=None, min_length=1, max_length=60)
+    bio: str | None = Field(default=None, max_length=160)
+
+    @field_validator("display_name", "bio")
+    @classmethod
+    def _clean(cls, v: str | None) -> str | None:
+        return None if v is None else _clean_line(v, "text")
+
+
+class ProfileCounts(BaseModel):
+    followers: int
+    following: int
+    clips: int
+
+
+class RelationshipPublic(BaseModel):
+    following: bool
+    followed_by: bool
+    friends: bool = Field(description="Mutual follows")
+    blocking: bool
+    blocked_by: bool
+    muting: bool
+
+
+class ProfilePublic(UserSummary):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d",
+                    "handle": "maya_makes",
+                    "display_name": "Maya",
+                    "avatar_url": "/v1/users/maya_makes/avatar",
+                    "bio": "I make tiny films about foxes.",
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "counts": {"followers": 12, "following": 3, "clips": 7},
+                    "relationship": {
+                        "following": True,
+                        "followed_by": True,
+                        "friends": True,
+                        "blocking": False,
+                        "blocked_by": False,
+                        "muting": False,
+                    },
+                }
+            ]
+        }
+    )
+    bio: str
+    created_at: datetime
+    counts: ProfileCounts
+    relationship: RelationshipPublic | None = Field(
+        description="How the caller relates to this user; null when anonymous or self"
+    )
+
+
+class UserPage(BaseModel):
+    data: list[UserSummary]
+    next_cursor: str | None
+
+
+class RoleUpdate(BaseModel):
+    role: Literal["user", "reviewer", "admin"]
 
 
 class PromptCreate(BaseModel):

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = sub.add_parser("seed", help="create demo users and prompts through the API")
     seed.add_argument("--api", default=None, help="API base URL (default from API__HOST/API__PORT)")
     sub.add_parser("export-schemas", help="write the JSON Schema of every topic into schemas/")
+    role = sub.add_parser("set-role", help="give a user the user, reviewer or admin role (bootstraps the first admin)")
+    role.add_argument("handle")
+    role.add_argument("role", choices=["user", "reviewer", "admin"])
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
@@ -87,6 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         base = args.api or f"http://{settings.api.host}:{settings.api.port}"
         tokens = run_seed(base, Path("var/demo-tokens.json").resolve(), settings.seed.prompts_per_user)
         print(f"seeded {len(tokens)} demo users; their tokens are in var/demo-tokens.json")
+        return 0
+    if args.command == "set-role":
+        from sqlalchemy import select
+
+        from core.db import make_engine, make_sessionmaker, session_scope
+        from core.db.models import User
+
+        engine = make_engine(settings.database_url)
+        with session_scope(make_sessionmaker(engine)) as session:
+            user = session.scalar(select(User).where(User.handle_key == args.handle.removeprefix("@").lower()))
+            if user is None:
+                print(f"no user @{args.handle.removeprefix('@')}", file=sys.stderr)
+                return 1
+            user.role = args.role
+        print(f"@{user.handle} is now {args.role}")
         return 0
     if args.command == "health":
         from core.health import check

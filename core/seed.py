@@ -25,6 +25,10 @@ DEMO: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# Demo accounts only exist on a development stack; the password is in the README.
+DEMO_PASSWORD = "clipstream-demo"
+
+
 def wait_for_api(base_url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -46,7 +50,9 @@ def seed(base_url: str, tokens_path: Path, prompts_per_user: int = 2) -> dict[st
             if client.get(f"/v1/users/{handle}").status_code == 200:
                 log.info("demo user @%s exists; not seeding again", handle)
                 continue
-            resp = client.post("/v1/users", json={"handle": handle, "display_name": name})
+            resp = client.post(
+                "/v1/auth/signup", json={"handle": handle, "display_name": name, "password": DEMO_PASSWORD}
+            )
             resp.raise_for_status()
             token = resp.json()["token"]
             tokens[handle] = token

@@ -57,6 +57,13 @@ class ApiSettings(BaseModel):
     run_outbox_relay: bool = True
     outbox_poll_interval_s: float = 0.5
     max_prompt_chars: int = 1000
+    # Per-user and per-IP token buckets (api/ratelimit.py), kept in each API process.
+    rate_limits_enabled: bool = True
+
+
+class AuthSettings(BaseModel):
+    token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    min_password_length: int = Field(default=10, ge=8)
 
 
 class MediaSettings(BaseModel):
@@ -100,6 +107,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
     kafka: KafkaSettings = KafkaSettings()
     api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
     media: MediaSettings = MediaSettings()
     workers: WorkerSettings = WorkerSettings()
     generation: GenerationSettings = GenerationSettings()

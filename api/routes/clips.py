@@ -6,13 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from api.deps import MediaDep, SessionDep
+from api.deps import MediaDep, OptionalUserDep, SessionDep
 from api.problems import ApiError, Problem
 from api.schemas import ClipCreator, ClipPublic, FeedPage
-from core.db.models import Clip
+from core import graph
+from core.db.models import Clip, User
 from core.errors import NotFoundError
 from ranking.chronological import ChronologicalFeed
-from ranking.cursor import FeedCursor, InvalidCursor
+from ranking.cursor import InvalidCursor, KeysetCursor
 
 router = APIRouter(tags=["feed"])
 _feed = ChronologicalFeed()
@@ -38,9 +39,11 @@ def clip_public(clip: Clip) -> ClipPublic:
     )
 
 
-def published_clip(session: SessionDep, clip_id: uuid.UUID) -> Clip:
+def published_clip(session: SessionDep, clip_id: uuid.UUID, viewer: User | None = None) -> Clip:
     clip = session.get(Clip, clip_id)
     if clip is None or clip.status != "published":
+        raise NotFoundError(f"no published clip {clip_id}")
+    if viewer is not None and graph.blocked_between(session, viewer.id, clip.user_id):
         raise NotFoundError(f"no published clip {clip_id}")
     return clip
 
@@ -48,22 +51,45 @@ def published_clip(session: SessionDep, clip_id: uuid.UUID) -> Clip:
 @router.get("/v1/feed", response_model=FeedPage, responses={400: {"model": Problem}, 422: {"model": Problem}})
 def feed(
     session: SessionDep,
+    viewer: OptionalUserDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Clips per page")] = 20,
     cursor: Annotated[str | None, Query(max_length=500, description="next_cursor from the previous page")] = None,
 ) -> FeedPage:
-    """Published clips, newest first (anyone may call this). Personalisation comes later."""
+    """Published clips, newest first (anyone may call this; with a token, authors the
+    caller blocked, was blocked by or muted are left out). Personalisation comes later."""
     try:
-        after = FeedCursor.decode(cursor) if cursor else None
+        after = KeysetCursor.decode(cursor) if cursor else None
     except InvalidCursor as e:
         raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
-    clips, next_cursor = _feed.page(session, limit, after)
+    hidden = graph.hidden_authors(session, viewer.id) if viewer is not None else set()
+    clips, next_cursor = _feed.page(session, limit, after, hidden)
     return FeedPage(data=[clip_public(c) for c in clips], next_cursor=next_cursor.encode() if next_cursor else None)
 
 
 @router.get("/v1/clips/{clip_id}", response_model=ClipPublic, responses={404: {"model": Problem}})
-def get_clip(clip_id: uuid.UUID, session: SessionDep) -> ClipPublic:
-    """One published clip (anyone may call this); blocked or unmoderated clips are 404."""
-    return clip_public(published_clip(session, clip_id))
+def get_clip(clip_id: uuid.UUID, session: SessionDep, viewer: OptionalUserDep) -> ClipPublic:
+    """One published clip (anyone may call this); blocked or unmoderated clips are 404,
+    and so are clips by someone the caller blocked or was blocked by."""
+    return clip_public(published_clip(session, clip_id, viewer))
+
+
+@router.get("/v1/clips/{clip_id}/remixes", response_model=FeedPage, responses={404: {"model": Problem}})
+def get_remixes(
+    clip_id: uuid.UUID,
+    session: SessionDep,
+    viewer: OptionalUserDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> FeedPage:
+    """Published remixes of a clip, newest first (anyone may call this)."""
+    published_clip(session, clip_id, viewer)
+    try:
+        after = KeysetCursor.decode(cursor) if cursor else None
+    except InvalidCursor as e:
+        raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
+    hidden = graph.hidden_authors(session, viewer.id) if viewer is not None else set()
+    clips, nxt = _feed.page(session, limit, after, hidden, parent_clip_id=clip_id)
+    return FeedPage(data=[clip_public(c) for c in clips], next_cursor=nxt.encode() if nxt else None)
 
 
 def _media_file(media: MediaDep, key: str, media_type: str) -> FileResponse:

@@ -3,12 +3,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep
-from api.problems import ApiError, Problem
+from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep, user_rate_limit
+from api.problems import RATE_LIMITED, ApiError, Problem
 from api.schemas import PromptCreate, PromptModerationPublic, PromptPublic, PromptStatusEvent
 from core.db.models import Clip, Prompt, PromptEvent
 from core.errors import NotFoundError
@@ -52,7 +52,9 @@ def default_seed(prompt_id: uuid.UUID) -> int:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PromptPublic,
+    dependencies=[Depends(user_rate_limit("prompts"))],
     responses={
+        429: RATE_LIMITED,
         401: {"model": Problem},
         404: {"model": Problem, "description": "Remix parent not found"},
         422: {"model": Problem, "description": "Invalid prompt"},

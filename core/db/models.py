@@ -55,11 +55,43 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("handle_skeleton", name="uq_users_handle_skeleton"),)
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     handle: Mapped[str] = mapped_column(String(30))
     # Case-insensitive uniqueness: @Alice and @alice are the same person.
     handle_key: Mapped[str] = mapped_column(String(30), unique=True)
+    # Look-alike uniqueness: @maya_rnakes may not squat @maya_makes (see api/handles.py).
+    handle_skeleton: Mapped[str | None] = mapped_column(String(30), default=None)
     display_name: Mapped[str] = mapped_column(String(60))
+    bio: Mapped[str] = mapped_column(String(160), default="")
+    avatar_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    # argon2id; None for accounts made before passwords existed (they cannot log in).
+    password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    role: Mapped[str] = mapped_column(String(16), default="user")  # user | reviewer | admin
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Follow(Base):
+    __tablename__ = "follows"
+    __table_args__ = (Index("ix_follows_followee", "followee_id", "created_at"),)
+    follower_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    followee_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Block(Base):
+    __tablename__ = "blocks"
+    __table_args__ = (Index("ix_blocks_blocked", "blocked_id"),)
+    blocker_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    blocked_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Mute(Base):
+    __tablename__ = "mutes"
+    muter_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    muted_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 

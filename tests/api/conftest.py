@@ -28,7 +28,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def token(client: TestClient) -> str:
-    resp = client.post("/v1/users", json={"handle": "maya_makes", "display_name": "Maya"})
+    resp = client.post(
+        "/v1/auth/signup", json={"handle": "maya_makes", "display_name": "Maya", "password": "correct horse battery"}
+    )
     assert resp.status_code == 201, resp.text
     return str(resp.json()["token"])
 

@@ -40,7 +40,10 @@ class Stack:
         self.http = httpx.Client(base_url=api, timeout=30)
 
     def user(self, handle: str) -> dict[str, str]:
-        resp = self.http.post("/v1/users", json={"handle": handle, "display_name": handle.title()})
+        resp = self.http.post(
+            "/v1/auth/signup",
+            json={"handle": handle, "display_name": handle.title(), "password": "correct horse battery"},
+        )
         assert resp.status_code == 201, resp.text
         return {"Authorization": f"Bearer {resp.json()['token']}"}
 
