@@ -13,8 +13,9 @@ from sqlalchemy import text
 
 from api import problems
 from api.deps import RelayDep, SessionDep
+from api.events import InteractionPublisher
 from api.ratelimit import RateLimiter
-from api.routes import auth, clips, prompts, users
+from api.routes import auth, clips, engagement, prompts, users
 from api.schemas import Health
 from core.db import make_engine, make_sessionmaker
 from core.media import LocalMediaStore
@@ -54,9 +55,11 @@ def create_app(settings: Settings) -> FastAPI:
             )
             app.state.relay = relay
             task = asyncio.create_task(relay.run(), name="outbox-relay")
+        app.state.interactions = InteractionPublisher(settings.kafka.servers, app.state.sessionmaker, app.state.relay)
         try:
             yield
         finally:
+            await app.state.interactions.close()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -75,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
             {"name": "admin", "description": "Roles (admins only)"},
             {"name": "prompts", "description": "Submit prompts and follow their status"},
             {"name": "feed", "description": "The feed, clips and their media"},
+            {"name": "engagement", "description": "Likes, views, shares, comments, reports"},
             {"name": "health", "description": "Liveness and readiness"},
         ],
     )
@@ -84,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(users.admin_router)
     app.include_router(prompts.router)
     app.include_router(clips.router)
+    app.include_router(engagement.router)
 
     @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz() -> Health:

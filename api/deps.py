@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.auth import token_row
+from api.events import InteractionPublisher
 from api.problems import ApiError
 from api.ratelimit import DEFAULT_LIMITS, RateLimiter, enforce
 from core.db.models import User
@@ -43,7 +44,12 @@ def get_relay(request: Request) -> OutboxRelay | None:
     return request.app.state.relay  # type: ignore[no-any-return]
 
 
+def get_interactions(request: Request) -> InteractionPublisher:
+    return request.app.state.interactions  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+InteractionsDep = Annotated[InteractionPublisher, Depends(get_interactions)]
 SessionDep = Annotated[Session, Depends(get_session)]
 MediaDep = Annotated[LocalMediaStore, Depends(get_media)]
 PolicyDep = Annotated[PromptPolicy, Depends(get_policy)]

@@ -84,9 +84,13 @@ class ProfileUpdate(BaseModel):
 
 
 class ProfileCounts(BaseModel):
+    """followers, following and likes_received are materialized from the event
+    streams and lag the actions that change them by about a second."""
+
     followers: int
     following: int
     clips: int
+    likes_received: int
 
 
 class RelationshipPublic(BaseModel):
@@ -109,7 +113,7 @@ class ProfilePublic(UserSummary):
                     "avatar_url": "/v1/users/maya_makes/avatar",
                     "bio": "I make tiny films about foxes.",
                     "created_at": "2026-11-26T12:00:00Z",
-                    "counts": {"followers": 12, "following": 3, "clips": 7},
+                    "counts": {"followers": 12, "following": 3, "clips": 7, "likes_received": 40},
                     "relationship": {
                         "following": True,
                         "followed_by": True,
@@ -214,6 +218,13 @@ class PromptPublic(BaseModel):
     timeline: list[PromptStatusEvent] = Field(default_factory=list)
 
 
+class ClipStatsPublic(BaseModel):
+    likes: int = 0
+    views: int = 0
+    shares: int = 0
+    comments: int = 0
+
+
 class ClipCreator(BaseModel):
     id: uuid.UUID
     handle: str
@@ -262,6 +273,80 @@ class ClipPublic(BaseModel):
     published_at: datetime
     generator: dict[str, object]
     safety_checks: list[dict[str, object]]
+    stats: ClipStatsPublic = Field(default_factory=ClipStatsPublic, description="Materialized; lags events briefly")
+    viewer_liked: bool | None = Field(default=None, description="Whether the caller liked it; null when anonymous")
+
+
+class Accepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "accepted"}]})
+    status: Literal["accepted"] = "accepted"
+
+
+class ViewCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"watch_ms": 2800}]})
+    watch_ms: int = Field(ge=0, le=3_600_000, description="How long the clip played, in milliseconds")
+
+
+class ShareCreated(BaseModel):
+    share_url: str
+
+
+class CommentCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "the fox's little hop at the end!"}]})
+    text: str = Field(min_length=1, max_length=500)
+
+    @field_validator("text")
+    @classmethod
+    def _clean(cls, v: str) -> str:
+        v = _clean_line(v, "comment")
+        if not v:
+            raise ValueError("comment is empty")
+        return v
+
+
+class CommentPublic(BaseModel):
+    id: uuid.UUID
+    clip_id: uuid.UUID
+    author: UserSummary
+    text: str
+    created_at: datetime
+
+
+class CommentPage(BaseModel):
+    data: list[CommentPublic]
+    next_cursor: str | None
+
+
+REPORT_REASONS = (
+    "sexual",
+    "violence",
+    "self_harm",
+    "hate",
+    "harassment",
+    "illegal",
+    "minors",
+    "impersonation",
+    "spam",
+    "other",
+)
+
+
+class ReportCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "impersonation", "details": "that's me"}]})
+    reason: Literal[
+        "sexual", "violence", "self_harm", "hate", "harassment", "illegal", "minors", "impersonation", "spam", "other"
+    ]
+    details: str = Field(default="", max_length=1000)
+
+    @field_validator("details")
+    @classmethod
+    def _clean(cls, v: str) -> str:
+        return _clean_line(v, "details")
+
+
+class ReportCreated(BaseModel):
+    id: uuid.UUID
+    status: Literal["open"]
 
 
 class FeedPage(BaseModel):

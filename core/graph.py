@@ -17,9 +17,7 @@ from core.db.models import Block, Follow, Mute, User
 from core.errors import ConflictError, PermissionDeniedError
 from core.outbox import enqueue
 from core.records import SocialEvent
-from core.topics import BY_NAME
-
-SOCIAL_EVENTS = BY_NAME["social.events"]
+from core.topics import SOCIAL_EVENTS
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.engine import session_scope
 from core.db.models import Clip, ProcessedEvent, Prompt, PromptEvent
+from core.engagement import apply_interaction, apply_social
 from core.records import (
     STATUS_RANK,
     ClipBlocked,
     ClipGenerated,
     ClipPublished,
     GenerationStatus,
+    Interaction,
     Record,
+    SocialEvent,
     utcnow,
 )
 
@@ -130,6 +133,8 @@ APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {
     ClipGenerated: apply_generated,
     ClipPublished: apply_published,
     ClipBlocked: apply_blocked,
+    Interaction: apply_interaction,
+    SocialEvent: apply_social,
 }
 
 

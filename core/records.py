@@ -186,10 +186,15 @@ class ModerationDecision(Record):
 
 
 class Interaction(Record):
+    """Something a person did with a clip. Likes, views and shares come straight from
+    the API (falling back to the outbox when the broker is unreachable); comments and
+    reports are stored first and come through the outbox."""
+
     user_id: uuid.UUID
     clip_id: uuid.UUID | None = None
-    kind: Literal["impression", "view", "like", "unlike", "skip", "share", "comment", "report", "see_less"]
-    watch_ms: int | None = Field(default=None, ge=0)
+    kind: Literal["impression", "view", "like", "unlike", "skip", "share", "comment", "uncomment", "report", "see_less"]
+    watch_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
+    attributes: dict[str, Any] = Field(default_factory=dict, description="comment_id, report reason, …")
 
 
 class SocialEvent(Record):

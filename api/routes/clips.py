@@ -8,9 +8,9 @@ from fastapi.responses import FileResponse
 
 from api.deps import MediaDep, OptionalUserDep, SessionDep
 from api.problems import ApiError, Problem
-from api.schemas import ClipCreator, ClipPublic, FeedPage
+from api.schemas import ClipCreator, ClipPublic, ClipStatsPublic, FeedPage
 from core import graph
-from core.db.models import Clip, User
+from core.db.models import Clip, ClipStats, Like, User
 from core.errors import NotFoundError
 from ranking.chronological import ChronologicalFeed
 from ranking.cursor import InvalidCursor, KeysetCursor
@@ -19,7 +19,7 @@ router = APIRouter(tags=["feed"])
 _feed = ChronologicalFeed()
 
 
-def clip_public(clip: Clip) -> ClipPublic:
+def clip_public(clip: Clip, stats: ClipStats | None = None, viewer_liked: bool | None = None) -> ClipPublic:
     assert clip.published_at is not None
     return ClipPublic(
         id=clip.id,
@@ -36,6 +36,10 @@ def clip_public(clip: Clip) -> ClipPublic:
         published_at=clip.published_at,
         generator={k: clip.generator.get(k) for k in ("name", "version", "concepts")},
         safety_checks=list(clip.checks),
+        stats=ClipStatsPublic(likes=stats.likes, views=stats.views, shares=stats.shares, comments=stats.comments)
+        if stats is not None
+        else ClipStatsPublic(),
+        viewer_liked=viewer_liked,
     )
 
 
@@ -70,7 +74,9 @@ def feed(
 def get_clip(clip_id: uuid.UUID, session: SessionDep, viewer: OptionalUserDep) -> ClipPublic:
     """One published clip (anyone may call this); blocked or unmoderated clips are 404,
     and so are clips by someone the caller blocked or was blocked by."""
-    return clip_public(published_clip(session, clip_id, viewer))
+    clip = published_clip(session, clip_id, viewer)
+    liked = session.get(Like, (viewer.id, clip.id)) is not None if viewer is not None else None
+    return clip_public(clip, session.get(ClipStats, clip.id), liked)
 
 
 @router.get("/v1/clips/{clip_id}/remixes", response_model=FeedPage, responses={404: {"model": Problem}})

@@ -28,7 +28,7 @@ from api.schemas import (
     UserSummary,
 )
 from core import graph
-from core.db.models import Clip, Follow, User
+from core.db.models import Clip, Follow, User, UserStats
 from core.errors import NotFoundError
 from ranking.cursor import InvalidCursor, KeysetCursor
 
@@ -65,9 +65,11 @@ def profile(session: Session, user: User, viewer: User | None) -> ProfilePublic:
     def count(stmt: Select[Any]) -> int:
         return int(session.scalar(stmt) or 0)
 
+    stats = session.get(UserStats, user.id)
     counts = ProfileCounts(
-        followers=count(select(func.count()).select_from(Follow).where(Follow.followee_id == user.id)),
-        following=count(select(func.count()).select_from(Follow).where(Follow.follower_id == user.id)),
+        followers=stats.followers if stats else 0,
+        following=stats.following if stats else 0,
+        likes_received=stats.likes_received if stats else 0,
         clips=count(select(func.count()).select_from(Clip).where(Clip.user_id == user.id, Clip.status == "published")),
     )
     rel = None

@@ -188,3 +188,64 @@ class ProcessedEvent(Base):
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     topic: Mapped[str] = mapped_column(String(200))
     processed_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Like(Base):
+    """Like state, kept by the materializer from `interactions` (so like/unlike are idempotent)."""
+
+    __tablename__ = "likes"
+    __table_args__ = (Index("ix_likes_clip", "clip_id"),)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    clip_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class ClipStats(Base):
+    """Engagement counts per clip, materialized from `interactions`."""
+
+    __tablename__ = "clip_stats"
+    clip_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    likes: Mapped[int] = mapped_column(Integer, default=0)
+    views: Mapped[int] = mapped_column(Integer, default=0)
+    watch_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    shares: Mapped[int] = mapped_column(Integer, default=0)
+    comments: Mapped[int] = mapped_column(Integer, default=0)
+    reports: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class UserStats(Base):
+    """Counts per user, materialized from `social.events` and `interactions`."""
+
+    __tablename__ = "user_stats"
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    followers: Mapped[int] = mapped_column(Integer, default=0)
+    following: Mapped[int] = mapped_column(Integer, default=0)
+    likes_received: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+    __table_args__ = (Index("ix_comments_clip", "clip_id", "created_at"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    clip_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(String(500))
+    moderation: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Report(Base):
+    """A user's report of a clip; the trust-and-safety queue reads these."""
+
+    __tablename__ = "reports"
+    __table_args__ = (Index("ix_reports_clip", "clip_id"), Index("ix_reports_status", "status", "created_at"))
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    clip_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    reporter_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(40))
+    details: Mapped[str] = mapped_column(String(1000), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=_now)

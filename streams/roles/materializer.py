@@ -1,4 +1,5 @@
-"""Materializer role: status and clip topics → the SQL store the API reads.
+"""Materializer role: status, clip, interaction and social topics → the SQL store the
+API reads (prompt status and timeline, clips, likes, counts).
 
 One agent per topic, each applying events through core.materialize in a thread
 (SQL drivers block), one transaction per event with its event id recorded.
@@ -15,11 +16,26 @@ from core.db import make_engine, make_sessionmaker
 from core.materialize import apply_event
 from core.records import Record
 from core.settings import Settings
-from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, TopicSpec
+from core.topics import (
+    CLIPS_BLOCKED,
+    CLIPS_GENERATED,
+    CLIPS_PUBLISHED,
+    GENERATION_STATUS,
+    INTERACTIONS,
+    SOCIAL_EVENTS,
+    TopicSpec,
+)
 from streams.app import RecordSender
 from streams.errors import ErrorPolicy, register_agent
 
-TOPICS: tuple[TopicSpec, ...] = (GENERATION_STATUS, CLIPS_GENERATED, CLIPS_PUBLISHED, CLIPS_BLOCKED)
+TOPICS: tuple[TopicSpec, ...] = (
+    GENERATION_STATUS,
+    CLIPS_GENERATED,
+    CLIPS_PUBLISHED,
+    CLIPS_BLOCKED,
+    INTERACTIONS,
+    SOCIAL_EVENTS,
+)
 
 
 def register(app: faust.App, settings: Settings) -> dict[str, ErrorPolicy[Any]]:

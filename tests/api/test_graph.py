@@ -10,6 +10,7 @@ from core.db import make_engine, make_sessionmaker, session_scope
 from core.db.models import Clip, OutboxMessage, User
 from core.settings import Settings
 from core.topics import BY_NAME, decode
+from tests.support.materialize import drain_outbox
 
 
 def _user(client: TestClient, handle: str) -> dict[str, str]:
@@ -63,14 +64,17 @@ def test_follow_is_idempotent_and_mutual_follows_are_friends(client: TestClient,
     first = client.put("/v1/users/theo_films/follow", headers=maya)
     assert first.status_code == 200 and first.json()["relationship"]["following"] is True
     client.put("/v1/users/theo_films/follow", headers=maya)
+    drain_outbox(settings.database_url)
     profile = client.get("/v1/users/theo_films").json()
     assert profile["counts"]["followers"] == 1 and profile["relationship"] is None
+    assert client.get("/v1/users/maya_makes").json()["counts"]["following"] == 1
     back = client.put("/v1/users/maya_makes/follow", headers=theo).json()
     assert back["relationship"]["friends"] is True
     assert client.get("/v1/users/maya_makes/followers").json()["data"][0]["handle"] == "theo_films"
     assert client.get("/v1/users/maya_makes/following").json()["data"][0]["handle"] == "theo_films"
     client.delete("/v1/users/theo_films/follow", headers=maya)
     client.delete("/v1/users/theo_films/follow", headers=maya)
+    drain_outbox(settings.database_url)
     assert client.get("/v1/users/theo_films").json()["counts"]["followers"] == 0
     assert _social_kinds(settings) == ["user_created", "user_created", "follow", "follow", "unfollow"]
 
@@ -91,7 +95,9 @@ def test_block_ends_follows_and_hides_clips_both_ways(client: TestClient, settin
 
     blocked = client.put("/v1/users/theo_films/block", headers=maya).json()
     assert blocked["relationship"]["blocking"] and not blocked["relationship"]["following"]
-    assert blocked["counts"] == {"followers": 0, "following": 0, "clips": 1}
+    drain_outbox(settings.database_url)
+    counts = client.get("/v1/users/theo_films").json()["counts"]
+    assert counts == {"followers": 0, "following": 0, "clips": 1, "likes_received": 0}
     resp = client.put("/v1/users/maya_makes/follow", headers=theo)
     assert resp.status_code == 403, "the blocked user cannot follow the blocker"
     assert client.put("/v1/users/theo_films/follow", headers=maya).status_code == 403

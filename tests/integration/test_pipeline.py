@@ -294,6 +294,30 @@ def test_a_killed_worker_is_restarted_and_the_pipeline_goes_on(stack: Stack) -> 
     assert stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})["status"] == "published"
 
 
+def test_likes_comments_and_follows_are_counted_by_the_stream_processor(stack: Stack) -> None:
+    fan = stack.user("e2e_fan")
+    clip = wait_for(lambda: stack.http.get("/v1/feed").json()["data"], PUBLISH_TIMEOUT, "a clip")[0]
+    author = clip["creator"]["handle"]
+    assert stack.http.put(f"/v1/clips/{clip['id']}/like", headers=fan).status_code == 202
+    assert stack.http.put(f"/v1/clips/{clip['id']}/like", headers=fan).status_code == 202  # idempotent
+    assert stack.http.post(f"/v1/clips/{clip['id']}/views", json={"watch_ms": 2900}, headers=fan).status_code == 202
+    assert stack.http.post(f"/v1/clips/{clip['id']}/comments", json={"text": "lovely"}, headers=fan).status_code == 201
+    assert stack.http.put(f"/v1/users/{author}/follow", headers=fan).status_code == 200
+
+    def counted() -> dict[str, Any] | None:
+        got = stack.http.get(f"/v1/clips/{clip['id']}", headers=fan).json()
+        return got if got["stats"]["views"] >= 1 and got["stats"]["comments"] >= 1 else None
+
+    after = wait_for(counted, 30, "the interactions to be counted")
+    assert after["stats"]["likes"] == clip["stats"]["likes"] + 1 and after["viewer_liked"] is True
+    profile = wait_for(
+        lambda: (p := stack.http.get(f"/v1/users/{author}").json())["counts"]["followers"] and p,
+        30,
+        "the follow to be counted",
+    )
+    assert profile["counts"]["followers"] == 1 and profile["counts"]["likes_received"] >= 1
+
+
 def test_no_legitimate_event_was_dead_lettered(stack: Stack) -> None:
     """Only the poison test's messages may be in any DLQ: everything the system itself
     produced during this module's tests was processed."""
