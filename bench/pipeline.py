@@ -183,6 +183,19 @@ def main() -> None:
             stages["moderation"].append(tl["published"] - tl["moderating"])
             stages["materialize + visible"].append(seen - tl["published"])
 
+        # Count lag: a like accepted by the API (202) until the clip's count shows it.
+        # Baseline from the same run: the like request's own round trip.
+        like_rtt, like_lag = [], []
+        liked = [pid for pid, body, *_ in rows]
+        clip_ids = [http.get(f"/v1/prompts/{pid}", headers=auth).json()["clip_id"] for pid in liked]
+        for cid in clip_ids:
+            started = time.time()
+            assert http.put(f"/v1/clips/{cid}/like", headers=auth).status_code == 202
+            like_rtt.append(time.time() - started)
+            wait_for(lambda cid=cid: http.get(f"/v1/clips/{cid}").json()["stats"]["likes"] == 1, 30, "like count",
+                     interval=0.01)
+            like_lag.append(time.time() - started)
+
         burst_texts = [f"{PROMPTS[i % len(PROMPTS)]} burst {uuid.uuid4().hex[:6]}" for i in range(args.burst_n)]
         started = time.time()
         pids = [submit(t) for t in burst_texts]
@@ -208,6 +221,10 @@ def main() -> None:
     print(f"  {'end to end':<26}{pct(e2e, 50) * 1000:>8.0f}{pct(e2e, 95) * 1000:>8.0f}")
     print(f"  end-to-end p50 / baseline mean: {pct(e2e, 50) / base_mean:.2f}x")
     print()
+    print(f"Like → count visible, {len(like_lag)} likes (ms)")
+    print(f"  {'like request (baseline)':<26}{pct(like_rtt, 50) * 1000:>8.0f}{pct(like_rtt, 95) * 1000:>8.0f}")
+    print(f"  {'like → count visible':<26}{pct(like_lag, 50) * 1000:>8.0f}{pct(like_lag, 95) * 1000:>8.0f}")
+    print()
     tput = args.burst_n / burst_s
     print(
         f"Pipeline throughput, burst of {args.burst_n} prompts: {burst_s:.1f} s → {tput:.2f} clips/s;"
@@ -220,6 +237,8 @@ def main() -> None:
                 "e2e_p50_ms": pct(e2e, 50) * 1000,
                 "e2e_p95_ms": pct(e2e, 95) * 1000,
                 "burst_clips_per_s": tput,
+                "like_lag_p50_ms": pct(like_lag, 50) * 1000,
+                "like_lag_p95_ms": pct(like_lag, 95) * 1000,
             }
         )
     )
