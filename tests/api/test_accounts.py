@@ -121,3 +121,21 @@ def test_prompt_submission_is_rate_limited_per_user(client: TestClient) -> None:
 def test_signups_are_rate_limited_per_address(client: TestClient) -> None:
     codes = [signup(client, f"new_user_{i:02d}").status_code for i in range(26)]
     assert codes[:25] == [201] * 25 and codes[25] == 429
+
+
+INJECTIONS = ["'; DROP TABLE users; --", '" OR 1=1 --', "Robert'); DELETE FROM prompts;--", "%' UNION SELECT 1 --"]
+
+
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_sql_injection_strings_are_just_text(client: TestClient, settings: Settings, text: str) -> None:
+    assert signup(client, text).status_code == 422, "not a valid handle: refused, nothing written"
+    made = client.post("/v1/auth/signup", json={"handle": "bobby_t", "display_name": text, "password": PASSWORD})
+    assert made.status_code == 201 and made.json()["user"]["display_name"] == text.strip()
+    auth = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert client.patch("/v1/me", json={"bio": text}, headers=auth).json()["bio"] == text.strip()
+    prompt = client.post("/v1/prompts", json={"text": text}, headers=auth)
+    assert prompt.status_code == 202 and prompt.json()["text"] == text.strip()
+    assert client.get(f"/v1/users/{text}").status_code == 404
+    assert client.post("/v1/auth/login", json={"handle": text, "password": text}).status_code in (401, 422)
+    with session_scope(_db(settings)) as s:
+        assert s.scalar(select(User).where(User.handle_key == "bobby_t")) is not None, "tables intact"
