@@ -139,3 +139,36 @@ def test_sql_injection_strings_are_just_text(client: TestClient, settings: Setti
     assert client.post("/v1/auth/login", json={"handle": text, "password": text}).status_code in (401, 422)
     with session_scope(_db(settings)) as s:
         assert s.scalar(select(User).where(User.handle_key == "bobby_t")) is not None, "tables intact"
+
+
+def _image(fmt: str, size: tuple[int, int] = (300, 200)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (20, 120, 200)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_avatar_uploads_are_verified_by_decoding(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {signup(client, 'pic_person').json()['token']}"}
+
+    def put(data: bytes, name: str = "a.png", ctype: str = "image/png"):  # type: ignore[no-untyped-def]
+        return client.put("/v1/me/avatar", files={"file": (name, data, ctype)}, headers=auth)
+
+    assert put(b"\x89PNG" + b"\x00" * (5 * 1024 * 1024 + 10)).status_code == 413
+    gif = put(_image("GIF"), "cat.png")
+    assert gif.status_code == 422 and "GIF" in gif.json()["detail"], "the extension and content type are not trusted"
+    assert put(b"<html>not an image</html>").status_code == 422
+    assert put(_image("PNG")[:200]).status_code == 422, "truncated"
+    ok = put(_image("JPEG"), "me.jpg", "image/jpeg")
+    assert ok.status_code == 200 and ok.json()["avatar_url"] == "/v1/users/pic_person/avatar"
+    served = client.get("/v1/users/pic_person/avatar")
+    assert served.status_code == 200 and served.headers["content-type"] == "image/webp"
+    import io
+
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(served.content)).size == (200, 200), "cropped square"
+    assert client.put("/v1/me/avatar", files={"file": ("a.png", _image("PNG"), "image/png")}).status_code == 401
