@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from api import problems
@@ -89,6 +91,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(prompts.router)
     app.include_router(clips.router)
     app.include_router(engagement.router)
+
+    web = Path(__file__).parent / "web"
+    app.mount("/static", StaticFiles(directory=web), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        """The web client (plain HTML and JavaScript, no build step)."""
+        return FileResponse(web / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz() -> Health:

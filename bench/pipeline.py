@@ -192,8 +192,12 @@ def main() -> None:
             started = time.time()
             assert http.put(f"/v1/clips/{cid}/like", headers=auth).status_code == 202
             like_rtt.append(time.time() - started)
-            wait_for(lambda cid=cid: http.get(f"/v1/clips/{cid}").json()["stats"]["likes"] == 1, 30, "like count",
-                     interval=0.01)
+            wait_for(
+                lambda cid=cid: http.get(f"/v1/clips/{cid}").json()["stats"]["likes"] == 1,
+                30,
+                "like count",
+                interval=0.01,
+            )
             like_lag.append(time.time() - started)
 
         burst_texts = [f"{PROMPTS[i % len(PROMPTS)]} burst {uuid.uuid4().hex[:6]}" for i in range(args.burst_n)]

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Header, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep, user_rate_limit
 from api.problems import RATE_LIMITED, ApiError, Problem
@@ -164,3 +169,65 @@ def get_prompt(prompt_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) 
         session.scalars(select(PromptEvent).where(PromptEvent.prompt_id == prompt_id).order_by(PromptEvent.occurred_at))
     )
     return prompt_public(prompt, timeline)
+
+
+TERMINAL_STATUSES = {"published", "rejected", "failed"}
+
+
+@router.get(
+    "/{prompt_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`status` events with the prompt as JSON"},
+        401: {"model": Problem},
+        404: {"model": Problem},
+    },
+)
+async def prompt_events(
+    prompt_id: uuid.UUID,
+    request: Request,
+    user: CurrentUserDep,
+    session: SessionDep,
+    timeout_s: Annotated[float, Query(gt=0, le=300, description="Close the stream after this long")] = 300,
+) -> StreamingResponse:
+    """Live status of a prompt as server-sent events (only its author may read it).
+
+    Sends a `status` event with the prompt (as `GET /v1/prompts/{id}` returns it)
+    now and on every change, and ends after a final status (published, rejected,
+    failed) or after `timeout_s`."""
+    factory = request.app.state.sessionmaker
+
+    def snapshot() -> PromptPublic | None:
+        with factory() as s:
+            prompt = s.get(Prompt, prompt_id)
+            if prompt is None or prompt.user_id != user.id:
+                return None
+            timeline = list(
+                s.scalars(
+                    select(PromptEvent).where(PromptEvent.prompt_id == prompt_id).order_by(PromptEvent.occurred_at)
+                )
+            )
+            return prompt_public(prompt, timeline)
+
+    first = await run_in_threadpool(snapshot)
+    await run_in_threadpool(session.close)
+    if first is None:
+        raise NotFoundError(f"no prompt {prompt_id}")
+
+    async def stream() -> AsyncIterator[str]:
+        deadline = time.monotonic() + timeout_s
+        current: PromptPublic | None = first
+        last = ""
+        while current is not None:
+            body = current.model_dump_json()
+            if body != last:
+                yield f"event: status\ndata: {body}\n\n"
+                last = body
+            if current.status in TERMINAL_STATUSES or time.monotonic() >= deadline or await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+            current = await run_in_threadpool(snapshot)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

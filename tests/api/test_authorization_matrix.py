@@ -60,6 +60,10 @@ RULES: dict[tuple[str, str], tuple[dict[str, Any], Call]] = {
     ),
     ("POST", "/v1/prompts"): (SIGNED_IN, lambda w: {"json": {"text": "a cat"}}),
     ("GET", "/v1/prompts/{prompt_id}"): (OWNER_PRIVATE, lambda w: {"path": {"prompt_id": w["prompt_id"]}}),
+    ("GET", "/v1/prompts/{prompt_id}/events"): (
+        OWNER_PRIVATE,
+        lambda w: {"path": {"prompt_id": w["prompt_id"]}, "params": {"timeout_s": 0.5}},
+    ),
     ("GET", "/v1/feed"): (PUBLIC, lambda w: {}),
     ("GET", "/v1/clips/{clip_id}"): (PUBLIC, lambda w: {"path": {"clip_id": w["clip_id"]}}),
     ("GET", "/v1/clips/{clip_id}/remixes"): (PUBLIC, lambda w: {"path": {"clip_id": w["clip_id"]}}),
@@ -181,7 +185,9 @@ def test_authorization_matrix(client: TestClient, world: dict[str, Any], setting
             headers = {}
             if persona != "anonymous":
                 headers["Authorization"] = f"Bearer {world['fresh_token'](persona)}"
-            resp = client.request(method, url, headers=headers, json=req.get("json"), files=req.get("files"))
+            resp = client.request(
+                method, url, headers=headers, json=req.get("json"), files=req.get("files"), params=req.get("params")
+            )
             want = rule[persona]
             ok = (
                 (resp.status_code < 400 or resp.status_code in req.get("allow", set()))

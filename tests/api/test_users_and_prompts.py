@@ -147,3 +147,15 @@ def test_openapi_documents_examples_and_problems(client: TestClient) -> None:
     } <= set(spec["paths"])
     text = json.dumps(spec)
     assert "a cat dancing on the beach at sunset" in text and "Problem" in spec["components"]["schemas"]
+
+
+def test_prompt_status_streams_as_server_sent_events(client: TestClient, auth: dict[str, str]) -> None:
+    queued = client.post("/v1/prompts", json={"text": "a cat"}, headers=auth).json()
+    with client.stream("GET", f"/v1/prompts/{queued['id']}/events", params={"timeout_s": 0.6}, headers=auth) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        body = "".join(resp.iter_text())
+    assert body.count("event: status") == 1 and '"status":"queued"' in body
+    rejected = client.post("/v1/prompts", json={"text": "a man beheaded, gore"}, headers=auth).json()
+    with client.stream("GET", f"/v1/prompts/{rejected['id']}/events", headers=auth) as resp:
+        body = "".join(resp.iter_text())  # a final status ends the stream at once
+    assert '"status":"rejected"' in body

@@ -318,6 +318,88 @@ def test_likes_comments_and_follows_are_counted_by_the_stream_processor(stack: S
     assert profile["counts"]["followers"] == 1 and profile["counts"]["likes_received"] >= 1
 
 
+def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
+    """Sign up, submit a prompt and watch it publish, like it, follow another creator,
+    open their profile: in headless Chromium driven by Selenium."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=520,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+    wait = WebDriverWait(driver, 30)
+
+    def by(testid: str) -> Any:
+        return wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"[data-testid={testid}]")))
+
+    try:
+        driver.get(f"{stack.api}/#/login")
+        form = by("signup-form")
+        form.find_element(By.NAME, "handle").send_keys("web_person")
+        form.find_element(By.NAME, "display_name").send_keys("Web Person")
+        form.find_element(By.NAME, "password").send_keys("correct horse battery")
+        form.find_element(By.TAG_NAME, "button").click()
+        assert by("nav-me").text == "@web_person"
+
+        by("nav-create").click()
+        form = by("prompt-form")
+        form.find_element(By.NAME, "text").send_keys("a red fox dancing in the snow at night")
+        form.find_element(By.TAG_NAME, "button").click()
+        WebDriverWait(driver, PUBLISH_TIMEOUT).until(
+            ec.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=prompt-status]"), "published")
+        )
+        by("open-clip").click()
+        like = by("like")
+        like.click()
+        wait.until(lambda d: "on" in like.get_attribute("class") and like.text.endswith("1"))
+
+        by("nav-feed").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=clip]"))
+        other = next(
+            c
+            for c in driver.find_elements(By.CSS_SELECTOR, "[data-testid=clip]")
+            if c.find_element(By.CSS_SELECTOR, "[data-testid=author]").text != "@web_person"
+        )
+        author = other.find_element(By.CSS_SELECTOR, "[data-testid=author]").text
+        follow = other.find_element(By.CSS_SELECTOR, "[data-testid=follow]")
+        follow.click()
+        wait.until(lambda d: follow.text == "Following")
+        other.find_element(By.CSS_SELECTOR, "[data-testid=author]").click()
+        assert by("profile-handle").text == author
+        assert by("profile-follow").text == "Following"
+        driver.save_screenshot(str(tmp_path / "profile.png"))
+
+        # Counts are materialized from the event stream: reload until the follow is counted.
+        def counted(d: Any) -> bool:
+            d.refresh()
+            return int(d.find_element(By.CSS_SELECTOR, "[data-testid=followers]").text) >= 1
+
+        WebDriverWait(driver, 30, poll_frequency=1).until(counted)
+        server = stack.http.get(f"/v1/users/{author.removeprefix('@')}").json()
+        assert server["counts"]["followers"] >= 1
+    finally:
+        driver.quit()
+
+
 def test_no_legitimate_event_was_dead_lettered(stack: Stack) -> None:
     """Only the poison test's messages may be in any DLQ: everything the system itself
     produced during this module's tests was processed."""

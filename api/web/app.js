@@ -1,0 +1,254 @@
+// Clipstream web client: plain ES modules, no build step. Talks to the documented API.
+const view = document.getElementById("view");
+const store = {
+  get token() { return localStorage.getItem("cs_token"); },
+  get me() { return JSON.parse(localStorage.getItem("cs_me") || "null"); },
+  save(session) { localStorage.setItem("cs_token", session.token); localStorage.setItem("cs_me", JSON.stringify(session.user)); },
+  clear() { localStorage.removeItem("cs_token"); localStorage.removeItem("cs_me"); },
+};
+
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+function toast(text) {
+  const t = document.getElementById("toast");
+  t.textContent = text; t.classList.add("show");
+  setTimeout(() => t.classList.remove("show"), 2500);
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (store.token) headers.Authorization = `Bearer ${store.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (resp.status === 401 && store.token) { store.clear(); renderNav(); }
+  const data = resp.status === 204 ? null : await resp.json().catch(() => null);
+  if (!resp.ok) throw new Error(data?.detail || `${resp.status} ${resp.statusText}`);
+  return data;
+}
+
+function renderNav() {
+  const nav = document.getElementById("nav-account");
+  const me = store.me;
+  nav.innerHTML = me
+    ? `<a href="#/@${esc(me.handle)}" data-testid="nav-me">@${esc(me.handle)}</a><button class="link" data-testid="logout">Log out</button>`
+    : `<a href="#/login" data-testid="nav-login">Log in</a>`;
+  nav.querySelector("[data-testid=logout]")?.addEventListener("click", async () => {
+    try { await api("POST", "/v1/auth/logout"); } catch (e) { /* already gone */ }
+    store.clear(); renderNav(); location.hash = "#/";
+  });
+}
+
+function requireLogin() {
+  if (store.token) return true;
+  toast("Log in first"); location.hash = "#/login"; return false;
+}
+
+function clipCard(clip) {
+  const el = document.createElement("article");
+  el.className = "clip"; el.dataset.clipId = clip.id; el.dataset.testid = "clip";
+  el.innerHTML = `
+    <video src="${esc(clip.video_url)}" poster="${esc(clip.poster_url)}" muted loop playsinline preload="metadata"></video>
+    <div class="meta">
+      <a class="who" href="#/@${esc(clip.creator.handle)}" data-testid="author">@${esc(clip.creator.handle)}</a>
+      <p class="prompt">${esc(clip.prompt)}</p>
+      <div class="actions">
+        <button data-testid="like" class="${clip.viewer_liked ? "on" : ""}">♥ <span>${clip.stats.likes}</span></button>
+        <button data-testid="follow">Follow</button>
+        <button data-testid="comments">💬 ${clip.stats.comments}</button>
+        <button data-testid="remix">Remix</button>
+        <button data-testid="share">Share</button>
+      </div>
+      <div class="comments" hidden></div>
+    </div>`;
+  const like = el.querySelector("[data-testid=like]");
+  like.addEventListener("click", async () => {
+    if (!requireLogin()) return;
+    const liked = like.classList.toggle("on");
+    const count = like.querySelector("span");
+    count.textContent = Math.max(0, Number(count.textContent) + (liked ? 1 : -1));
+    try { await api(liked ? "PUT" : "DELETE", `/v1/clips/${clip.id}/like`); } catch (e) { toast(e.message); }
+  });
+  const follow = el.querySelector("[data-testid=follow]");
+  if (store.me?.handle === clip.creator.handle) follow.hidden = true;
+  follow.addEventListener("click", async () => {
+    if (!requireLogin()) return;
+    const on = follow.classList.contains("on");
+    try {
+      await api(on ? "DELETE" : "PUT", `/v1/users/${clip.creator.handle}/follow`);
+      follow.classList.toggle("on"); follow.textContent = on ? "Follow" : "Following";
+    } catch (e) { toast(e.message); }
+  });
+  el.querySelector("[data-testid=comments]").addEventListener("click", () => toggleComments(el, clip));
+  el.querySelector("[data-testid=remix]").addEventListener("click", () => { location.hash = `#/create?remix=${clip.id}`; });
+  el.querySelector("[data-testid=share]").addEventListener("click", async () => {
+    if (!requireLogin()) return;
+    try {
+      const { share_url } = await api("POST", `/v1/clips/${clip.id}/shares`);
+      await navigator.clipboard?.writeText(share_url).catch(() => {});
+      toast(`Link: ${share_url}`);
+    } catch (e) { toast(e.message); }
+  });
+  const video = el.querySelector("video");
+  let watchedFrom = null;
+  video.addEventListener("play", () => { watchedFrom = performance.now(); });
+  video.addEventListener("pause", () => {
+    if (watchedFrom !== null && store.token) {
+      api("POST", `/v1/clips/${clip.id}/views`, { watch_ms: Math.round(performance.now() - watchedFrom) }).catch(() => {});
+    }
+    watchedFrom = null;
+  });
+  return el;
+}
+
+async function toggleComments(el, clip) {
+  const box = el.querySelector(".comments");
+  box.hidden = !box.hidden;
+  if (box.hidden) return;
+  const page = await api("GET", `/v1/clips/${clip.id}/comments`);
+  box.innerHTML = page.data.map((c) => `<p><b>@${esc(c.author.handle)}</b> ${esc(c.text)}</p>`).join("") +
+    `<form data-testid="comment-form"><input name="text" maxlength="500" placeholder="Add a comment" required><button>Post</button></form>`;
+  box.querySelector("form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!requireLogin()) return;
+    try {
+      await api("POST", `/v1/clips/${clip.id}/comments`, { text: ev.target.text.value });
+      box.hidden = true; toggleComments(el, clip);
+    } catch (e) { toast(e.message); }
+  });
+}
+
+// Autoplay whatever is on screen, pause what scrolled away.
+const observer = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const v = entry.target;
+    if (entry.isIntersecting) v.play().catch(() => {}); else v.pause();
+  }
+}, { threshold: 0.6 });
+
+async function renderFeed() {
+  view.innerHTML = `<div class="feed" data-testid="feed"></div><button data-testid="more" hidden>More</button>`;
+  const feed = view.querySelector(".feed"), more = view.querySelector("[data-testid=more]");
+  let cursor = null;
+  async function load() {
+    const page = await api("GET", `/v1/feed?limit=10${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    for (const clip of page.data) {
+      const card = clipCard(clip); feed.append(card); observer.observe(card.querySelector("video"));
+    }
+    cursor = page.next_cursor; more.hidden = !cursor;
+    if (!page.data.length && !feed.children.length) feed.innerHTML = "<p>No clips yet: create the first one.</p>";
+  }
+  more.addEventListener("click", load);
+  await load();
+}
+
+async function renderClip(id) {
+  view.innerHTML = "";
+  const card = clipCard(await api("GET", `/v1/clips/${id}`));
+  view.append(card); observer.observe(card.querySelector("video"));
+}
+
+function renderLogin() {
+  view.innerHTML = `
+    <form data-testid="signup-form"><h2>Sign up</h2>
+      <input name="handle" placeholder="@handle" required minlength="3" maxlength="30">
+      <input name="display_name" placeholder="Display name" required maxlength="60">
+      <input name="password" type="password" placeholder="Password (10+ characters)" required minlength="10">
+      <button class="primary">Create account</button><p class="error"></p></form>
+    <form data-testid="login-form"><h2>Log in</h2>
+      <input name="handle" placeholder="@handle" required>
+      <input name="password" type="password" placeholder="Password" required>
+      <button class="primary">Log in</button><p class="error"></p></form>`;
+  for (const [testid, path] of [["signup-form", "/v1/auth/signup"], ["login-form", "/v1/auth/login"]]) {
+    const form = view.querySelector(`[data-testid=${testid}]`);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = Object.fromEntries(new FormData(form));
+      try { store.save(await api("POST", path, body)); renderNav(); location.hash = "#/"; }
+      catch (e) { form.querySelector(".error").textContent = e.message; }
+    });
+  }
+}
+
+async function followStatus(promptId, onStatus) {
+  // Server-sent events read through fetch, so the bearer token stays in a header.
+  const resp = await fetch(`/v1/prompts/${promptId}/events`, { headers: { Authorization: `Bearer ${store.token}` } });
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+      const data = block.split("\n").find((l) => l.startsWith("data: "));
+      if (data) onStatus(JSON.parse(data.slice(6)));
+    }
+  }
+}
+
+function renderCreate(params) {
+  if (!requireLogin()) return;
+  const remix = params.get("remix");
+  view.innerHTML = `
+    <form data-testid="prompt-form"><h2>${remix ? "Remix a clip" : "Create a clip"}</h2>
+      <textarea name="text" rows="4" maxlength="1000" required placeholder="a fox dancing in the snow at night"></textarea>
+      <button class="primary">Generate</button>
+      <p class="status" data-testid="prompt-status"></p><p class="error"></p></form>`;
+  const form = view.querySelector("form"), status = form.querySelector(".status");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    form.querySelector(".error").textContent = "";
+    try {
+      const body = { text: form.text.value, ...(remix ? { parent_clip_id: remix } : {}) };
+      const prompt = await api("POST", "/v1/prompts", body);
+      status.textContent = prompt.status;
+      await followStatus(prompt.id, (p) => {
+        status.textContent = p.status + (p.reason ? `: ${p.reason}` : "");
+        if (p.status === "published") {
+          status.innerHTML = `published — <a href="#/clip/${p.clip_id}" data-testid="open-clip">watch it</a>`;
+        }
+      });
+    } catch (e) { form.querySelector(".error").textContent = e.message; }
+  });
+}
+
+async function renderProfile(handle) {
+  const p = await api("GET", `/v1/users/${encodeURIComponent(handle)}`);
+  const clips = await api("GET", `/v1/users/${encodeURIComponent(handle)}/clips?limit=30`);
+  const rel = p.relationship;
+  view.innerHTML = `
+    <section class="profile" data-testid="profile">
+      <h1>${esc(p.display_name)}</h1><div class="handle" data-testid="profile-handle">@${esc(p.handle)}</div>
+      <p>${esc(p.bio)}</p>
+      <div class="counts">
+        <span><b data-testid="followers">${p.counts.followers}</b> followers</span>
+        <span><b>${p.counts.following}</b> following</span>
+        <span><b>${p.counts.likes_received}</b> likes</span>
+        <span><b>${p.counts.clips}</b> clips</span>
+      </div>
+      ${rel ? `<button data-testid="profile-follow" class="${rel.following ? "on" : ""}">${rel.following ? "Following" : "Follow"}</button>
+               ${rel.friends ? "<span> · friends</span>" : ""}` : ""}
+      <div class="grid">${clips.data.map((c) => `<a href="#/clip/${c.id}"><img src="${esc(c.poster_url)}" alt="${esc(c.prompt)}"></a>`).join("")}</div>
+    </section>`;
+  view.querySelector("[data-testid=profile-follow]")?.addEventListener("click", async () => {
+    try { await api(rel.following ? "DELETE" : "PUT", `/v1/users/${p.handle}/follow`); renderProfile(handle); }
+    catch (e) { toast(e.message); }
+  });
+}
+
+async function route() {
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  const params = new URLSearchParams(query || "");
+  try {
+    if (path.startsWith("/@")) await renderProfile(path.slice(2));
+    else if (path.startsWith("/clip/")) await renderClip(path.slice(6));
+    else if (path === "/login") renderLogin();
+    else if (path === "/create") renderCreate(params);
+    else await renderFeed();
+  } catch (e) { view.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+}
+
+window.addEventListener("hashchange", route);
+renderNav();
+route();
