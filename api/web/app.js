@@ -145,6 +145,14 @@ async function renderClip(id) {
   view.innerHTML = "";
   const card = clipCard(await api("GET", `/v1/clips/${id}`));
   view.append(card); observer.observe(card.querySelector("video"));
+  const remixes = await api("GET", `/v1/clips/${id}/remixes?limit=30`);
+  if (remixes.data.length) {
+    const section = document.createElement("section");
+    section.dataset.testid = "remixes";
+    section.innerHTML = `<h3>Remixes</h3><div class="grid">${remixes.data.map((c) =>
+      `<a href="#/clip/${c.id}"><img src="${esc(c.poster_url)}" alt="${esc(c.prompt)}"></a>`).join("")}</div>`;
+    view.append(section);
+  }
 }
 
 function renderLogin() {
