@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,8 +16,9 @@ from sqlalchemy import select
 
 from api.auth import issue_token
 from core.db import make_engine, make_sessionmaker, session_scope
-from core.db.models import Clip, User
+from core.db.models import User
 from core.settings import Settings
+from tests.support.factories import published_clip
 
 PERSONAS = ("anonymous", "other", "owner", "reviewer", "admin")
 PUBLIC = {p: "ok" for p in PERSONAS}
@@ -117,32 +117,7 @@ def world(client: TestClient, settings: Settings) -> dict[str, Any]:
     with session_scope(factory) as s:
         for handle, role in (("reviewer_1", "reviewer"), ("admin_1", "admin")):
             s.scalar(select(User).where(User.handle_key == handle)).role = role
-        owner = s.scalar(select(User).where(User.handle_key == "owner_1"))
-        cid, now = uuid.uuid4(), datetime.now(UTC)
-        s.add(
-            Clip(
-                id=cid,
-                prompt_id=uuid.uuid4(),
-                user_id=owner.id,
-                creator_handle="owner_1",
-                text="a fox",
-                status="published",
-                video_key=f"clips/{cid}/clip.mp4",
-                poster_key=f"clips/{cid}/poster.jpg",
-                mime_type="video/mp4",
-                width=288,
-                height=512,
-                fps=12,
-                frame_count=36,
-                duration_s=3.0,
-                sha256="0" * 64,
-                generator={},
-                checks=[],
-                block_reasons=[],
-                generated_at=now,
-                published_at=now,
-            )
-        )
+    cid = published_clip(factory, "owner_1")
     video = settings.media.root / "clips" / str(cid) / "clip.mp4"
     video.parent.mkdir(parents=True)
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42")

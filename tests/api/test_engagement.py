@@ -4,53 +4,23 @@ No broker runs in these tests, so interactions take the outbox fallback: that pa
 what keeps them when the broker is down (the direct path is covered end to end)."""
 
 import uuid
-from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from core.db import make_engine, make_sessionmaker, session_scope
-from core.db.models import Clip, Comment, OutboxMessage, Report, User
+from core.db.models import Comment, OutboxMessage, Report
 from core.settings import Settings
+from tests.support.factories import published_clip, signup
 from tests.support.materialize import drain_outbox
 
 
 def _user(client: TestClient, handle: str) -> dict[str, str]:
-    resp = client.post(
-        "/v1/auth/signup", json={"handle": handle, "display_name": handle, "password": "correct horse battery"}
-    )
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
+    return signup(client, handle)
 
 
 def _clip(settings: Settings, handle: str) -> str:
-    with session_scope(make_sessionmaker(make_engine(settings.database_url))) as s:
-        user = s.scalar(select(User).where(User.handle_key == handle))
-        cid, now = uuid.uuid4(), datetime.now(UTC)
-        s.add(
-            Clip(
-                id=cid,
-                prompt_id=uuid.uuid4(),
-                user_id=user.id,
-                creator_handle=handle,
-                text="a fox",
-                status="published",
-                video_key="k",
-                poster_key="k",
-                mime_type="video/mp4",
-                width=288,
-                height=512,
-                fps=12,
-                frame_count=36,
-                duration_s=3.0,
-                sha256="0" * 64,
-                generator={},
-                checks=[],
-                block_reasons=[],
-                generated_at=now,
-                published_at=now,
-            )
-        )
-    return str(cid)
+    return str(published_clip(settings.database_url, handle))
 
 
 def _count(settings: Settings, model: type, **where: object) -> int:

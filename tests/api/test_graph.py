@@ -1,24 +1,20 @@
 """Follow, block, mute, friends, lists, and what blocks and mutes hide."""
 
 import uuid
-from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from core.db import make_engine, make_sessionmaker, session_scope
-from core.db.models import Clip, OutboxMessage, User
+from core.db.models import OutboxMessage
 from core.settings import Settings
 from core.topics import BY_NAME, decode
+from tests.support.factories import published_clip, signup
 from tests.support.materialize import drain_outbox
 
 
 def _user(client: TestClient, handle: str) -> dict[str, str]:
-    resp = client.post(
-        "/v1/auth/signup", json={"handle": handle, "display_name": handle, "password": "correct horse battery"}
-    )
-    assert resp.status_code == 201, resp.text
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
+    return signup(client, handle)
 
 
 def _social_kinds(settings: Settings) -> list[str]:
@@ -28,35 +24,7 @@ def _social_kinds(settings: Settings) -> list[str]:
 
 
 def _clip_by(settings: Settings, handle: str) -> uuid.UUID:
-    with session_scope(make_sessionmaker(make_engine(settings.database_url))) as s:
-        user = s.scalar(select(User).where(User.handle_key == handle))
-        cid = uuid.uuid4()
-        now = datetime.now(UTC)
-        s.add(
-            Clip(
-                id=cid,
-                prompt_id=uuid.uuid4(),
-                user_id=user.id,
-                creator_handle=handle,
-                text=f"by {handle}",
-                status="published",
-                video_key="k",
-                poster_key="k",
-                mime_type="video/mp4",
-                width=288,
-                height=512,
-                fps=12,
-                frame_count=36,
-                duration_s=3.0,
-                sha256="0" * 64,
-                generator={},
-                checks=[],
-                block_reasons=[],
-                generated_at=now,
-                published_at=now,
-            )
-        )
-        return cid
+    return published_clip(settings.database_url, handle)
 
 
 def test_follow_is_idempotent_and_mutual_follows_are_friends(client: TestClient, settings: Settings) -> None:

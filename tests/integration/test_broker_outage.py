@@ -21,51 +21,21 @@ from sqlalchemy import select
 from api.app import create_app
 from core.broker import EmbeddedBroker, ensure_topics, free_port
 from core.db import make_engine, make_sessionmaker, migrate, session_scope
-from core.db.models import Clip, OutboxMessage, User
+from core.db.models import OutboxMessage
 from core.settings import ApiSettings, KafkaSettings, MediaSettings, Settings
 from core.topics import BY_NAME, INTERACTIONS, SOCIAL_EVENTS, decode
+from tests.support.factories import published_clip, signup
 from tests.support.stack import read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _signup(client: TestClient, handle: str) -> dict[str, str]:
-    resp = client.post(
-        "/v1/auth/signup", json={"handle": handle, "display_name": handle, "password": "correct horse battery"}
-    )
-    assert resp.status_code == 201, resp.text
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
+    return signup(client, handle)
 
 
 def _published_clip(factory, handle: str) -> uuid.UUID:  # type: ignore[no-untyped-def]
-    with session_scope(factory) as s:
-        user = s.scalar(select(User).where(User.handle_key == handle))
-        cid, now = uuid.uuid4(), datetime.now(UTC)
-        s.add(
-            Clip(
-                id=cid,
-                prompt_id=uuid.uuid4(),
-                user_id=user.id,
-                creator_handle=handle,
-                text="a fox",
-                status="published",
-                video_key="k",
-                poster_key="k",
-                mime_type="video/mp4",
-                width=288,
-                height=512,
-                fps=12,
-                frame_count=36,
-                duration_s=3.0,
-                sha256="0" * 64,
-                generator={},
-                checks=[],
-                block_reasons=[],
-                generated_at=now,
-                published_at=now,
-            )
-        )
-    return cid
+    return published_clip(factory, handle)
 
 
 def test_writes_during_an_outage_reach_the_restarted_broker_once_each(db_url: str, tmp_path: Path) -> None:
