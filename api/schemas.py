@@ -249,7 +249,7 @@ class ClipPublic(BaseModel):
                     "published_at": "2026-11-26T12:00:04Z",
                     "generator": {
                         "name": "procedural",
-                        "version": "procedural-1",
+                        "version": "procedural-2",
                         "concepts": ["cat", "dancing", "beach"],
                     },
                     "safety_checks": [

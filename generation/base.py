@@ -36,7 +36,7 @@ class RenderedClip:
     mime_type: str  # "video/mp4"
     video_sha256: str  # hex sha256 of the mp4 bytes
     generator: str  # "procedural"
-    generator_version: str  # e.g. "procedural-1"
+    generator_version: str  # e.g. "procedural-2"
     concepts: tuple[str, ...]  # vocabulary concepts recognised in the prompt, in a stable order
 
 

@@ -37,11 +37,13 @@ from generation.scenery import (
     resolve_style,
 )
 from generation.sprites import render_sprite
+from generation.styles import Grade
 from generation.vocabulary import PromptAnalysis, Vocabulary, default_vocabulary
 from generation.watermark import apply_watermark
 
 GENERATOR_NAME = "procedural"
-GENERATOR_VERSION = "procedural-1"
+# Bumped when the same prompt and seed render differently (vocabulary 2: new subjects, styles, unsafe objects).
+GENERATOR_VERSION = "procedural-2"
 
 #: Beyond this many sprites a 288 px wide frame turns into noise.
 MAX_ACTORS = 6
@@ -224,7 +226,11 @@ class ProceduralRenderer:
             ),
         )
         actors = self._actors(analysis, backdrop, palette, actor_rng)
-        frames = self._compose(backdrop, particles, actors)
+        grade = None
+        if analysis.style is not None:
+            grade = Grade(self.vocabulary.get("styles", analysis.style).spec, self.width, self.height)
+        # Graded before the watermark so the creator credit stays legible in every style.
+        frames = self._compose(backdrop, particles, actors, grade)
         apply_watermark(frames, request.creator_handle)
         return frames, analysis
 
@@ -369,9 +375,15 @@ class ProceduralRenderer:
         actors.sort(key=lambda a: -a.depth)
         return actors
 
-    def _compose(self, backdrop: Backdrop, particles: Sequence[ParticleLayer], actors: Sequence[_Actor]) -> np.ndarray:
+    def _compose(
+        self,
+        backdrop: Backdrop,
+        particles: Sequence[ParticleLayer],
+        actors: Sequence[_Actor],
+        grade: Grade | None = None,
+    ) -> np.ndarray:
         frames = np.empty((self.frame_count, self.height, self.width, 3), dtype=np.uint8)
-        base = Image.fromarray(backdrop.image, "RGB")
+        base = Image.fromarray(grade.backdrop(backdrop.image) if grade is not None else backdrop.image, "RGB")
         back = [p for p in particles if p.layer == "back"]
         front = [p for p in particles if p.layer != "back"]
         for f in range(self.frame_count):
@@ -388,6 +400,8 @@ class ProceduralRenderer:
                 self._paste_actor(frame, actor, f)
             for layer in front:
                 layer.draw(draw, f)
+            if grade is not None:
+                frame = grade(frame)
             frames[f] = np.asarray(frame)
         return frames
 

@@ -20,13 +20,22 @@ from generation.color import RGBA, parse_hex
 from generation.motion import TRAJECTORIES
 from generation.scenery import PARTICLE_KINDS, PROP_KINDS, validate_layer_spec
 from generation.sprites import validate_sprite
+from generation.styles import validate_style
 
 DEFAULT_VOCABULARY_PATH = Path(__file__).resolve().parent / "data" / "vocabulary.json"
 
 #: Bumped when the JSON layout changes incompatibly, so an old renderer refuses new data loudly.
 SUPPORTED_FORMAT = 1
 
-CATEGORIES: tuple[str, ...] = ("subjects", "scenes", "times", "motions", "colors")
+CATEGORIES: tuple[str, ...] = ("subjects", "scenes", "times", "motions", "colors", "styles")
+
+#: The data section holding clearly unsafe subjects (weapons, gore, drugs, ...).  Its entries are
+#: parsed and rendered exactly like subjects, but live apart in the data and are flagged with
+#: ``"unsafe": true`` and a ``safety_category`` so safety classifiers can be trained on real renders.
+UNSAFE_SECTION = "unsafe"
+
+#: The safety categories an unsafe subject may declare.
+SAFETY_CATEGORIES: tuple[str, ...] = ("weapon", "gore", "drugs", "fire_on_person")
 
 #: The most instances of one subject a prompt may ask for; beyond that the
 #: sprites get too small to recognise on a 288 px wide clip.
@@ -74,6 +83,8 @@ class PromptAnalysis:
     colors: tuple[str, ...]
     #: colours that did not attach to a subject; they recolour the abstract palette instead.
     free_colors: tuple[str, ...] = field(default=())
+    #: the visual style (colour grade) to apply, the first one the prompt names.
+    style: str | None = None
 
 
 def tokenize(text: str) -> list[str]:
@@ -106,6 +117,8 @@ class Vocabulary:
         self.version = str(data.get("version", "0"))
         self.concepts: dict[str, dict[str, Concept]] = {}
         self.numbers: dict[str, int] = {}
+        #: unsafe subject key -> safety category ("weapon", "gore", ...).
+        self.unsafe: dict[str, str] = {}
         self._lexicon: dict[tuple[str, ...], tuple[str, str, bool]] = {}
         self._max_phrase = 1
         self._load(data)
@@ -132,32 +145,41 @@ class Vocabulary:
             raise self._fail(
                 "format", f"this renderer reads vocabulary format {SUPPORTED_FORMAT}, got {data.get('format')!r}"
             )
+        unsafe_entries = data.get(UNSAFE_SECTION, {})
+        if not isinstance(unsafe_entries, dict):
+            raise self._fail(UNSAFE_SECTION, "must be an object of unsafe subjects")
         owner: dict[str, str] = {}
-        for category in CATEGORIES:
-            entries = data.get(category)
-            if not isinstance(entries, dict) or not entries:
-                raise self._fail(category, "must be a non-empty object")
+        for section in (*CATEGORIES, UNSAFE_SECTION):
+            entries = data.get(section) if section != UNSAFE_SECTION else unsafe_entries
+            if not isinstance(entries, dict) or (not entries and section != UNSAFE_SECTION):
+                raise self._fail(section, "must be a non-empty object")
             # Concept keys are what RenderedClip.concepts reports, so they must be unambiguous.
             for key in entries:
                 if key in owner:
-                    raise self._fail(f"{category}.{key}", f"key also used in {owner[key]}; concept keys must be unique")
-                owner[key] = category
-        for category in CATEGORIES:
-            entries = data[category]
-            self.concepts[category] = {}
+                    raise self._fail(f"{section}.{key}", f"key also used in {owner[key]}; concept keys must be unique")
+                owner[key] = section
+        # (data section, concept category): unsafe subjects are subjects to the parser and renderer.
+        sections = [(category, category) for category in CATEGORIES]
+        sections.insert(1, (UNSAFE_SECTION, "subjects"))
+        for section, category in sections:
+            entries = data[section] if section != UNSAFE_SECTION else unsafe_entries
+            self.concepts.setdefault(category, {})
             for key, spec in entries.items():
-                where = f"{category}.{key}"
+                where = f"{section}.{key}"
                 if not isinstance(spec, dict):
                     raise self._fail(where, "must be an object")
                 if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
                     raise self._fail(where, "keys must be lowercase identifiers")
                 try:
                     self._validate_concept(category, spec)
+                    self._validate_safety(section, spec)
                 except VocabularyError:
                     raise
                 except (ValueError, TypeError, KeyError) as exc:
                     raise self._fail(where, str(exc)) from exc
                 self.concepts[category][key] = Concept(category, key, spec)
+                if section == UNSAFE_SECTION:
+                    self.unsafe[key] = str(spec["safety_category"])
                 self._index(category, key, spec)
 
         numbers = data.get("numbers", {})
@@ -210,6 +232,17 @@ class Vocabulary:
             if default_motion is not None and default_motion not in self.concepts["motions"]:
                 raise self._fail(f"subjects.{key}.default_motion", f"unknown motion {default_motion!r}")
 
+    @staticmethod
+    def _validate_safety(section: str, spec: Mapping[str, Any]) -> None:
+        """Unsafe subjects must say so explicitly, and only they may: the flag must match the section."""
+        if section == UNSAFE_SECTION:
+            if spec.get("unsafe") is not True:
+                raise ValueError(f'entries of the {UNSAFE_SECTION!r} section must carry "unsafe": true')
+            if spec.get("safety_category") not in SAFETY_CATEGORIES:
+                raise ValueError(f"safety_category must be one of {list(SAFETY_CATEGORIES)}")
+        elif "unsafe" in spec or "safety_category" in spec:
+            raise ValueError(f"unsafe concepts belong in the {UNSAFE_SECTION!r} section")
+
     def _validate_concept(self, category: str, spec: Mapping[str, Any]) -> None:
         synonyms = spec.get("synonyms", [])
         if not isinstance(synonyms, list) or not all(isinstance(s, str) and s.strip() for s in synonyms):
@@ -243,6 +276,8 @@ class Vocabulary:
             if not isinstance(rgb, str):
                 raise ValueError("rgb must be a '#rrggbb' colour")
             parse_hex(rgb)
+        elif category == "styles":
+            validate_style(spec)
 
     def _index(self, category: str, key: str, spec: Mapping[str, Any]) -> None:
         phrases = [(key.replace("_", " "), False)]
@@ -267,6 +302,25 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.concepts.values())
+
+    def safety_category(self, key: str) -> str | None:
+        """The safety category of an unsafe concept key, or None for a safe (or unknown) one."""
+        return self.unsafe.get(key)
+
+    def unsafe_concepts(self, concepts: Sequence[str], category: str | None = None) -> tuple[str, ...]:
+        """The unsafe keys among ``concepts`` in their order, optionally only those of one safety category."""
+        if category is not None and category not in SAFETY_CATEGORIES:
+            raise ValueError(f"unknown safety category {category!r}; known: {list(SAFETY_CATEGORIES)}")
+        return tuple(
+            dict.fromkeys(k for k in concepts if k in self.unsafe and (category is None or self.unsafe[k] == category))
+        )
+
+    def safety_categories(self, concepts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """Unsafe keys among ``concepts`` grouped by safety category, e.g. {'weapon': ('gun', 'knife')}."""
+        grouped: dict[str, list[str]] = {}
+        for key in self.unsafe_concepts(concepts):
+            grouped.setdefault(self.unsafe[key], []).append(key)
+        return {category: tuple(keys) for category, keys in grouped.items()}
 
     def _lookup(self, tokens: Sequence[str]) -> tuple[str, str, bool] | None:
         hit = self._lexicon.get(tuple(tokens))
@@ -354,6 +408,7 @@ class Vocabulary:
 
         scene = next((m.key for m in mentions if m.category == "scenes"), None)
         time = next((m.key for m in mentions if m.category == "times"), None)
+        style = next((m.key for m in mentions if m.category == "styles"), None)
         return PromptAnalysis(
             concepts=tuple(concepts),
             subjects=tuple(
@@ -365,6 +420,7 @@ class Vocabulary:
             motions=tuple(distinct_motions),
             colors=tuple(dict.fromkeys(c.key for c in colors)),
             free_colors=tuple(free_colors),
+            style=style,
         )
 
 
@@ -377,3 +433,16 @@ def default_vocabulary() -> Vocabulary:
     if _DEFAULT is None:
         _DEFAULT = Vocabulary.from_path(DEFAULT_VOCABULARY_PATH)
     return _DEFAULT
+
+
+def unsafe_concepts(
+    concepts: Sequence[str], category: str | None = None, vocabulary: Vocabulary | None = None
+) -> tuple[str, ...]:
+    """Which recognised concepts (e.g. ``RenderedClip.concepts``) are unsafe, in their order.
+
+    ``category`` narrows the answer to one safety category ("weapon", "gore",
+    "drugs", "fire_on_person"); :meth:`Vocabulary.safety_categories` groups
+    them by category instead.  Uses the default vocabulary unless given one.
+    """
+    vocab = vocabulary if vocabulary is not None else default_vocabulary()
+    return vocab.unsafe_concepts(concepts, category)

@@ -61,7 +61,7 @@ def test_rendered_clip_metadata(clip: RenderedClip) -> None:
     assert clip.duration_s == pytest.approx(3.0)
     assert clip.mime_type == "video/mp4"
     assert clip.generator == "procedural"
-    assert clip.generator_version == "procedural-1"
+    assert clip.generator_version == "procedural-2"
     assert clip.video_sha256 == sha256_file(clip.video_path)
     assert clip.concepts == ("cat", "dancing", "beach", "sunset")
     with Image.open(clip.poster_path) as poster:

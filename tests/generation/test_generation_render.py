@@ -146,7 +146,7 @@ def test_build_generator() -> None:
     generator = build_generator("procedural")
     assert isinstance(generator, ProceduralRenderer)
     assert isinstance(generator, Generator)
-    assert (generator.name, generator.version) == ("procedural", "procedural-1")
+    assert (generator.name, generator.version) == ("procedural", "procedural-2")
     assert build_generator("procedural", fps=24).fps == 24  # type: ignore[attr-defined]
     with pytest.raises(GenerationError, match=r"stable-diffusion.*procedural"):
         build_generator("stable-diffusion")
