@@ -82,6 +82,8 @@ class WorkerSettings(BaseModel):
 
 class GenerationSettings(BaseModel):
     backend: str = "procedural"
+    # Accepted prompts per user in any rolling 24 hours: generation is the expensive part.
+    daily_quota: int = Field(default=50, ge=1)
     width: int = 288
     height: int = 512
     fps: int = 12

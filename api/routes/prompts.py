@@ -1,18 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep, user_rate_limit
+from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep, SettingsDep, user_rate_limit
 from api.problems import RATE_LIMITED, ApiError, Problem
 from api.schemas import PromptCreate, PromptModerationPublic, PromptPublic, PromptStatusEvent
 from core.db.models import Clip, Prompt, PromptEvent
@@ -49,6 +52,29 @@ def prompt_public(prompt: Prompt, timeline: list[PromptEvent] | None = None) -> 
     )
 
 
+def enforce_daily_quota(session: Session, user_id: uuid.UUID, quota: int) -> None:
+    """429 once a user has had ``quota`` prompts accepted in the last 24 hours;
+    Retry-After says when the oldest of them leaves the window."""
+    since = utcnow() - timedelta(days=1)
+    recent = list(
+        session.scalars(
+            select(Prompt.created_at)
+            .where(Prompt.user_id == user_id, Prompt.created_at > since, Prompt.status != "rejected")
+            .order_by(Prompt.created_at)
+            .limit(quota)
+        )
+    )
+    if len(recent) >= quota:
+        wait = max(1, math.ceil((recent[0] + timedelta(days=1) - utcnow()).total_seconds()))
+        raise ApiError(
+            429,
+            "generation-quota",
+            "Daily generation quota reached",
+            f"you have generated {quota} clips in the last 24 hours; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 def default_seed(prompt_id: uuid.UUID) -> int:
     return prompt_id.int % (2**31 - 1)
 
@@ -69,6 +95,7 @@ def submit_prompt(
     body: PromptCreate,
     user: CurrentUserDep,
     session: SessionDep,
+    settings: SettingsDep,
     policy: PolicyDep,
     relay: RelayDep,
     response: Response,
@@ -96,6 +123,7 @@ def submit_prompt(
         if parent is None or parent.status != "published":
             raise NotFoundError(f"no published clip {body.parent_clip_id} to remix")
 
+    enforce_daily_quota(session, user.id, settings.generation.daily_quota)
     decision = policy.check(body.text)
     moderation = PromptModeration(
         action=decision.action,

@@ -159,3 +159,24 @@ def test_prompt_status_streams_as_server_sent_events(client: TestClient, auth: d
     with client.stream("GET", f"/v1/prompts/{rejected['id']}/events", headers=auth) as resp:
         body = "".join(resp.iter_text())  # a final status ends the stream at once
     assert '"status":"rejected"' in body
+
+
+def test_daily_generation_quota(settings: Settings) -> None:
+    from api.app import create_app
+    from core.settings import GenerationSettings
+    from tests.support.factories import signup
+
+    quota = settings.model_copy(update={"generation": GenerationSettings(daily_quota=3)})
+    with TestClient(create_app(quota)) as client:
+        auth = signup(client, "prolific")
+        blocked = client.post("/v1/prompts", json={"text": "a man beheaded, gore"}, headers=auth)
+        assert blocked.json()["status"] == "rejected"
+        for i in range(3):
+            assert client.post("/v1/prompts", json={"text": f"a cat {i}"}, headers=auth).status_code == 202
+        over = client.post("/v1/prompts", json={"text": "a cat again"}, headers=auth)
+        assert over.status_code == 429 and over.json()["type"].endswith("generation-quota")
+        assert 86000 < int(over.headers["retry-after"]) <= 86400
+        retry = client.post("/v1/prompts", json={"text": "a cat 0"}, headers={**auth, "Idempotency-Key": "k"})
+        assert retry.status_code == 429
+        other = signup(client, "newcomer")
+        assert client.post("/v1/prompts", json={"text": "a dog"}, headers=other).status_code == 202
