@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from core.db.engine import session_scope
-from core.outbox import OutboxRelay, enqueue
+from core.outbox import OutboxRelay, enqueue, stop_quietly
 from core.records import Interaction
 from core.topics import INTERACTIONS, record_key
 
@@ -93,11 +93,7 @@ class InteractionPublisher:
 
     async def _reset(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                await producer.stop()
-            except Exception:  # noqa: BLE001
-                pass
+        await stop_quietly(producer)
 
     async def close(self) -> None:
         await self._reset()

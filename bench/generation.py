@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.stats import pct
 from generation import RenderRequest, build_generator
 
 PROMPTS = [
@@ -30,13 +31,6 @@ PROMPTS = [
     "an astronaut floating in space",
     "a pastel ice cream jumping in the snow",
 ]
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def run(batch: int, clips: int) -> tuple[float, list[float]]:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.broker import free_port  # noqa: E402
 from core.records import ClipGenerated  # noqa: E402
+from core.stats import pct  # noqa: E402
 from core.topics import CLIPS_GENERATED, decode  # noqa: E402
 from generation import RenderRequest, build_generator  # noqa: E402
 from moderation.clip_checks import ClipExpectations, check_generated_clip  # noqa: E402
@@ -51,13 +52,6 @@ PROMPTS = [
     "flowers floating in space",
     "a pizza spinning in the desert",
 ]
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def baseline(n: int) -> list[float]:

@@ -91,12 +91,21 @@ def follow(session: Session, actor: User, target: User) -> bool:
     return True
 
 
-def unfollow(session: Session, actor: User, target: User) -> bool:
-    done = session.execute(delete(Follow).where(Follow.follower_id == actor.id, Follow.followee_id == target.id))
+def _remove(
+    session: Session, model: type, actor_col: str, target_col: str, kind: str, actor: User, target: User
+) -> bool:
+    """Delete the edge actor → target if it exists, announcing ``kind``; idempotent."""
+    done = session.execute(
+        delete(model).where(getattr(model, actor_col) == actor.id, getattr(model, target_col) == target.id)
+    )
     if done.rowcount:  # type: ignore[attr-defined]
-        _emit(session, actor.id, "unfollow", target.id)
+        _emit(session, actor.id, kind, target.id)
         return True
     return False
+
+
+def unfollow(session: Session, actor: User, target: User) -> bool:
+    return _remove(session, Follow, "follower_id", "followee_id", "unfollow", actor, target)
 
 
 def block(session: Session, actor: User, target: User) -> bool:
@@ -112,11 +121,7 @@ def block(session: Session, actor: User, target: User) -> bool:
 
 
 def unblock(session: Session, actor: User, target: User) -> bool:
-    done = session.execute(delete(Block).where(Block.blocker_id == actor.id, Block.blocked_id == target.id))
-    if done.rowcount:  # type: ignore[attr-defined]
-        _emit(session, actor.id, "unblock", target.id)
-        return True
-    return False
+    return _remove(session, Block, "blocker_id", "blocked_id", "unblock", actor, target)
 
 
 def mute(session: Session, actor: User, target: User) -> bool:
@@ -129,8 +134,4 @@ def mute(session: Session, actor: User, target: User) -> bool:
 
 
 def unmute(session: Session, actor: User, target: User) -> bool:
-    done = session.execute(delete(Mute).where(Mute.muter_id == actor.id, Mute.muted_id == target.id))
-    if done.rowcount:  # type: ignore[attr-defined]
-        _emit(session, actor.id, "unmute", target.id)
-        return True
-    return False
+    return _remove(session, Mute, "muter_id", "muted_id", "unmute", actor, target)

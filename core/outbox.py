@@ -24,6 +24,15 @@ from core.topics import TopicSpec, record_key
 log = logging.getLogger(__name__)
 
 
+async def stop_quietly(producer: AIOKafkaProducer | None) -> None:
+    """Stop a producer whose broker may be gone; a failing stop changes nothing."""
+    if producer is not None:
+        try:
+            await producer.stop()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def enqueue(session: Session, spec: TopicSpec, record: Record) -> OutboxMessage:
     row = OutboxMessage(topic=spec.name, key=record_key(spec, record), value=record.to_bytes())
     session.add(row)
@@ -138,11 +147,7 @@ class OutboxRelay:
 
     async def _reset_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                await producer.stop()
-            except Exception:  # noqa: BLE001
-                pass
+        await stop_quietly(producer)
 
     async def close(self) -> None:
         await self._reset_producer()
