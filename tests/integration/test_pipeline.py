@@ -373,12 +373,16 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
         wait.until(lambda d: "on" in like.get_attribute("class") and like.text.endswith("1"))
 
         by("nav-feed").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=clip]"))
-        other = next(
-            c
-            for c in driver.find_elements(By.CSS_SELECTOR, "[data-testid=clip]")
-            if c.find_element(By.CSS_SELECTOR, "[data-testid=author]").text != "@web_person"
-        )
+
+        def someone_elses_clip(d: Any) -> Any:
+            # The previous page's card stays until the feed has loaded: look inside the feed only.
+            cards = d.find_elements(By.CSS_SELECTOR, "[data-testid=feed] [data-testid=clip]")
+            return next(
+                (c for c in cards if c.find_element(By.CSS_SELECTOR, "[data-testid=author]").text != "@web_person"),
+                None,
+            )
+
+        other = wait.until(someone_elses_clip)
         author = other.find_element(By.CSS_SELECTOR, "[data-testid=author]").text
         follow = other.find_element(By.CSS_SELECTOR, "[data-testid=follow]")
         follow.click()
