@@ -56,7 +56,6 @@ class ApiSettings(BaseModel):
     # claimed with SKIP LOCKED on PostgreSQL so replicas do not double-send).
     run_outbox_relay: bool = True
     outbox_poll_interval_s: float = 0.5
-    max_prompt_chars: int = 1000
     # Per-user and per-IP token buckets (api/ratelimit.py), kept in each API process.
     rate_limits_enabled: bool = True
 

@@ -1,19 +1,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from api.deps import MediaDep, OptionalUserDep, SessionDep
-from api.problems import ApiError, Problem
+from api.pagination import CursorQ, LimitQ, decode_cursor
+from api.problems import Problem
 from api.schemas import ClipCreator, ClipPublic, ClipStatsPublic, FeedPage
 from core import graph
 from core.db.models import Clip, ClipStats, Like, User
 from core.errors import NotFoundError
 from ranking.chronological import ChronologicalFeed
-from ranking.cursor import InvalidCursor, KeysetCursor
 
 router = APIRouter(tags=["feed"])
 _feed = ChronologicalFeed()
@@ -56,15 +55,12 @@ def published_clip(session: SessionDep, clip_id: uuid.UUID, viewer: User | None 
 def feed(
     session: SessionDep,
     viewer: OptionalUserDep,
-    limit: Annotated[int, Query(ge=1, le=100, description="Clips per page")] = 20,
-    cursor: Annotated[str | None, Query(max_length=500, description="next_cursor from the previous page")] = None,
+    limit: LimitQ = 20,
+    cursor: CursorQ = None,
 ) -> FeedPage:
     """Published clips, newest first (anyone may call this; with a token, authors the
     caller blocked, was blocked by or muted are left out). Personalisation comes later."""
-    try:
-        after = KeysetCursor.decode(cursor) if cursor else None
-    except InvalidCursor as e:
-        raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
+    after = decode_cursor(cursor)
     hidden = graph.hidden_authors(session, viewer.id) if viewer is not None else set()
     clips, next_cursor = _feed.page(session, limit, after, hidden)
     return FeedPage(data=[clip_public(c) for c in clips], next_cursor=next_cursor.encode() if next_cursor else None)
@@ -79,20 +75,19 @@ def get_clip(clip_id: uuid.UUID, session: SessionDep, viewer: OptionalUserDep) -
     return clip_public(clip, session.get(ClipStats, clip.id), liked)
 
 
-@router.get("/v1/clips/{clip_id}/remixes", response_model=FeedPage, responses={404: {"model": Problem}})
+@router.get(
+    "/v1/clips/{clip_id}/remixes", response_model=FeedPage, responses={400: {"model": Problem}, 404: {"model": Problem}}
+)
 def get_remixes(
     clip_id: uuid.UUID,
     session: SessionDep,
     viewer: OptionalUserDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: LimitQ = 20,
+    cursor: CursorQ = None,
 ) -> FeedPage:
     """Published remixes of a clip, newest first (anyone may call this)."""
     published_clip(session, clip_id, viewer)
-    try:
-        after = KeysetCursor.decode(cursor) if cursor else None
-    except InvalidCursor as e:
-        raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
+    after = decode_cursor(cursor)
     hidden = graph.hidden_authors(session, viewer.id) if viewer is not None else set()
     clips, nxt = _feed.page(session, limit, after, hidden, parent_clip_id=clip_id)
     return FeedPage(data=[clip_public(c) for c in clips], next_cursor=nxt.encode() if nxt else None)

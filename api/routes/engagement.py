@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy import and_, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUserDep, InteractionsDep, OptionalUserDep, PolicyDep, RelayDep, SessionDep, user_rate_limit
+from api.pagination import CursorQ, LimitQ, decode_cursor
 from api.problems import RATE_LIMITED, ApiError, Problem
 from api.routes.clips import published_clip
-from api.routes.users import decode_cursor, summary
+from api.routes.users import summary
 from api.schemas import (
     Accepted,
     CommentCreate,
@@ -157,8 +157,8 @@ def list_comments(
     clip_id: uuid.UUID,
     session: SessionDep,
     viewer: OptionalUserDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: LimitQ = 20,
+    cursor: CursorQ = None,
 ) -> CommentPage:
     """Comments on a clip, newest first (anyone may call this); comments by people the
     caller blocked, was blocked by or muted are left out."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from api.deps import AdminDep, CurrentUserDep, MediaDep, OptionalUserDep, RelayDep, SessionDep, user_rate_limit
 from api.handles import validate_handle
-from api.problems import ApiError, Problem
+from api.pagination import CursorQ, LimitQ, decode_cursor
+from api.problems import Problem
 from api.routes.auth import avatar_url, user_private
 from api.routes.clips import clip_public
 from api.schemas import (
@@ -30,13 +30,10 @@ from api.schemas import (
 from core import graph
 from core.db.models import Clip, Follow, User, UserStats
 from core.errors import NotFoundError
-from ranking.cursor import InvalidCursor, KeysetCursor
+from ranking.cursor import KeysetCursor
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
-
-LimitQ = Annotated[int, Query(ge=1, le=100, description="Items per page")]
-CursorQ = Annotated[str | None, Query(max_length=500, description="next_cursor from the previous page")]
 
 
 def find_user(session: Session, handle: str) -> User:
@@ -52,13 +49,6 @@ def find_user(session: Session, handle: str) -> User:
 
 def summary(user: User) -> UserSummary:
     return UserSummary(id=user.id, handle=user.handle, display_name=user.display_name, avatar_url=avatar_url(user))
-
-
-def decode_cursor(cursor: str | None) -> KeysetCursor | None:
-    try:
-        return KeysetCursor.decode(cursor) if cursor else None
-    except InvalidCursor as e:
-        raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
 
 
 def profile(session: Session, user: User, viewer: User | None) -> ProfilePublic:
@@ -210,7 +200,3 @@ def set_role(handle: str, body: RoleUpdate, admin: AdminDep, session: SessionDep
     user.role = body.role
     session.commit()
     return user_private(user)
-
-
-def user_id_of(session: Session, handle: str) -> uuid.UUID:
-    return find_user(session, handle).id
