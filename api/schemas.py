@@ -149,10 +149,16 @@ class PromptCreate(BaseModel):
             "examples": [
                 {"text": "a cat dancing on the beach at sunset"},
                 {"text": "a red rocket flying through space at night", "seed": 42},
+                {"text": "@maya_makes and @leo riding bikes through a city at night"},
             ]
         }
     )
-    text: str = Field(min_length=1, max_length=1000, description="What the clip should show (≤ 1,000 characters).")
+    text: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="What the clip should show (≤ 1,000 characters). Writing someone's @handle casts them "
+        "(a cameo, at most two people): they must have registered a likeness and consent to you casting them.",
+    )
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Same prompt + seed → same clip.")
     parent_clip_id: uuid.UUID | None = Field(default=None, description="Remix: the clip this one builds on.")
 
@@ -213,6 +219,7 @@ class PromptPublic(BaseModel):
     clip_id: uuid.UUID | None
     parent_clip_id: uuid.UUID | None
     moderation: PromptModerationPublic
+    cast: list[str] = Field(default_factory=list, description="@handles the prompt casts (cameos), at most two")
     created_at: datetime
     updated_at: datetime
     timeline: list[PromptStatusEvent] = Field(default_factory=list)
@@ -359,3 +366,86 @@ class Health(BaseModel):
     database: str
     outbox_pending: int | None = None
     outbox_error: str | None = None
+
+
+ConsentMode = Literal["only_me", "approved", "mutuals", "everyone"]
+
+
+class CameoSettings(BaseModel):
+    """The caller's registered likeness and who may cast it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "active": True,
+                    "consent": "mutuals",
+                    "restrictions": "no political content, nothing scary",
+                    "restriction_rules": ["topic: politics", "topic: scary"],
+                    "image_url": "/v1/me/cameo/image",
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "updated_at": "2026-11-26T12:00:00Z",
+                    "revoked_at": None,
+                }
+            ]
+        }
+    )
+    active: bool = Field(description="False once revoked; register again to turn cameos back on")
+    consent: ConsentMode = Field(
+        description="Who may cast you: only_me, approved (people you approve), mutuals (mutual follows), everyone"
+    )
+    restrictions: str = Field(description="Your free-text restrictions, as written")
+    restriction_rules: list[str] = Field(
+        description="How the restrictions were read: topics whose term lists apply, and literal words"
+    )
+    image_url: str
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+
+
+class CameoUpdate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"consent": "approved", "restrictions": "no political content"}]}
+    )
+    consent: ConsentMode | None = None
+    restrictions: str | None = Field(default=None, max_length=500)
+
+
+class CameoRevoked(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"active": False, "clips_taken_down": 2}]})
+    active: bool
+    clips_taken_down: int = Field(description="Published clips casting you that were taken down")
+
+
+class CameoAvailability(BaseModel):
+    """Whether the caller may cast this user now (prompt restrictions are checked on submission)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"handle": "maya_makes", "can_cast": False, "reason": "..."}]}
+    )
+    handle: str
+    can_cast: bool
+    consent: ConsentMode | None
+    restrictions: str | None
+    reason: str | None
+
+
+class CameoAppearance(BaseModel):
+    """A prompt that casts the caller, at any stage (drafts included)."""
+
+    prompt_id: uuid.UUID
+    creator: UserSummary
+    text: str
+    status: str = Field(description="The prompt's status, or 'removed' once its clip was taken down")
+    clip_id: uuid.UUID | None
+    poster_url: str | None = Field(description="Owner-only poster, once rendered")
+    video_url: str | None = Field(description="Owner-only video, once rendered")
+    public_url: str | None = Field(description="The public clip, while it is published")
+    vetoed: bool
+    created_at: datetime
+
+
+class CameoAppearancePage(BaseModel):
+    data: list[CameoAppearance]
+    next_cursor: str | None = None

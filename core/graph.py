@@ -104,8 +104,20 @@ def _remove(
     return False
 
 
+def _recheck_cameos(session: Session, *users: User) -> None:
+    """A graph change can withdraw cameo consent (mutuals-only, blocks): re-check now."""
+    from core.cameos import enforce_consent  # cameos builds on the graph
+
+    session.flush()
+    for user in users:
+        enforce_consent(session, user.id)
+
+
 def unfollow(session: Session, actor: User, target: User) -> bool:
-    return _remove(session, Follow, "follower_id", "followee_id", "unfollow", actor, target)
+    if _remove(session, Follow, "follower_id", "followee_id", "unfollow", actor, target):
+        _recheck_cameos(session, actor, target)
+        return True
+    return False
 
 
 def block(session: Session, actor: User, target: User) -> bool:
@@ -117,6 +129,7 @@ def block(session: Session, actor: User, target: User) -> bool:
     unfollow(session, target, actor)
     session.add(Block(blocker_id=actor.id, blocked_id=target.id))
     _emit(session, actor.id, "block", target.id)
+    _recheck_cameos(session, actor, target)
     return True
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.cameos import recheck, take_down
 from core.db.engine import session_scope
 from core.db.models import Clip, ProcessedEvent, Prompt, PromptEvent
 from core.engagement import apply_interaction, apply_social
@@ -26,6 +27,7 @@ from core.records import (
     ClipPublished,
     GenerationStatus,
     Interaction,
+    ModerationDecision,
     Record,
     SocialEvent,
     utcnow,
@@ -107,8 +109,19 @@ def apply_published(session: Session, rec: ClipPublished) -> None:
     if clip is None:
         clip = _clip_from(rec)
         session.add(clip)
-    if clip.status == "blocked":  # a block is final until a reviewer restores it
+    if clip.status in ("blocked", "removed"):  # final until a reviewer restores it
+        reason = "; ".join(clip.block_reasons) or f"clip {clip.status}"
+        advance_prompt(session, rec.prompt_id, "rejected", reason=reason, clip_id=rec.clip_id)
         return
+    if rec.cameos and clip.status != "published":
+        # The last consent check, under a lock on each likeness row: a revocation that
+        # committed first is seen here; one that commits later finds this clip published
+        # and takes it down itself (core.cameos.enforce_consent).
+        problems = recheck(session, rec.prompt_id, rec.user_id, rec.text, rec.cameos, lock=True)
+        if problems:
+            take_down(session, clip, ["cameo consent: " + p for p in problems])
+            advance_prompt(session, rec.prompt_id, "rejected", reason="; ".join(problems), clip_id=rec.clip_id)
+            return
     if clip.status != "published":
         clip.status = "published"
         clip.published_at = rec.occurred_at
@@ -128,11 +141,31 @@ def apply_blocked(session: Session, rec: ClipBlocked) -> None:
     advance_prompt(session, rec.prompt_id, "rejected", reason="; ".join(rec.reasons), clip_id=rec.clip_id)
 
 
+def apply_decision(session: Session, rec: ModerationDecision) -> None:
+    """Takedowns and blocks hide a clip; a reviewer's restore shows it again."""
+    clip = session.get(Clip, rec.clip_id, with_for_update=True)
+    if clip is None:
+        log.warning("moderation decision %s for unknown clip %s ignored", rec.decision, rec.clip_id)
+        return
+    if rec.decision in ("takedown", "block"):
+        target = "removed" if rec.decision == "takedown" else "blocked"
+        if clip.status != target:
+            clip.status = target
+            clip.block_reasons = list(rec.reasons)
+            clip.updated_at = utcnow()
+    elif rec.decision == "restore" and rec.decided_by == "reviewer" and clip.status in ("removed", "blocked"):
+        clip.status = "published"
+        clip.published_at = clip.published_at or rec.occurred_at
+        clip.block_reasons = []
+        clip.updated_at = utcnow()
+
+
 APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {
     GenerationStatus: apply_status,
     ClipGenerated: apply_generated,
     ClipPublished: apply_published,
     ClipBlocked: apply_blocked,
+    ModerationDecision: apply_decision,
     Interaction: apply_interaction,
     SocialEvent: apply_social,
 }

@@ -67,6 +67,17 @@ class PromptModeration(BaseModel):
     policy_version: str
 
 
+class CameoCast(BaseModel):
+    """A person a prompt casts, with the likeness image they registered (consent was
+    checked when the prompt was accepted; it is checked again before publishing)."""
+
+    model_config = ConfigDict(frozen=True)
+    user_id: uuid.UUID
+    handle: str
+    likeness_key: str = Field(description="Media store key of the likeness image.")
+    likeness_sha256: str = Field(description="sha256 of the likeness image, so a replaced image is noticed.")
+
+
 class PromptSubmitted(Record):
     """A prompt accepted by the API (after prompt moderation), to be rendered."""
 
@@ -77,6 +88,7 @@ class PromptSubmitted(Record):
     seed: int = Field(ge=0, le=2**31 - 1)
     parent_clip_id: uuid.UUID | None = None
     moderation: PromptModeration
+    cameos: list[CameoCast] = Field(default_factory=list, max_length=2, description="People cast, at most two.")
 
 
 PromptStatusValue = Literal["queued", "generating", "moderating", "published", "rejected", "failed"]
@@ -139,6 +151,7 @@ class _RenderedClipRecord(Record):
     parent_clip_id: uuid.UUID | None = None
     media: ClipMedia
     generator: GeneratorInfo
+    cameos: list[CameoCast] = Field(default_factory=list, max_length=2)
 
 
 class ClipGenerated(_RenderedClipRecord):

@@ -79,6 +79,30 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path("var/faust")
 
 
+class DiffusersSettings(BaseModel):
+    """The GPU backend (``GENERATION__BACKEND=diffusers``); see docs/operations.md."""
+
+    # A local folder holding a diffusers pipeline (model_index.json + component folders):
+    # nothing is ever downloaded at run time.
+    model_dir: Path | None = None
+    # A diffusers pipeline class name (WanPipeline, LTXPipeline, WanImageToVideoPipeline…)
+    # or "auto" to take the class named in model_index.json.
+    pipeline: str = "auto"
+    device: str = "cuda"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    num_inference_steps: int = Field(default=30, ge=1, le=200)
+    guidance_scale: float = Field(default=5.0, ge=0)
+    # Frames the model generates (Wan wants 4k+1) and the fps the clip is encoded at.
+    num_frames: int = Field(default=33, ge=1, le=257)
+    fps: int = Field(default=16, ge=8, le=30)
+    # Compatible requests rendered in one forward pass; halved on CUDA out-of-memory.
+    max_batch: int = Field(default=4, ge=1, le=32)
+    # Wait this long for more prompts to fill a batch before rendering a partial one.
+    batch_wait_s: float = Field(default=0.05, ge=0, le=5)
+    cpu_offload: bool = False
+    negative_prompt: str = "blurry, low quality, distorted, watermark, text"
+
+
 class GenerationSettings(BaseModel):
     backend: str = "procedural"
     # Accepted prompts per user in any rolling 24 hours: generation is the expensive part.
@@ -87,6 +111,7 @@ class GenerationSettings(BaseModel):
     height: int = 512
     fps: int = 12
     duration_s: float = 3.0
+    diffusers: DiffusersSettings = Field(default_factory=DiffusersSettings)
 
 
 class SeedSettings(BaseModel):

@@ -50,6 +50,7 @@ CLIPS_GENERATED = BY_NAME["clips.generated"]
 CLIPS_PUBLISHED = BY_NAME["clips.published"]
 CLIPS_BLOCKED = BY_NAME["clips.blocked"]
 CLIPS_FLAGGED = BY_NAME["clips.flagged"]
+MODERATION_DECISIONS = BY_NAME["moderation.decisions"]
 INTERACTIONS = BY_NAME["interactions"]
 SOCIAL_EVENTS = BY_NAME["social.events"]
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from generation.base import GenerationError, Generator, RenderedClip, RenderRequest
+from generation.base import CameoLikeness, GenerationError, Generator, RenderedClip, RenderRequest, UnsupportedRequest
 from generation.procedural import ProceduralRenderer
+
+
+def _diffusers(**kwargs: Any) -> Generator:
+    # torch and diffusers load only when this backend is chosen.
+    from generation.diffusers_backend import DiffusersGenerator
+
+    return DiffusersGenerator(**kwargs)
+
 
 _BACKENDS: dict[str, Callable[..., Generator]] = {
     "procedural": ProceduralRenderer,
+    "diffusers": _diffusers,
 }
 
 
@@ -33,10 +42,12 @@ def build_generator(backend: str, **kwargs: Any) -> Generator:
 
 
 __all__ = [
+    "CameoLikeness",
     "GenerationError",
     "Generator",
     "ProceduralRenderer",
     "RenderRequest",
     "RenderedClip",
+    "UnsupportedRequest",
     "build_generator",
 ]

@@ -13,12 +13,22 @@ from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
+class CameoLikeness:
+    """A person cast in the clip, with consent, and the image they registered."""
+
+    handle: str  # without the "@"
+    image_path: Path
+    sha256: str  # of the image file; a different file is refused
+
+
+@dataclass(frozen=True)
 class RenderRequest:
     prompt_id: str
     clip_id: str
     prompt: str
     seed: int
     creator_handle: str  # without the "@"
+    cameos: tuple[CameoLikeness, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,3 +64,8 @@ class Generator(Protocol):
 
 class GenerationError(Exception):
     """A clip could not be rendered; the message names the clip_id so the failure can be routed back to it."""
+
+
+class UnsupportedRequest(GenerationError):
+    """The backend cannot render this kind of request (for example cameos on a text-only model).
+    Retrying cannot help, so the worker fails the prompt at once with this message."""

@@ -23,6 +23,8 @@ import numpy as np
 from av.video.reformatter import Colorspace
 from PIL import Image
 
+from generation.base import RenderedClip
+
 MP4_MIME_TYPE = "video/mp4"
 X264_OPTIONS: dict[str, str] = {"crf": "23", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
 #: AVCOL_* value 1 (BT.709) for matrix, primaries and transfer; range 1 is limited ("MPEG") range.
@@ -83,3 +85,48 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def package_clip(
+    frames: np.ndarray,
+    out_dir: Path,
+    fps: int,
+    *,
+    clip_id: str,
+    generator: str,
+    generator_version: str,
+    concepts: tuple[str, ...],
+) -> RenderedClip:
+    """Write a finished (watermarked) frame stack as the files every backend produces:
+    clip.mp4, poster.jpg (the middle frame) and frames/NNN.jpg (the safety filter's samples)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame_count, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
+    video_path = out_dir / "clip.mp4"
+    encode_mp4(frames, video_path, fps)
+    poster_path = out_dir / "poster.jpg"
+    write_jpeg(frames[frame_count // 2], poster_path)
+    frames_dir = out_dir / "frames"
+    frames_dir.mkdir(exist_ok=True)
+    indices = sample_frame_indices(frame_count, fps)
+    frame_paths: list[Path] = []
+    for n, index in enumerate(indices):
+        path = frames_dir / f"{n:03d}.jpg"
+        write_jpeg(frames[index], path)
+        frame_paths.append(path)
+    return RenderedClip(
+        clip_id=clip_id,
+        video_path=video_path,
+        poster_path=poster_path,
+        frame_paths=tuple(frame_paths),
+        frame_indices=indices,
+        width=width,
+        height=height,
+        fps=fps,
+        frame_count=frame_count,
+        duration_s=frame_count / fps,
+        mime_type=MP4_MIME_TYPE,
+        video_sha256=sha256_file(video_path),
+        generator=generator,
+        generator_version=generator_version,
+        concepts=concepts,
+    )

@@ -19,14 +19,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from generation.base import GenerationError, RenderedClip, RenderRequest
+from generation.cameo import likeness_sprite, load_likeness
 from generation.color import RGBA, darker, lighter, mix, parse_hex
-from generation.encoding import (
-    MP4_MIME_TYPE,
-    encode_mp4,
-    sample_frame_indices,
-    sha256_file,
-    write_jpeg,
-)
+from generation.encoding import package_clip
 from generation.motion import CROSSING_TRAJECTORIES, Pose, compute_pose
 from generation.scenery import (
     Backdrop,
@@ -47,6 +42,9 @@ GENERATOR_VERSION = "procedural-2"
 
 #: Beyond this many sprites a 288 px wide frame turns into noise.
 MAX_ACTORS = 6
+#: People a clip can cast (cameos), and their portrait's width as a fraction of the frame.
+MAX_CAMEOS = 2
+CAMEO_SIZE = 0.34
 #: Aspect ratio tolerance around 9:16 (so 480x854-style sizes are accepted).
 ASPECT_TOLERANCE = 0.02
 MIN_WIDTH, MAX_WIDTH = 144, 1080
@@ -164,37 +162,12 @@ class ProceduralRenderer:
 
     def _generate_one(self, request: RenderRequest, out_dir: Path) -> RenderedClip:
         self._check_request(request)
-        out_dir.mkdir(parents=True, exist_ok=True)
         frames, analysis = self._render(request)
-
-        video_path = out_dir / "clip.mp4"
-        encode_mp4(frames, video_path, self.fps)
-
-        poster_path = out_dir / "poster.jpg"
-        write_jpeg(frames[self.frame_count // 2], poster_path)
-
-        frames_dir = out_dir / "frames"
-        frames_dir.mkdir(exist_ok=True)
-        indices = sample_frame_indices(self.frame_count, self.fps)
-        frame_paths: list[Path] = []
-        for n, index in enumerate(indices):
-            path = frames_dir / f"{n:03d}.jpg"
-            write_jpeg(frames[index], path)
-            frame_paths.append(path)
-
-        return RenderedClip(
+        return package_clip(
+            frames,
+            out_dir,
+            self.fps,
             clip_id=request.clip_id,
-            video_path=video_path,
-            poster_path=poster_path,
-            frame_paths=tuple(frame_paths),
-            frame_indices=indices,
-            width=self.width,
-            height=self.height,
-            fps=self.fps,
-            frame_count=self.frame_count,
-            duration_s=self.duration_s,
-            mime_type=MP4_MIME_TYPE,
-            video_sha256=sha256_file(video_path),
             generator=self.name,
             generator_version=self.version,
             concepts=analysis.concepts,
@@ -203,6 +176,7 @@ class ProceduralRenderer:
     # ------------------------------------------------------------------ rendering
     def _render(self, request: RenderRequest) -> tuple[np.ndarray, PromptAnalysis]:
         analysis = self.vocabulary.parse(request.prompt)
+        cast = [(c.handle, load_likeness(c)) for c in request.cameos[:MAX_CAMEOS]]
         root = np.random.default_rng(seed_entropy(request.prompt, request.seed))
         # Independent streams per concern: adding a particle layer must not reshuffle sprite placement.
         palette_rng, scene_rng, particle_rng, actor_rng = root.spawn(4)
@@ -225,7 +199,7 @@ class ProceduralRenderer:
                 tint=style.tint,
             ),
         )
-        actors = self._actors(analysis, backdrop, palette, actor_rng)
+        actors = self._actors(analysis, backdrop, palette, actor_rng, cast)
         grade = None
         if analysis.style is not None:
             grade = Grade(self.vocabulary.get("styles", analysis.style).spec, self.width, self.height)
@@ -274,14 +248,19 @@ class ProceduralRenderer:
         backdrop: Backdrop,
         palette: Sequence[RGBA],
         rng: np.random.Generator,
+        cast: Sequence[tuple[str, Image.Image]] = (),
     ) -> list[_Actor]:
         vocab = self.vocabulary
         W, H = self.width, self.height
         outline = _LIGHT_OUTLINE if backdrop.luma < 0.42 else _DARK_OUTLINE
         outline_px = max(1, round(W / 150))
 
-        # (sprite spec, size fraction, tint, motion key, facing)
-        wanted: list[tuple[Mapping[str, Any], float, RGBA | None, str, str | None]] = []
+        # (sprite spec or likeness, size fraction, tint, motion key, facing)
+        wanted: list[tuple[Mapping[str, Any] | tuple[str, Image.Image], float, RGBA | None, str, str | None]] = []
+        # The people cast come first: they are the stars, and never dropped by MAX_ACTORS.
+        cameo_motion = analysis.motions[0] if analysis.motions else vocab.defaults["cameo_motion"]
+        for handle, image in cast:
+            wanted.append(((handle, image), CAMEO_SIZE, None, cameo_motion, None))
         for mention in analysis.subjects:
             subject = vocab.get("subjects", mention.key).spec
             tint = parse_hex(vocab.get("colors", mention.color).spec["rgb"]) if mention.color else None
@@ -300,8 +279,8 @@ class ProceduralRenderer:
                 if tint is None and copy > 0 and variants:
                     copy_tint = variants[(copy - 1) % len(variants)]
                 wanted.append((subject["sprite"], float(subject["size"]), copy_tint, motion, subject.get("facing")))
-        if not wanted:
-            count = int(rng.integers(3, 6))
+        if len(wanted) == len(cast):
+            count = int(rng.integers(3, 6)) - len(cast)
             motion = analysis.motions[0] if analysis.motions else str(rng.choice(vocab.abstract_motions))
             for i in range(count):
                 shape = vocab.abstract_sprites[int(rng.integers(len(vocab.abstract_sprites)))]
@@ -317,7 +296,10 @@ class ProceduralRenderer:
             grounded = bool(motion.get("grounded", False))
             depth = (i % 2) if (grounded and n > 1) else 0
             size_px = size * W * crowd * (0.88 if depth else 1.0)
-            sprite = render_sprite(sprite_spec, round(size_px), tint=tint, outline=outline, outline_px=outline_px)
+            if isinstance(sprite_spec, tuple):
+                sprite = likeness_sprite(sprite_spec[1], round(size_px), sprite_spec[0])
+            else:
+                sprite = render_sprite(sprite_spec, round(size_px), tint=tint, outline=outline, outline_px=outline_px)
             w0, h0 = sprite.size
 
             wraps = motion["trajectory"] in CROSSING_TRAJECTORIES

@@ -194,7 +194,12 @@ class Vocabulary:
         if not isinstance(defaults, dict):
             raise self._fail("defaults", "must be an object")
         self.defaults: dict[str, str] = {str(k): str(v) for k, v in defaults.items()}
-        for name, category in (("motion", "motions"), ("airborne_motion", "motions"), ("scene_for_time", "scenes")):
+        for name, category in (
+            ("motion", "motions"),
+            ("airborne_motion", "motions"),
+            ("cameo_motion", "motions"),
+            ("scene_for_time", "scenes"),
+        ):
             value = self.defaults.get(name)
             if value is None or value not in self.concepts[category]:
                 raise self._fail(f"defaults.{name}", f"must name one of the {category}")

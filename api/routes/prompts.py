@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep, SettingsDep, user_rate_limit
 from api.problems import RATE_LIMITED, ApiError, Problem
 from api.schemas import PromptCreate, PromptModerationPublic, PromptPublic, PromptStatusEvent
+from core import cameos
 from core.db.models import Clip, Prompt, PromptEvent
 from core.errors import NotFoundError
 from core.outbox import enqueue
@@ -30,11 +31,18 @@ from core.records import (
     utcnow,
 )
 from core.topics import GENERATION_STATUS, PROMPTS
+from generation.capabilities import supports_cameos
 
 router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
 
 
-def prompt_public(prompt: Prompt, timeline: list[PromptEvent] | None = None) -> PromptPublic:
+def cast_handles(session: Session, prompt_id: uuid.UUID) -> list[str]:
+    return [c.handle for c in cameos.cameo_casts(session, prompt_id)]
+
+
+def prompt_public(
+    prompt: Prompt, timeline: list[PromptEvent] | None = None, handles: list[str] | None = None
+) -> PromptPublic:
     return PromptPublic(
         id=prompt.id,
         status=cast(PromptStatusValue, prompt.status),
@@ -44,6 +52,7 @@ def prompt_public(prompt: Prompt, timeline: list[PromptEvent] | None = None) -> 
         clip_id=prompt.clip_id if prompt.status == "published" else None,
         parent_clip_id=prompt.parent_clip_id,
         moderation=PromptModerationPublic.model_validate(prompt.moderation),
+        cast=handles or [],
         created_at=prompt.created_at,
         updated_at=prompt.updated_at,
         timeline=[
@@ -87,7 +96,8 @@ def default_seed(prompt_id: uuid.UUID) -> int:
     responses={
         429: RATE_LIMITED,
         401: {"model": Problem},
-        404: {"model": Problem, "description": "Remix parent not found"},
+        403: {"model": Problem, "description": "The prompt casts someone who does not consent (cameos)"},
+        404: {"model": Problem, "description": "Remix parent or a cast @handle not found"},
         422: {"model": Problem, "description": "Invalid prompt"},
     },
 )
@@ -110,6 +120,11 @@ def submit_prompt(
     accepted prompt is ``queued``; follow it at ``GET /v1/prompts/{id}``. The prompt
     row and its events are written in one transaction (outbox), so an accepted prompt
     is never lost, even while the broker is down.
+
+    Writing someone's @handle casts them (at most two people). Each must have
+    registered a cameo and allow you to cast them, and the prompt must respect their
+    restrictions; otherwise the request is refused with 403 and the reason, and nothing
+    is stored or rendered. Consent is checked again just before the clip is published.
     """
     if idempotency_key:
         existing = session.scalar(
@@ -117,12 +132,20 @@ def submit_prompt(
         )
         if existing is not None:
             response.headers["Location"] = f"/v1/prompts/{existing.id}"
-            return prompt_public(existing)
+            return prompt_public(existing, handles=cast_handles(session, existing.id))
     if body.parent_clip_id is not None:
         parent = session.get(Clip, body.parent_clip_id)
         if parent is None or parent.status != "published":
             raise NotFoundError(f"no published clip {body.parent_clip_id} to remix")
 
+    members = cameos.resolve_cast(session, user, body.text)
+    if members and not supports_cameos(settings.generation):
+        raise ApiError(
+            422,
+            "cameos-unavailable",
+            "Cameos unavailable",
+            f"the {settings.generation.backend!r} generation backend cannot render cameos on this deployment",
+        )
     enforce_daily_quota(session, user.id, settings.generation.daily_quota)
     decision = policy.check(body.text)
     moderation = PromptModeration(
@@ -149,6 +172,8 @@ def submit_prompt(
         updated_at=now,
     )
     session.add(prompt)
+    session.flush()
+    cameos.record_cast(session, prompt_id, user.id, members)
     status_event = GenerationStatus(prompt_id=prompt_id, status=prompt.status, reason=reason, occurred_at=now)  # type: ignore[arg-type]
     session.add(
         PromptEvent(
@@ -167,6 +192,7 @@ def submit_prompt(
                 seed=seed,
                 parent_clip_id=body.parent_clip_id,
                 moderation=moderation,
+                cameos=[member.record() for member in members],
                 occurred_at=now,
             ),
         )
@@ -184,7 +210,7 @@ def submit_prompt(
     if relay is not None:
         relay.notify()
     response.headers["Location"] = f"/v1/prompts/{prompt.id}"
-    return prompt_public(prompt)
+    return prompt_public(prompt, handles=cast_handles(session, prompt.id))
 
 
 @router.get("/{prompt_id}", response_model=PromptPublic, responses={401: {"model": Problem}, 404: {"model": Problem}})
@@ -196,7 +222,7 @@ def get_prompt(prompt_id: uuid.UUID, user: CurrentUserDep, session: SessionDep) 
     timeline = list(
         session.scalars(select(PromptEvent).where(PromptEvent.prompt_id == prompt_id).order_by(PromptEvent.occurred_at))
     )
-    return prompt_public(prompt, timeline)
+    return prompt_public(prompt, timeline, cast_handles(session, prompt_id))
 
 
 TERMINAL_STATUSES = {"published", "rejected", "failed"}
@@ -235,7 +261,7 @@ async def prompt_events(
                     select(PromptEvent).where(PromptEvent.prompt_id == prompt_id).order_by(PromptEvent.occurred_at)
                 )
             )
-            return prompt_public(prompt, timeline)
+            return prompt_public(prompt, timeline, cast_handles(s, prompt_id))
 
     first = await run_in_threadpool(snapshot)
     await run_in_threadpool(session.close)

@@ -249,3 +249,42 @@ class Report(Base):
     details: Mapped[str] = mapped_column(String(1000), default="")
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Likeness(Base):
+    """A user's registered cameo likeness and who may cast it.
+
+    ``consent`` is only_me | approved | mutuals | everyone. Revoking sets ``revoked_at``
+    (the row is kept for audit and so that in-flight prompts fail their re-check)."""
+
+    __tablename__ = "likenesses"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    image_key: Mapped[str] = mapped_column(String(300))
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    consent: Mapped[str] = mapped_column(String(16))
+    restrictions: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class CameoApproval(Base):
+    """People a likeness owner approved to cast them (consent mode ``approved``)."""
+
+    __tablename__ = "cameo_approvals"
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    grantee_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class PromptCameo(Base):
+    """Who a prompt casts. The owner sees every prompt casting them and can veto it."""
+
+    __tablename__ = "prompt_cameos"
+    __table_args__ = (Index("ix_prompt_cameos_user", "user_id", "created_at"),)
+    prompt_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    creator_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    position: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    vetoed_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -22,6 +22,7 @@ from core.topics import (
     CLIPS_PUBLISHED,
     GENERATION_STATUS,
     INTERACTIONS,
+    MODERATION_DECISIONS,
     SOCIAL_EVENTS,
     TopicSpec,
 )
@@ -33,6 +34,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     CLIPS_GENERATED,
     CLIPS_PUBLISHED,
     CLIPS_BLOCKED,
+    MODERATION_DECISIONS,
     INTERACTIONS,
     SOCIAL_EVENTS,
 )

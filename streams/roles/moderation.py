@@ -4,6 +4,8 @@ What it checks today is what moderation.clip_checks implements: the prompt again
 the current policy, the file's hash against the generator's record, a full decode,
 and the format. There is no visual safety model yet; the published record says
 exactly which checks ran, and carries no embedding until the CLIP filter exists.
+A clip that casts people (cameos) is published only if each of them still consents,
+read from the SQL store just before publishing.
 Moderation fails closed: a check that cannot run blocks the clip.
 """
 
@@ -14,7 +16,10 @@ import time
 from typing import Any
 
 import faust
+from sqlalchemy.orm import Session, sessionmaker
 
+from core.cameos import recheck
+from core.db import make_engine, make_sessionmaker
 from core.errors import NotFoundError
 from core.media import LocalMediaStore
 from core.records import ClipBlocked, ClipGenerated, ClipPublished, SafetyCheck
@@ -41,19 +46,41 @@ def verdict_for(rec: ClipGenerated, store: LocalMediaStore, policy: PromptPolicy
     return check_generated_clip(rec.text, path, expected, policy)
 
 
+def cameo_verdict(factory: sessionmaker[Session], rec: ClipGenerated) -> CheckResult:
+    """Consent of everyone the clip casts, checked again against the SQL store."""
+    with factory() as session:
+        problems = recheck(session, rec.prompt_id, rec.user_id, rec.text, rec.cameos)
+    if problems:
+        return CheckResult("cameo_consent", False, "; ".join(problems))
+    handles = ", ".join("@" + c.handle for c in rec.cameos)
+    return CheckResult("cameo_consent", True, f"{handles} still consent")
+
+
 class ModerationHandler:
     def __init__(self, settings: Settings, sender: RecordSender) -> None:
         self.settings = settings
         self.sender = sender
         self.store = LocalMediaStore(settings.media.root)
         self.policy = load_prompt_policy()
+        self._factory: sessionmaker[Session] | None = None
+
+    def _verdict(self, rec: ClipGenerated) -> ClipVerdict:
+        if rec.cameos:
+            if self._factory is None:
+                self._factory = make_sessionmaker(make_engine(self.settings.database_url))
+            consent = cameo_verdict(self._factory, rec)
+            if not consent.passed:  # no point decoding a clip that may not be published
+                return ClipVerdict(action="block", checks=(consent,))
+            verdict = verdict_for(rec, self.store, self.policy)
+            return ClipVerdict(action=verdict.action, checks=(*verdict.checks, consent))
+        return verdict_for(rec, self.store, self.policy)
 
     async def __call__(self, rec: ClipGenerated, message: Any) -> None:
         await self.sender.send_status(rec.event_id, rec.prompt_id, "moderating", clip_id=rec.clip_id)
         started = time.perf_counter()
         # PyAV decoding releases the GIL for most of its work; a thread is enough here.
         verdict = await asyncio.wait_for(
-            asyncio.to_thread(verdict_for, rec, self.store, self.policy), self.settings.workers.moderation_timeout_s
+            asyncio.to_thread(self._verdict, rec), self.settings.workers.moderation_timeout_s
         )
         stage_ms = int((time.perf_counter() - started) * 1000)
         checks = [SafetyCheck(name=c.name, passed=c.passed, detail=c.detail) for c in verdict.checks]

@@ -18,7 +18,7 @@ from api.auth import issue_token
 from core.db import make_engine, make_sessionmaker, session_scope
 from core.db.models import User
 from core.settings import Settings
-from tests.support.factories import published_clip
+from tests.support.factories import published_clip, run_through_pipeline
 
 PERSONAS = ("anonymous", "other", "owner", "reviewer", "admin")
 PUBLIC = {p: "ok" for p in PERSONAS}
@@ -86,16 +86,40 @@ RULES: dict[tuple[str, str], tuple[dict[str, Any], Call]] = {
         SIGNED_IN,
         lambda w: {"path": {"clip_id": w["clip_id"]}, "json": {"reason": "spam"}},
     ),
+    # Cameos: /v1/me/cameo acts on the caller's own likeness (404 for callers without one).
+    ("PUT", "/v1/me/cameo"): (SIGNED_IN, lambda w: {"files": {"image": ("me.png", w["face"], "image/png")}}),
+    ("GET", "/v1/me/cameo"): (SIGNED_IN, lambda w: {"allow": {404}}),
+    ("PATCH", "/v1/me/cameo"): (SIGNED_IN, lambda w: {"json": {"consent": "everyone"}, "allow": {404}}),
+    ("GET", "/v1/me/cameo/image"): (SIGNED_IN, lambda w: {"allow": {404}}),
+    ("GET", "/v1/me/cameo/approvals"): (SIGNED_IN, lambda w: {}),
+    ("PUT", "/v1/me/cameo/approvals/{handle}"): (SIGNED_IN, lambda w: {"path": {"handle": "target_1"}}),
+    ("DELETE", "/v1/me/cameo/approvals/{handle}"): (SIGNED_IN, lambda w: {"path": {"handle": "target_1"}}),
+    ("GET", "/v1/users/{handle}/cameo"): (SIGNED_IN, lambda w: {"path": {"handle": "owner_1"}}),
+    ("GET", "/v1/me/cameo/appearances"): (SIGNED_IN, lambda w: {}),
+    # Only the person cast may see a clip's drafts or remove it: 404 for everyone else.
+    ("GET", "/v1/me/cameo/appearances/{prompt_id}/video"): (
+        OWNER_PRIVATE,
+        lambda w: {"path": {"prompt_id": w["cast_prompt_id"]}},
+    ),
+    ("GET", "/v1/me/cameo/appearances/{prompt_id}/poster"): (
+        OWNER_PRIVATE,
+        lambda w: {"path": {"prompt_id": w["cast_prompt_id"]}},
+    ),
+    ("DELETE", "/v1/me/cameo/appearances/{prompt_id}"): (
+        OWNER_PRIVATE,
+        lambda w: {"path": {"prompt_id": w["cast_prompt_id"]}},
+    ),
+    ("DELETE", "/v1/me/cameo"): (SIGNED_IN, lambda w: {"allow": {404}}),
 }
 
 
-def _png() -> bytes:
+def _png(side: int = 80) -> bytes:
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (80, 80), (200, 100, 50)).save(buf, "PNG")
+    Image.new("RGB", (side, side), (200, 100, 50)).save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -123,6 +147,21 @@ def world(client: TestClient, settings: Settings) -> dict[str, Any]:
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
     owner_auth = {"Authorization": f"Bearer {tokens['owner']}"}
     prompt_id = client.post("/v1/prompts", json={"text": "a dog"}, headers=owner_auth).json()["id"]
+    # A clip by @target_1 that casts @owner_1, rendered (media on disk), not yet published.
+    face = _png(160)
+    resp = client.put(
+        "/v1/me/cameo", files={"image": ("me.png", face, "image/png")}, data={"consent": "everyone"}, headers=owner_auth
+    )
+    assert resp.status_code == 200, resp.text
+    target_auth = {"Authorization": f"Bearer {tokens['target']}"}
+    resp = client.post("/v1/prompts", json={"text": "@owner_1 dancing"}, headers=target_auth)
+    assert resp.status_code == 202, resp.text
+    cast_prompt_id = resp.json()["id"]
+    cast_clip = run_through_pipeline(settings.database_url, cast_prompt_id, publish=False)
+    for name in ("clip.mp4", "poster.jpg"):
+        path = settings.media.root / "clips" / str(cast_clip) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x00" * 16)
 
     def new_comment() -> str:
         return str(client.post(f"/v1/clips/{cid}/comments", json={"text": "mine"}, headers=owner_auth).json()["id"])
@@ -138,7 +177,9 @@ def world(client: TestClient, settings: Settings) -> dict[str, Any]:
         "tokens": tokens,
         "clip_id": str(cid),
         "prompt_id": prompt_id,
+        "cast_prompt_id": cast_prompt_id,
         "png": _png(),
+        "face": face,
         "new_comment": new_comment,
         "fresh_token": fresh_token,
     }

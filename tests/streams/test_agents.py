@@ -3,8 +3,10 @@ in a child process, real SQL; only the broker is replaced by capturing sends."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from sqlalchemy import func, select
 from core.db import make_engine, make_sessionmaker, migrate, session_scope
 from core.db.models import Prompt, PromptEvent, User
 from core.records import (
+    CameoCast,
     ClipBlocked,
     ClipGenerated,
     ClipPublished,
@@ -24,7 +27,7 @@ from core.records import (
     Record,
     clip_id_for_prompt,
 )
-from core.settings import MediaSettings, Settings, WorkerSettings
+from core.settings import DiffusersSettings, GenerationSettings, MediaSettings, Settings, WorkerSettings
 from core.topics import TopicSpec
 from streams.app import RecordSender
 from streams.worker import build
@@ -153,3 +156,142 @@ async def test_materializer_applies_once_and_dead_letters_poison(settings: Setti
     ((name, key, value, headers),) = captured.raw
     assert name == "generation.status.dlq" and key == b"poison" and value == b"\x00 definitely not json"
     assert headers["x-dlq-consumer"] == b"clipstream-materializer"
+
+
+def _likeness(settings: Settings, handle: str = "leo") -> CameoCast:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (160, 160), (230, 180, 150)).save(buf, "WEBP")
+    key = f"likenesses/{handle}/face.webp"
+    path = settings.media.root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return CameoCast(
+        user_id=uuid.uuid4(),
+        handle=handle,
+        likeness_key=key,
+        likeness_sha256=hashlib.sha256(buf.getvalue()).hexdigest(),
+    )
+
+
+async def test_generation_composites_the_cast_and_passes_it_on(settings: Settings, captured: Captured) -> None:
+    app = app_for(settings, "generation")
+    plain = _prompt("@leo dancing on the beach")
+    cast = plain.model_copy(update={"prompt_id": uuid.uuid4(), "cameos": [_likeness(settings)]})
+    async with app.agents["generate"].test_context() as agent:
+        await agent.put(plain.to_bytes())
+        await agent.put(cast.to_bytes())
+    without, with_cast = captured.of(ClipGenerated)
+    assert without.cameos == [] and [c.handle for c in with_cast.cameos] == ["leo"]
+    assert without.media.sha256 != with_cast.media.sha256, "the likeness is in the picture"
+
+
+async def test_a_swapped_likeness_file_fails_the_prompt(settings: Settings, captured: Captured) -> None:
+    app = app_for(settings, "generation")
+    cameo = _likeness(settings)
+    (settings.media.root / cameo.likeness_key).write_bytes(b"someone else entirely")
+    rec = _prompt("@leo surfing").model_copy(update={"cameos": [cameo]})
+    async with app.agents["generate"].test_context() as agent:
+        await agent.put(rec.to_bytes())
+    assert not captured.of(ClipGenerated)
+    failed = [s for s in captured.of(GenerationStatus) if s.status == "failed"]
+    assert failed and "does not match the image consent was given for" in (failed[0].reason or "")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("diffusers")
+    from generation.tiny_pipeline import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-wan")
+
+
+def _diffusers_settings(settings: Settings, model_dir: Path) -> Settings:
+    return settings.model_copy(
+        update={
+            "generation": GenerationSettings(
+                backend="diffusers",
+                width=144,
+                height=256,
+                diffusers=DiffusersSettings(
+                    model_dir=model_dir,
+                    pipeline="WanPipeline",
+                    device="cpu",
+                    dtype="float32",
+                    num_frames=9,
+                    fps=12,
+                    num_inference_steps=2,
+                    max_batch=3,
+                    batch_wait_s=0.5,
+                ),
+            )
+        }
+    )
+
+
+@pytest.mark.slow
+async def test_diffusers_worker_renders_micro_batches_and_refuses_cameos(
+    settings: Settings, captured: Captured, tiny_model: Path
+) -> None:
+    settings = _diffusers_settings(settings, tiny_model)
+    app = app_for(settings, "generation")
+    prompts = [_prompt(f"a red fox running {i}") for i in range(3)]
+    cameo = _prompt("@leo dancing").model_copy(update={"cameos": [_likeness(settings)]})
+    async with app.agents["generate"].test_context() as agent:
+        for rec in [*prompts, cameo]:
+            await agent.put(rec.to_bytes(), key=str(rec.prompt_id).encode(), wait=False)
+        for _ in range(200):
+            if len(captured.of(ClipGenerated)) == 3 and any(
+                s.status == "failed" for s in captured.of(GenerationStatus)
+            ):
+                break
+            await asyncio.sleep(0.1)
+    generated = captured.of(ClipGenerated)
+    assert sorted(g.prompt_id for g in generated) == sorted(p.prompt_id for p in prompts)
+    assert all(g.generator.name == "diffusers" and g.media.frame_count == 9 for g in generated)
+    assert len({g.generator.render_ms for g in generated}) == 1, "the three rendered in one batch"
+    refused = [s for s in captured.of(GenerationStatus) if s.status == "failed"]
+    assert [s.prompt_id for s in refused] == [cameo.prompt_id]
+    assert "cannot render cameos" in (refused[0].reason or "")
+    assert not captured.raw, "a refusal is not a poison message"
+
+
+async def test_moderation_rechecks_cameo_consent_before_publishing(settings: Settings, captured: Captured) -> None:
+    from core.db.models import Likeness
+
+    factory = make_sessionmaker(make_engine(settings.database_url))
+    cameo = _likeness(settings)
+    with session_scope(factory) as s:
+        creator = User(handle="maya", handle_key="maya", display_name="Maya")
+        owner = User(id=cameo.user_id, handle="leo", handle_key="leo", display_name="Leo")
+        s.add_all([creator, owner])
+        s.flush()
+        s.add(
+            Likeness(
+                user_id=owner.id,
+                image_key=cameo.likeness_key,
+                image_sha256=cameo.likeness_sha256,
+                consent="everyone",
+                restrictions="",
+            )
+        )
+        creator_id = creator.id
+    gen_app = app_for(settings, "generation")
+    rec = _prompt("@leo dancing on the beach").model_copy(update={"cameos": [cameo], "user_id": creator_id})
+    async with gen_app.agents["generate"].test_context() as agent:
+        await agent.put(rec.to_bytes())
+    generated: ClipGenerated = captured.of(ClipGenerated)[0]
+
+    mod_app = app_for(settings, "moderation")
+    async with mod_app.agents["moderate"].test_context() as agent:
+        await agent.put(generated.to_bytes())
+        with session_scope(factory) as s:  # @leo revokes while the clip waits
+            s.get(Likeness, cameo.user_id).revoked_at = datetime.now(UTC)
+        await agent.put(generated.model_copy(update={"event_id": uuid.uuid4()}).to_bytes())
+    published: ClipPublished = captured.of(ClipPublished)[0]
+    assert any(c.name == "cameo_consent" and c.passed for c in published.checks)
+    blocked: ClipBlocked = captured.of(ClipBlocked)[0]
+    assert blocked.reasons == ["@leo has turned off their cameo"]
