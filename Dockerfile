@@ -15,7 +15,8 @@ COPY generation ./generation
 COPY moderation ./moderation
 COPY ranking ./ranking
 COPY schemas ./schemas
-RUN pip install --no-cache-dir .
+# The gpu extra brings torch (CUDA build), diffusers and transformers for the GPU backend.
+RUN pip install --no-cache-dir ".[gpu]"
 
 RUN useradd --create-home --uid 10001 clipstream && mkdir -p /data/media /data/faust && chown -R clipstream /data
 USER clipstream

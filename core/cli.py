@@ -1,4 +1,4 @@
-"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas."""
+"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas, tiny-pipeline."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     role = sub.add_parser("set-role", help="give a user the user, reviewer or admin role (bootstraps the first admin)")
     role.add_argument("handle")
     role.add_argument("role", choices=["user", "reviewer", "admin"])
+    tiny = sub.add_parser(
+        "tiny-pipeline", help="write a tiny random Wan pipeline to DIR (tries the diffusers backend without weights)"
+    )
+    tiny.add_argument("directory", type=Path)
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
@@ -56,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         from streams.worker import run
 
         run(settings, args.role)
+        return 0
+    if args.command == "tiny-pipeline":
+        from generation.tiny_pipeline import save_tiny_pipeline
+
+        path = save_tiny_pipeline(args.directory)
+        print(f"tiny WanPipeline written to {path}; try it with GENERATION__BACKEND=diffusers")
+        print(f"GENERATION__DIFFUSERS__MODEL_DIR={path} GENERATION__DIFFUSERS__DEVICE=cpu (or cuda)")
         return 0
     if args.command == "migrate":
         from core.db import migrate

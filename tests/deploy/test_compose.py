@@ -53,20 +53,19 @@ def test_dependencies_and_volumes_exist(compose: dict[str, Any]) -> None:
         for dep in service.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown service {dep}"
         for mount in service.get("volumes", []):
-            source = mount.split(":", 1)[0]
+            source = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", mount).split(":", 1)[0]
             if not source.startswith((".", "/")):
                 assert source in volumes, f"{name} mounts undeclared volume {source}"
 
 
 def _setting_exists(var: str) -> bool:
-    parts = var.lower().split("__")
-    fields = Settings.model_fields
-    if parts[0] not in fields:
-        return False
-    if len(parts) == 1:
-        return True
-    nested = fields[parts[0]].annotation
-    return len(parts) == 2 and parts[1] in nested.model_fields  # type: ignore[union-attr]
+    model: Any = Settings
+    for part in var.lower().split("__"):
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        model = fields[part].annotation
+    return True
 
 
 def test_every_app_variable_is_a_real_setting(compose: dict[str, Any]) -> None:

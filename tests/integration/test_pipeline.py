@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,16 @@ import httpx
 import pytest
 
 from core.broker import free_port, port_open
-from core.topics import CATALOG, CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED, GENERATION_STATUS, PROMPTS, TopicSpec
+from core.topics import (
+    CATALOG,
+    CLIPS_BLOCKED,
+    CLIPS_GENERATED,
+    CLIPS_PUBLISHED,
+    GENERATION_STATUS,
+    MODERATION_DECISIONS,
+    PROMPTS,
+    TopicSpec,
+)
 from tests.support.stack import UpProcess, alive, descendants, group_lag, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -292,6 +302,80 @@ def test_a_killed_worker_is_restarted_and_the_pipeline_goes_on(stack: Stack) -> 
     auth = stack.user("e2e_after_crash")
     pid = stack.http.post("/v1/prompts", json={"text": "a boat floating at sunrise"}, headers=auth).json()["id"]
     assert stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})["status"] == "published"
+
+
+def test_killing_the_generation_worker_mid_render_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
+    auth = stack.user("e2e_burst")
+    texts = [
+        f"a {animal} jumping in the snow" for animal in ("fox", "cat", "dog", "owl", "frog", "bear", "duck", "pig")
+    ]
+    pids = [stack.http.post("/v1/prompts", json={"text": t}, headers=auth).json()["id"] for t in texts]
+    worker = _role_pid(stack, "generation")
+    assert worker is not None
+
+    def rendering() -> bool:
+        return stack.http.get(f"/v1/prompts/{pids[0]}", headers=auth).json()["status"] != "queued"
+
+    wait_for(rendering, PUBLISH_TIMEOUT, "the first render to start", interval=0.05)
+    os.kill(worker, signal.SIGKILL)  # mid-burst: renders are in flight and queued
+    finals = [stack.wait_prompt(pid, auth, {"published", "rejected", "failed"}) for pid in pids]
+    assert [f["status"] for f in finals] == ["published"] * len(pids)
+    clips = stack.http.get("/v1/users/e2e_burst/clips", params={"limit": 50}).json()["data"]
+    assert sorted(c["id"] for c in clips) == sorted(f["clip_id"] for f in finals), "one clip per prompt, no more"
+    published = [
+        m for m in read_topic(stack.bootstrap, CLIPS_PUBLISHED.name) if json.loads(m.value)["prompt_id"] in pids
+    ]
+    assert len({json.loads(m.value)["clip_id"] for m in published}) == len(pids)
+
+
+def _face() -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (256, 256), (250, 210, 170))
+    ImageDraw.Draw(img).ellipse((70, 90, 110, 130), fill=(30, 30, 30))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_cameo_is_published_with_consent_and_taken_down_within_seconds_of_revocation(stack: Stack) -> None:
+    owner, creator = stack.user("e2e_star"), stack.user("e2e_director")
+    resp = stack.http.put(
+        "/v1/me/cameo",
+        files={"image": ("me.png", _face(), "image/png")},
+        data={"consent": "everyone", "restrictions": "no political content"},
+        headers=owner,
+    )
+    assert resp.status_code == 200, resp.text
+    refused = stack.http.post("/v1/prompts", json={"text": "@e2e_star at an election rally"}, headers=creator)
+    assert refused.status_code == 403 and "restrictions" in refused.json()["detail"]
+    pid = stack.http.post("/v1/prompts", json={"text": "@e2e_star dancing on the beach"}, headers=creator).json()["id"]
+    final = stack.wait_prompt(pid, creator, {"published", "rejected", "failed"})
+    assert final["status"] == "published", final
+    clip_id = final["clip_id"]
+    clip = stack.http.get(f"/v1/clips/{clip_id}").json()
+    assert any(c["name"] == "cameo_consent" and c["passed"] for c in clip["safety_checks"])
+    (seen,) = stack.http.get("/v1/me/cameo/appearances", headers=owner).json()["data"]
+    assert seen["public_url"] == f"/v1/clips/{clip_id}"
+
+    revoked_at = time.monotonic()
+    assert stack.http.delete("/v1/me/cameo", headers=owner).json()["clips_taken_down"] == 1
+    assert stack.http.get(f"/v1/clips/{clip_id}").status_code == 404
+    assert clip_id not in {c["id"] for c in stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]}
+
+    def announced() -> list[Any] | None:
+        found = [
+            json.loads(m.value)
+            for m in read_topic(stack.bootstrap, MODERATION_DECISIONS.name)
+            if json.loads(m.value)["clip_id"] == clip_id
+        ]
+        return found or None
+
+    (decision,) = wait_for(announced, 10, "the takedown on moderation.decisions")
+    assert decision["decision"] == "takedown" and "turned off their cameo" in decision["reasons"][0]
+    assert time.monotonic() - revoked_at < 10
 
 
 def test_likes_comments_and_follows_are_counted_by_the_stream_processor(stack: Stack) -> None:
