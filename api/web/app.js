@@ -18,8 +18,10 @@ function toast(text) {
 async function api(method, path, body) {
   const headers = {};
   if (store.token) headers.Authorization = `Bearer ${store.token}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const form = body instanceof FormData;
+  if (body !== undefined && !form) headers["Content-Type"] = "application/json";
+  const payload = body === undefined || form ? body : JSON.stringify(body);
+  const resp = await fetch(path, { method, headers, body: payload });
   if (resp.status === 401 && store.token) { store.clear(); renderNav(); }
   const data = resp.status === 204 ? null : await resp.json().catch(() => null);
   if (!resp.ok) throw new Error(data?.detail || `${resp.status} ${resp.statusText}`);
@@ -201,6 +203,7 @@ function renderCreate(params) {
   view.innerHTML = `
     <form data-testid="prompt-form"><h2>${remix ? "Remix a clip" : "Create a clip"}</h2>
       <textarea name="text" rows="4" maxlength="1000" required placeholder="a fox dancing in the snow at night"></textarea>
+      <small>Cast yourself or a friend with their @handle (up to two people, with their consent).</small>
       <button class="primary">Generate</button>
       <p class="status" data-testid="prompt-status"></p><p class="error"></p></form>`;
   const form = view.querySelector("form"), status = form.querySelector(".status");
@@ -245,6 +248,75 @@ async function renderProfile(handle) {
   });
 }
 
+const CONSENT = { only_me: "Only me", approved: "People I approve", mutuals: "Mutual follows", everyone: "Everyone" };
+
+async function privateImage(url) {
+  // Owner-only images need the bearer token, so they are fetched and shown as blob URLs.
+  const resp = await fetch(url, { headers: { Authorization: `Bearer ${store.token}` } });
+  return resp.ok ? URL.createObjectURL(await resp.blob()) : "";
+}
+
+async function renderCameo() {
+  if (!requireLogin()) return;
+  let cameo = null;
+  try { cameo = await api("GET", "/v1/me/cameo"); } catch (e) { /* none registered yet */ }
+  const active = cameo?.active;
+  const options = Object.entries(CONSENT)
+    .map(([k, v]) => `<option value="${k}" ${cameo?.consent === k ? "selected" : ""}>${v}</option>`).join("");
+  view.innerHTML = `
+    <form data-testid="cameo-form"><h2>Your cameo</h2>
+      <p>${active ? "People can cast you by your @handle, as you allow here." :
+        "Register a clear picture of yourself to appear in clips — yours, or your friends' if you allow it."}</p>
+      ${active ? `<img class="likeness" data-testid="cameo-image" alt="your likeness">` : ""}
+      <label>${active ? "Replace picture" : "Picture"} <input type="file" name="image" accept="image/jpeg,image/png,image/webp" ${active ? "" : "required"}></label>
+      <label>Who may cast you <select name="consent">${options}</select></label>
+      <label>Restrictions <input name="restrictions" maxlength="500" value="${esc(cameo?.restrictions || "")}"
+        placeholder="no political content, nothing scary"></label>
+      ${active && cameo.restriction_rules.length ? `<small data-testid="cameo-rules">Read as: ${cameo.restriction_rules.map(esc).join(", ")}</small>` : ""}
+      <button class="primary">${active ? "Save" : "Register my cameo"}</button>
+      ${active ? `<button type="button" data-testid="cameo-revoke">Turn off my cameo</button>` : ""}
+      <p class="error"></p></form>
+    <section data-testid="appearances"><h2>Clips that cast you</h2><div class="appearances"></div></section>`;
+  const form = view.querySelector("form");
+  if (active) privateImage("/v1/me/cameo/image").then((u) => { form.querySelector(".likeness").src = u; });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    form.querySelector(".error").textContent = "";
+    try {
+      if (form.image.files.length || !active) {
+        const data = new FormData(form);
+        await api("PUT", "/v1/me/cameo", data);
+      } else {
+        await api("PATCH", "/v1/me/cameo", { consent: form.consent.value, restrictions: form.restrictions.value });
+      }
+      toast("Saved"); renderCameo();
+    } catch (e) { form.querySelector(".error").textContent = e.message; }
+  });
+  form.querySelector("[data-testid=cameo-revoke]")?.addEventListener("click", async () => {
+    try {
+      const r = await api("DELETE", "/v1/me/cameo");
+      toast(`Cameo turned off; ${r.clips_taken_down} clip(s) taken down`); renderCameo();
+    } catch (e) { toast(e.message); }
+  });
+  const list = view.querySelector(".appearances");
+  const seen = await api("GET", "/v1/me/cameo/appearances?limit=50");
+  if (!seen.data.length) { list.innerHTML = "<p>None yet.</p>"; return; }
+  for (const a of seen.data) {
+    const row = document.createElement("div");
+    row.className = "appearance"; row.dataset.testid = "appearance";
+    row.innerHTML = `<img alt=""><div><b>@${esc(a.creator.handle)}</b>: ${esc(a.text)}
+      <div class="status" data-testid="appearance-status">${esc(a.status)}</div>
+      ${a.public_url ? `<a href="#/clip/${a.clip_id}">open</a>` : ""}
+      ${a.vetoed || a.status === "removed" ? "" : `<button data-testid="appearance-remove">Remove</button>`}</div>`;
+    if (a.poster_url) privateImage(a.poster_url).then((u) => { row.querySelector("img").src = u; });
+    row.querySelector("[data-testid=appearance-remove]")?.addEventListener("click", async () => {
+      try { await api("DELETE", `/v1/me/cameo/appearances/${a.prompt_id}`); toast("Removed"); renderCameo(); }
+      catch (e) { toast(e.message); }
+    });
+    list.append(row);
+  }
+}
+
 async function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
@@ -253,6 +325,7 @@ async function route() {
     else if (path.startsWith("/clip/")) await renderClip(path.slice(6));
     else if (path === "/login") renderLogin();
     else if (path === "/create") renderCreate(params);
+    else if (path === "/cameo") await renderCameo();
     else await renderFeed();
   } catch (e) { view.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
 }

@@ -403,8 +403,9 @@ def test_likes_comments_and_follows_are_counted_by_the_stream_processor(stack: S
 
 
 def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
-    """Sign up, submit a prompt and watch it publish, like it, follow another creator,
-    open their profile: in headless Chromium driven by Selenium."""
+    """Sign up, register a cameo, submit a prompt casting yourself and watch it publish,
+    like it, follow another creator, open their profile, see the clip among your
+    appearances: in headless Chromium driven by Selenium."""
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver
@@ -444,9 +445,20 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
         form.find_element(By.TAG_NAME, "button").click()
         assert by("nav-me").text == "@web_person"
 
+        face = tmp_path / "face.png"
+        face.write_bytes(_face())
+        by("nav-cameo").click()
+        form = by("cameo-form")
+        form.find_element(By.NAME, "image").send_keys(str(face))
+        form.find_element(By.CSS_SELECTOR, "select[name=consent] option[value=mutuals]").click()
+        form.find_element(By.NAME, "restrictions").send_keys("no political content")
+        form.find_element(By.CSS_SELECTOR, "button.primary").click()
+        assert "topic: politics" in by("cameo-rules").text
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=cameo-image]").get_attribute("src"))
+
         by("nav-create").click()
         form = by("prompt-form")
-        form.find_element(By.NAME, "text").send_keys("a red fox dancing in the snow at night")
+        form.find_element(By.NAME, "text").send_keys("@web_person and a red fox dancing in the snow at night")
         form.find_element(By.TAG_NAME, "button").click()
         WebDriverWait(driver, PUBLISH_TIMEOUT).until(
             ec.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=prompt-status]"), "published")
@@ -484,6 +496,11 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
         WebDriverWait(driver, 30, poll_frequency=1).until(counted)
         server = stack.http.get(f"/v1/users/{author.removeprefix('@')}").json()
         assert server["counts"]["followers"] >= 1
+
+        by("nav-cameo").click()
+        status = by("appearance-status")
+        assert status.text == "published"
+        driver.save_screenshot(str(tmp_path / "cameo.png"))
     finally:
         driver.quit()
 
