@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "tiny-pipeline", help="write a tiny random Wan pipeline to DIR (tries the diffusers backend without weights)"
     )
     tiny.add_argument("directory", type=Path)
+    tiny.add_argument("--image-to-video", action="store_true", help="a WanImageToVideoPipeline (renders cameos)")
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tiny-pipeline":
         from generation.tiny_pipeline import save_tiny_pipeline
 
-        path = save_tiny_pipeline(args.directory)
-        print(f"tiny WanPipeline written to {path}; try it with GENERATION__BACKEND=diffusers")
+        path = save_tiny_pipeline(args.directory, image_to_video=args.image_to_video)
+        kind = "WanImageToVideoPipeline" if args.image_to_video else "WanPipeline"
+        print(f"tiny {kind} written to {path}; try it with GENERATION__BACKEND=diffusers")
         print(f"GENERATION__DIFFUSERS__MODEL_DIR={path} GENERATION__DIFFUSERS__DEVICE=cpu (or cuda)")
         return 0
     if args.command == "migrate":

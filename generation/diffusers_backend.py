@@ -9,10 +9,11 @@ batch size for the rest of the process); a single clip that does not fit fails w
 clear error. The stream worker runs all of this in a child process with a per-job
 timeout, so a hung kernel is killed rather than wedging the worker.
 
-Cameos need image conditioning: pipelines whose ``__call__`` takes an ``image``
-(image-to-video) get a first frame built from the cast likenesses; text-only
-pipelines refuse cameo requests with :class:`UnsupportedRequest` before any GPU
-work.
+Cameos need image conditioning. Pipelines whose ``__call__`` takes an ``image``
+(image-to-video) animate a first frame that the procedural renderer sketches from the
+prompt, with the cast people's portraits composited from their consented likeness
+images; text-only pipelines refuse cameo requests with :class:`UnsupportedRequest`
+before any GPU work.
 
 Every frame gets the same visible watermark as the procedural renderer's, and the
 same files come out (clip.mp4, poster.jpg, frames/), see generation.encoding.
@@ -29,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from core.errors import ConfigurationError
 from generation.base import GenerationError, RenderedClip, RenderRequest, UnsupportedRequest
-from generation.cameo import load_likeness
+from generation.cameo import strip_mentions
 from generation.encoding import package_clip
+from generation.procedural import ProceduralRenderer
 from generation.vocabulary import default_vocabulary
 from generation.watermark import apply_watermark
 
@@ -123,6 +125,7 @@ class DiffusersGenerator:
         #: Lowered after an out-of-memory error, so later batches do not hit it again.
         self.batch_limit = max(1, max_batch)
         self.image_conditioning = "image" in inspect.signature(self.pipe.__call__).parameters
+        self._sketcher: ProceduralRenderer | None = None
         self.pipeline_class = type(self.pipe).__name__
         self.version = f"{self.pipeline_class}-{_model_fingerprint(model_dir)}"
         self.vocabulary = default_vocabulary()
@@ -137,16 +140,17 @@ class DiffusersGenerator:
                 raise UnsupportedRequest(
                     f"clip_id={request.clip_id!r}: {self.pipeline_class} is text-only and cannot render cameos"
                 )
-        # Only requests of the same kind share a forward pass (with or without a conditioning image).
+        # Text-to-video pipelines batch prompts together. Image-to-video pipelines condition a
+        # whole call on one image and every request has its own first frame, so they render
+        # one request per forward pass.
         frames: dict[int, np.ndarray] = {}
-        for conditioned in (False, True):
-            group = [i for i, r in enumerate(requests) if bool(r.cameos) == conditioned]
-            start = 0
-            while start < len(group):
-                chunk = group[start : start + self.batch_limit]
-                for index, video in zip(chunk, self._render([requests[i] for i in chunk]), strict=True):
-                    frames[index] = video
-                start += len(chunk)
+        step = 1 if self.image_conditioning else self.batch_limit
+        start = 0
+        while start < len(requests):
+            chunk = list(range(start, min(len(requests), start + step)))
+            for index, video in zip(chunk, self._render([requests[i] for i in chunk]), strict=True):
+                frames[index] = video
+            start += len(chunk)
         clips = []
         for i, (request, out_dir) in enumerate(zip(requests, out_dirs, strict=True)):
             video = frames[i]
@@ -159,7 +163,7 @@ class DiffusersGenerator:
                     clip_id=request.clip_id,
                     generator=self.name,
                     generator_version=self.version,
-                    concepts=self.vocabulary.parse(request.prompt).concepts,
+                    concepts=self.vocabulary.parse(strip_mentions(request.prompt)).concepts,
                 )
             )
         return clips
@@ -197,7 +201,9 @@ class DiffusersGenerator:
 
         generators = [torch.Generator(device="cpu").manual_seed(int(r.seed)) for r in chunk]
         kwargs: dict[str, Any] = {
-            "prompt": [r.prompt for r in chunk],
+            # A model knows nobody by @handle: the cast are "a person" to it (and in the
+            # first frame an image-to-video model animates, they have faces).
+            "prompt": [strip_mentions(r.prompt, "a person") for r in chunk],
             "negative_prompt": [self.negative_prompt] * len(chunk),
             "height": self.height,
             "width": self.width,
@@ -209,8 +215,8 @@ class DiffusersGenerator:
         }
         if "max_sequence_length" in inspect.signature(self.pipe.__call__).parameters:
             kwargs["max_sequence_length"] = self.max_sequence_length
-        if chunk[0].cameos:
-            kwargs["image"] = [self._first_frame(r) for r in chunk]
+        if self.image_conditioning:
+            kwargs["image"] = self._first_frame(chunk[0])
         self.forward_passes += 1
         with torch.inference_mode():
             output = self._call_pipeline(**kwargs).frames
@@ -232,11 +238,9 @@ class DiffusersGenerator:
         return np.ascontiguousarray(video)
 
     def _first_frame(self, request: RenderRequest) -> Image.Image:
-        """The conditioning image for a cameo: the cast likenesses side by side, filling the frame."""
-        faces = [load_likeness(c) for c in request.cameos]
-        canvas = Image.new("RGB", (self.width, self.height), (128, 128, 128))
-        slot = self.width // len(faces)
-        for n, face in enumerate(faces):
-            fitted = ImageOps.fit(face, (slot, self.height), Image.Resampling.LANCZOS, centering=(0.5, 0.4))
-            canvas.paste(fitted, (n * slot, 0))
-        return canvas
+        """The image an image-to-video pipeline animates: the procedural renderer's first
+        frame for the prompt (its scene and subjects, and the cast people's portraits
+        composited from their consented likeness images), at the model's frame size."""
+        if self._sketcher is None:
+            self._sketcher = ProceduralRenderer(width=self.width, height=self.height, fps=12, duration_s=2.0)
+        return Image.fromarray(self._sketcher.sketch(request), "RGB")

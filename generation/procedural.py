@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from generation.base import GenerationError, RenderedClip, RenderRequest
-from generation.cameo import likeness_sprite, load_likeness
+from generation.cameo import likeness_sprite, load_likeness, strip_mentions
 from generation.color import RGBA, darker, lighter, mix, parse_hex
 from generation.encoding import package_clip
 from generation.motion import CROSSING_TRAJECTORIES, Pose, compute_pose
@@ -128,7 +128,7 @@ class ProceduralRenderer:
 
     # ------------------------------------------------------------------ public API
     def analyse(self, prompt: str) -> PromptAnalysis:
-        return self.vocabulary.parse(prompt)
+        return self.vocabulary.parse(strip_mentions(prompt))
 
     def render_frames(self, request: RenderRequest) -> np.ndarray:
         """All frames as (frame_count, height, width, 3) uint8; a pure function of prompt, seed and creator."""
@@ -174,8 +174,15 @@ class ProceduralRenderer:
         )
 
     # ------------------------------------------------------------------ rendering
-    def _render(self, request: RenderRequest) -> tuple[np.ndarray, PromptAnalysis]:
-        analysis = self.vocabulary.parse(request.prompt)
+    def sketch(self, request: RenderRequest) -> np.ndarray:
+        """The clip's first frame without the watermark: the scene, subjects and cast of the
+        prompt, for an image-to-video model to animate (see generation.diffusers_backend)."""
+        self._check_request(request)
+        frames, _ = self._render(request, watermark=False)
+        return frames[0]
+
+    def _render(self, request: RenderRequest, watermark: bool = True) -> tuple[np.ndarray, PromptAnalysis]:
+        analysis = self.vocabulary.parse(strip_mentions(request.prompt))
         cast = [(c.handle, load_likeness(c)) for c in request.cameos[:MAX_CAMEOS]]
         root = np.random.default_rng(seed_entropy(request.prompt, request.seed))
         # Independent streams per concern: adding a particle layer must not reshuffle sprite placement.
@@ -205,7 +212,8 @@ class ProceduralRenderer:
             grade = Grade(self.vocabulary.get("styles", analysis.style).spec, self.width, self.height)
         # Graded before the watermark so the creator credit stays legible in every style.
         frames = self._compose(backdrop, particles, actors, grade)
-        apply_watermark(frames, request.creator_handle)
+        if watermark:
+            apply_watermark(frames, request.creator_handle)
         return frames, analysis
 
     def _palette(self, analysis: PromptAnalysis, rng: np.random.Generator) -> list[RGBA]:

@@ -6,6 +6,7 @@ runs the same on CUDA in bf16 when a GPU is present."""
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from core.errors import ConfigurationError  # noqa: E402
+from core.settings import DiffusersSettings, GenerationSettings  # noqa: E402
 from generation import CameoLikeness, GenerationError, RenderRequest, UnsupportedRequest, build_generator  # noqa: E402
+from generation.capabilities import supports_cameos  # noqa: E402
 from generation.diffusers_backend import DiffusersGenerator  # noqa: E402
 from generation.tiny_pipeline import save_tiny_pipeline  # noqa: E402
 from generation.watermark import band_height  # noqa: E402
@@ -111,6 +114,37 @@ def test_text_only_pipelines_refuse_cameos_before_rendering(model_dir: Path, tmp
     with pytest.raises(UnsupportedRequest, match="text-only and cannot render cameos"):
         gen.generate(_requests(2) + _requests(1, cameos=(cameo,)), _dirs(tmp_path, 3))
     assert gen.forward_passes == 0, "no GPU time spent on a batch that cannot be served"
+
+
+@pytest.fixture(scope="module")
+def i2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-wan-i2v", image_to_video=True)
+
+
+def test_image_to_video_pipelines_animate_a_sketch_with_the_cast(i2v_dir: Path, tmp_path: Path) -> None:
+    gen = _generator(i2v_dir)  # pipeline "auto": the class comes from model_index.json
+    assert gen.pipeline_class == "WanImageToVideoPipeline" and gen.image_conditioning
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 200), (255, 0, 255)).save(buf, "PNG")
+    (tmp_path / "leo.png").write_bytes(buf.getvalue())
+    cameo = CameoLikeness("leo", tmp_path / "leo.png", hashlib.sha256(buf.getvalue()).hexdigest())
+    seen: list[Image.Image] = []
+    real_call = gen._call_pipeline
+
+    def spy(**kwargs: Any) -> Any:
+        seen.append(kwargs["image"])
+        return real_call(**kwargs)
+
+    gen._call_pipeline = spy  # type: ignore[method-assign]
+    clips = gen.generate([*_requests(1, cameos=(cameo,)), *_requests(1)], _dirs(tmp_path, 2))
+    assert len(clips) == 2 and gen.forward_passes == 2, "one conditioning image per forward pass"
+    with_cast, plain = (np.asarray(im, dtype=np.int16) for im in seen)
+    assert with_cast.shape == (256, 144, 3)
+    magenta = (np.abs(with_cast - np.array([255, 0, 255])).sum(axis=-1) < 30).sum()
+    assert magenta > 200, "the cast likeness is in the frame the model animates"
+    assert (np.abs(plain - np.array([255, 0, 255])).sum(axis=-1) < 30).sum() == 0
+    settings = GenerationSettings(backend="diffusers", diffusers=DiffusersSettings(model_dir=i2v_dir))
+    assert supports_cameos(settings)
 
 
 @pytest.mark.parametrize(

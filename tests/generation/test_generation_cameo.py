@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from generation import CameoLikeness, GenerationError, ProceduralRenderer, RenderRequest
+from generation.cameo import strip_mentions
 
 # A colour the vocabulary never paints: where it shows, the likeness is on screen.
 MARKER = (255, 0, 255)
@@ -71,3 +72,10 @@ def test_only_the_consented_image_is_used(renderer: ProceduralRenderer, tmp_path
     missing = CameoLikeness("leo", tmp_path / "gone.png", "0" * 64)
     with pytest.raises(GenerationError, match="unavailable"):
         renderer.generate([request("@leo surfing", missing)], [tmp_path / "out2"])
+
+
+def test_handles_are_people_not_things_to_draw(renderer: ProceduralRenderer) -> None:
+    assert "star" not in renderer.analyse("@sunny_star dancing on the beach").concepts
+    assert strip_mentions("@sunny_star and @leo's cat, mail me@home.example", "a person") == (
+        "a person and a person cat, mail me@home.example"
+    )
