@@ -142,6 +142,26 @@ class ErrorPolicy(Generic[R]):
                 delay = min(delay * 2, 10.0)
 
 
+def policy_for(
+    app: faust.App,
+    spec: TopicSpec,
+    settings: Settings,
+    handler: Callable[[Any, Any], Awaitable[None]],
+    sender: RecordSender,
+    on_give_up: Callable[[Any, BaseException], Awaitable[None]] | None = None,
+) -> ErrorPolicy[Any]:
+    """The error policy every agent on ``spec`` uses, with the worker settings' retry budget."""
+    return ErrorPolicy(
+        spec,
+        sender,
+        handler,
+        consumer=app.conf.id,
+        max_attempts=settings.workers.max_attempts,
+        backoff_s=settings.workers.retry_backoff_s,
+        on_give_up=on_give_up,
+    )
+
+
 def register_agent(
     app: faust.App,
     spec: TopicSpec,
@@ -154,15 +174,7 @@ def register_agent(
 ) -> ErrorPolicy[Any]:
     """One agent (concurrency 1: faust-streaming issue 606) on ``spec``'s topic whose
     every message goes through an ErrorPolicy around ``handler``."""
-    policy: ErrorPolicy[Any] = ErrorPolicy(
-        spec,
-        sender,
-        handler,
-        consumer=app.conf.id,
-        max_attempts=settings.workers.max_attempts,
-        backoff_s=settings.workers.retry_backoff_s,
-        on_give_up=on_give_up,
-    )
+    policy = policy_for(app, spec, settings, handler, sender, on_give_up)
 
     async def agent(stream: Any) -> AsyncIterator[str]:
         async for outcome in consume(stream, policy):

@@ -43,7 +43,7 @@ from core.topics import CLIPS_GENERATED, PROMPTS, decode
 from generation import CameoLikeness, RenderRequest, UnsupportedRequest, build_generator
 from generation.base import Generator, RenderedClip
 from streams.app import RecordSender, derived_event_id, raw_topic
-from streams.errors import ErrorPolicy, consume
+from streams.errors import ErrorPolicy, consume, policy_for
 from streams.executors import ProcessRunner
 
 log = logging.getLogger(__name__)
@@ -277,15 +277,7 @@ def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
     runner = ProcessRunner(1, _init_generator, (g.backend, backend_options(settings)))
     sender = RecordSender(app)
     handler = GenerationHandler(settings, sender, runner)
-    policy: ErrorPolicy[Any] = ErrorPolicy(
-        PROMPTS,
-        sender,
-        handler,
-        consumer=app.conf.id,
-        max_attempts=settings.workers.max_attempts,
-        backoff_s=settings.workers.retry_backoff_s,
-        on_give_up=handler.give_up,
-    )
+    policy = policy_for(app, PROMPTS, settings, handler, sender, on_give_up=handler.give_up)
     max_batch = g.diffusers.max_batch if g.backend == "diffusers" else 1
 
     async def generate(stream: Any) -> AsyncIterator[str]:

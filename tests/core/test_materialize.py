@@ -19,6 +19,7 @@ from core.records import (
     SafetyCheck,
     clip_id_for_prompt,
 )
+from tests.support.factories import fake_media
 
 
 @pytest.fixture
@@ -40,19 +41,7 @@ def _prompt(factory) -> uuid.UUID:  # type: ignore[no-untyped-def]
 
 
 def _media() -> ClipMedia:
-    return ClipMedia(
-        video_key="clips/x/clip.mp4",
-        poster_key="clips/x/poster.jpg",
-        frame_keys=[],
-        frame_indices=[],
-        mime_type="video/mp4",
-        width=288,
-        height=512,
-        fps=12,
-        frame_count=36,
-        duration_s=3.0,
-        sha256="0" * 64,
-    )
+    return fake_media("clips/x")
 
 
 def _published(pid: uuid.UUID, **kw) -> ClipPublished:  # type: ignore[no-untyped-def]

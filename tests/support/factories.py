@@ -62,6 +62,23 @@ def published_clip(
     return cid
 
 
+def fake_media(prefix: str) -> ClipMedia:
+    """Media fields of a 288x512, 3 s clip under ``prefix`` (no files are written)."""
+    return ClipMedia(
+        video_key=f"{prefix}/clip.mp4",
+        poster_key=f"{prefix}/poster.jpg",
+        frame_keys=[],
+        frame_indices=[],
+        mime_type="video/mp4",
+        width=288,
+        height=512,
+        fps=12,
+        frame_count=36,
+        duration_s=3.0,
+        sha256="0" * 64,
+    )
+
+
 def submitted_prompt(db: str, prompt_id: uuid.UUID | str) -> PromptSubmitted:
     """The PromptSubmitted record the API put in the outbox for ``prompt_id``."""
     factory = make_sessionmaker(make_engine(db))
@@ -88,19 +105,7 @@ def run_through_pipeline(db: str, prompt_id: uuid.UUID | str, *, publish: bool =
         text=rec.text,
         parent_clip_id=rec.parent_clip_id,
         cameos=rec.cameos,
-        media=ClipMedia(
-            video_key=f"{prefix}/clip.mp4",
-            poster_key=f"{prefix}/poster.jpg",
-            frame_keys=[],
-            frame_indices=[],
-            mime_type="video/mp4",
-            width=288,
-            height=512,
-            fps=12,
-            frame_count=36,
-            duration_s=3.0,
-            sha256="0" * 64,
-        ),
+        media=fake_media(prefix),
         generator=GeneratorInfo(name="test", version="test", seed=rec.seed, render_ms=1),
     )
     factory = make_sessionmaker(make_engine(db))
