@@ -36,6 +36,8 @@ from core.records import (
 log = logging.getLogger(__name__)
 
 TERMINAL = {"published", "rejected", "failed"}
+#: Statuses that moderation reports alongside a clip event; the clip event applies them.
+CLIP_OUTCOMES = {"published", "rejected"}
 
 
 def advance_prompt(
@@ -70,6 +72,12 @@ def apply_status(session: Session, rec: GenerationStatus) -> None:
                 occurred_at=rec.occurred_at,
             )
         )
+    if rec.status in CLIP_OUTCOMES:
+        # The clip's own event (clips.published / clips.blocked, another topic) moves the
+        # prompt to its outcome, in the transaction that makes the clip visible or not:
+        # otherwise a client could see "published" while the clip is still a 404, or a
+        # publication refused at the last consent check.
+        return
     advance_prompt(session, rec.prompt_id, rec.status, reason=rec.reason, clip_id=rec.clip_id)
 
 

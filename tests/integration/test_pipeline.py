@@ -32,8 +32,10 @@ from core.topics import (
     CLIPS_GENERATED,
     CLIPS_PUBLISHED,
     GENERATION_STATUS,
+    INTERACTIONS,
     MODERATION_DECISIONS,
     PROMPTS,
+    SOCIAL_EVENTS,
     TopicSpec,
 )
 from tests.support.stack import UpProcess, alive, descendants, group_lag, produce, read_topic, wait_for
@@ -211,6 +213,9 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(sta
         GENERATION_STATUS: {"materializer"},
         CLIPS_PUBLISHED: {"materializer"},
         CLIPS_BLOCKED: {"materializer"},
+        MODERATION_DECISIONS: {"materializer"},
+        INTERACTIONS: {"materializer"},
+        SOCIAL_EVENTS: {"materializer"},
     }
     for spec in consumed:
         produce(stack.bootstrap, spec.name, [(marker, p) for p in poisons])
@@ -323,7 +328,9 @@ def test_killing_the_generation_worker_mid_render_loses_nothing_and_duplicates_n
     clips = stack.http.get("/v1/users/e2e_burst/clips", params={"limit": 50}).json()["data"]
     assert sorted(c["id"] for c in clips) == sorted(f["clip_id"] for f in finals), "one clip per prompt, no more"
     published = [
-        m for m in read_topic(stack.bootstrap, CLIPS_PUBLISHED.name) if json.loads(m.value)["prompt_id"] in pids
+        m
+        for m in read_topic(stack.bootstrap, CLIPS_PUBLISHED.name)
+        if m.key != POISON_KEY and json.loads(m.value)["prompt_id"] in pids
     ]
     assert len({json.loads(m.value)["clip_id"] for m in published}) == len(pids)
 
@@ -369,7 +376,7 @@ def test_a_cameo_is_published_with_consent_and_taken_down_within_seconds_of_revo
         found = [
             json.loads(m.value)
             for m in read_topic(stack.bootstrap, MODERATION_DECISIONS.name)
-            if json.loads(m.value)["clip_id"] == clip_id
+            if m.key != POISON_KEY and json.loads(m.value)["clip_id"] == clip_id
         ]
         return found or None
 
