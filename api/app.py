@@ -17,12 +17,13 @@ from api import problems
 from api.deps import RelayDep, SessionDep
 from api.events import InteractionPublisher
 from api.ratelimit import RateLimiter
-from api.routes import auth, cameos, clips, engagement, prompts, users
+from api.routes import auth, cameos, clips, engagement, prompts, provenance, users
 from api.schemas import Health
 from core.db import make_engine, make_sessionmaker
 from core.media import LocalMediaStore
 from core.outbox import OutboxRelay
 from core.settings import Settings
+from generation.provenance import credentials_from
 from moderation.prompt_policy import load_prompt_policy
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.media = LocalMediaStore(settings.media.root)
         app.state.prompt_policy = load_prompt_policy()
+        app.state.provenance_trust = credentials_from(settings).trust_anchors_pem
         app.state.relay = None
         app.state.rate_limiter = RateLimiter()
         task = None
@@ -92,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(clips.router)
     app.include_router(engagement.router)
     app.include_router(cameos.router)
+    app.include_router(provenance.router)
 
     web = Path(__file__).parent / "web"
     app.mount("/static", StaticFiles(directory=web), name="static")

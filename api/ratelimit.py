@@ -22,7 +22,11 @@ _EPS = 1e-9
 # Eviction looks at this many least recently used buckets for a full one, so one insert never scans 100k keys.
 _EVICT_SCAN = 64
 IP_MULTIPLIER = 5
-_NOUNS = {"signup": "sign-ups", "login": "login attempts"}  # so messages read "too many login attempts from ..."
+_NOUNS = {
+    "signup": "sign-ups",
+    "login": "login attempts",
+    "verify": "verifications",
+}  # so messages read "too many login attempts from ..."
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,13 @@ class RateLimited(ApiError):
 
 DEFAULT_LIMITS: dict[str, Limit] = {
     limit.name: limit
-    for limit in (Limit("prompts", 10, 60), Limit("writes", 60, 60), Limit("signup", 5, 3600), Limit("login", 10, 300))
+    for limit in (
+        Limit("prompts", 10, 60),
+        Limit("writes", 60, 60),
+        Limit("signup", 5, 3600),
+        Limit("login", 10, 300),
+        Limit("verify", 30, 60),
+    )
 }
 
 

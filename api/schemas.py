@@ -449,3 +449,31 @@ class CameoAppearance(BaseModel):
 class CameoAppearancePage(BaseModel):
     data: list[CameoAppearance]
     next_cursor: str | None = None
+
+
+class ProvenanceReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "verdict": "made_here",
+                    "detail": "made here by @maya_makes at 2026-11-26T12:00:04+00:00",
+                    "clip_id": "5e1f0c2a-7d3b-5b8e-9a61-2c4d6e8f0a1b",
+                    "creator_handle": "maya_makes",
+                    "created_at": "2026-11-26T12:00:04+00:00",
+                    "generator": "procedural procedural-2",
+                    "clip_status": "published",
+                    "problems": [],
+                },
+                {"verdict": "unknown", "detail": "unknown: the file was changed after it was signed", "problems": []},
+            ]
+        }
+    )
+    verdict: Literal["made_here", "unknown"]
+    detail: str = Field(description="One line a person can read")
+    clip_id: uuid.UUID | None = None
+    creator_handle: str | None = None
+    created_at: str | None = None
+    generator: str | None = None
+    clip_status: str | None = Field(default=None, description="The clip's status here (published, removed, …)")
+    problems: list[str] = Field(default_factory=list, description="C2PA validation codes, when there were any")

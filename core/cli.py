@@ -1,4 +1,4 @@
-"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas, tiny-pipeline."""
+"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas, tiny-pipeline, provenance."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--image-to-video", action="store_true", help="a WanImageToVideoPipeline (renders cameos)")
+    prov = sub.add_parser("provenance", help="show or rotate the development provenance signer (PROVENANCE__DIR)")
+    prov.add_argument("action", choices=["show", "rotate"])
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
@@ -69,6 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         kind = "WanImageToVideoPipeline" if args.image_to_video else "WanPipeline"
         print(f"tiny {kind} written to {path}; try it with GENERATION__BACKEND=diffusers")
         print(f"GENERATION__DIFFUSERS__MODEL_DIR={path} GENERATION__DIFFUSERS__DEVICE=cpu (or cuda)")
+        return 0
+    if args.command == "provenance":
+        from generation.provenance import credentials_from, rotate_dev_signer
+
+        p = settings.provenance
+        if args.action == "rotate":
+            if p.cert_chain_file is not None:
+                print("the signer comes from PROVENANCE__CERT_CHAIN_FILE: replace those files instead", file=sys.stderr)
+                return 2
+            credentials_from(settings)
+            rotate_dev_signer(p.dir)
+            print(f"new development signer in {p.dir}; restart the generation workers to sign with it")
+        creds = credentials_from(settings)
+        from cryptography import x509
+
+        signer = x509.load_pem_x509_certificates(creds.cert_chain_pem)[0]
+        print(f"signer: {signer.subject.rfc4514_string()}  serial {signer.serial_number:x}")
+        print(f"valid:  {signer.not_valid_before_utc:%Y-%m-%d} to {signer.not_valid_after_utc:%Y-%m-%d}")
         return 0
     if args.command == "migrate":
         from core.db import migrate

@@ -114,6 +114,18 @@ class GenerationSettings(BaseModel):
     diffusers: DiffusersSettings = Field(default_factory=DiffusersSettings)
 
 
+class ProvenanceSettings(BaseModel):
+    """Signing of every clip's C2PA manifest (generation/provenance.py)."""
+
+    # Development root and signer, created on first use when the files below are unset.
+    dir: Path = Path("var/provenance")
+    # Production: the signer's certificate chain (PEM, signer first), its key, and the
+    # roots a verifier trusts. All three or none.
+    cert_chain_file: Path | None = None
+    key_file: Path | None = None
+    trust_anchors_file: Path | None = None
+
+
 class SeedSettings(BaseModel):
     enabled: bool = True
     prompts_per_user: int = 2
@@ -137,6 +149,7 @@ class Settings(BaseSettings):
     media: MediaSettings = MediaSettings()
     workers: WorkerSettings = WorkerSettings()
     generation: GenerationSettings = GenerationSettings()
+    provenance: ProvenanceSettings = ProvenanceSettings()
     seed: SeedSettings = SeedSettings()
     log_level: str = "INFO"
 
@@ -144,6 +157,14 @@ class Settings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "production" and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
             raise ValueError("SECRET_KEY is the development placeholder; set a real secret in production")
+        p = self.provenance
+        given = [f is not None for f in (p.cert_chain_file, p.key_file, p.trust_anchors_file)]
+        if any(given) and not all(given):
+            raise ValueError(
+                "PROVENANCE__CERT_CHAIN_FILE, PROVENANCE__KEY_FILE and PROVENANCE__TRUST_ANCHORS_FILE go together"
+            )
+        if self.environment == "production" and not all(given):
+            raise ValueError("production signs clips with an operator's certificate: set the PROVENANCE__*_FILE paths")
         return self
 
     @property

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from core.broker import EmbeddedBroker, die_with_parent, ensure_topics
 from core.db import migrate
 from core.settings import Settings
+from generation.provenance import credentials_from
 from streams.roles import ROLES
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def absolute_settings_env(settings: Settings, bootstrap: str, var_dir: Path) -> 
     env["KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
     env["MEDIA__ROOT"] = str(settings.media.root.resolve())
     env["WORKERS__DATA_DIR"] = str(settings.workers.data_dir.resolve())
+    env["PROVENANCE__DIR"] = str(settings.provenance.dir.resolve())
     url = settings.database_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
@@ -101,6 +103,7 @@ class Stack:
         created = ensure_topics(bootstrap, k.replication_factor)
         log.info("topics ready (%d created)", len(created))
         migrate(self.settings.database_url)
+        credentials_from(self.settings)  # the development signer exists before any worker signs
         self.env = absolute_settings_env(self.settings, bootstrap, self.var_dir)
         api = self.settings.api
         self.children = [self._child("api", ["api"], f"http://{api.host}:{api.port}  (docs: /docs)")]

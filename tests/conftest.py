@@ -14,6 +14,19 @@ from core.broker import EmbeddedBroker, ensure_topics, free_port
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _provenance_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Development signing keys for the whole run, outside the checkout (Settings reads
+    PROVENANCE__DIR from the environment; so do the stacks the integration tests start)."""
+    previous = os.environ.get("PROVENANCE__DIR")
+    os.environ["PROVENANCE__DIR"] = str(tmp_path_factory.mktemp("provenance") / "keys")
+    yield
+    if previous is None:
+        os.environ.pop("PROVENANCE__DIR", None)
+    else:
+        os.environ["PROVENANCE__DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Kafka-protocol broker (Tansu) on a free loopback port, with the topic catalog."""

@@ -9,13 +9,16 @@ micro-batches: the agent takes up to ``max_batch`` prompts that arrive within
 ``batch_wait_s`` and renders the fresh ones in one call, whose offsets are committed
 only after every one of them was handled. A batch that fails is retried one prompt
 at a time through the usual error policy, so one poison prompt cannot take its
-neighbours to the dead-letter topic. A request the backend cannot serve at all
+neighbours to the dead-letter topic. Every clip is signed (a C2PA manifest embedded
+in the MP4, generation/provenance.py) before its event goes out. A request the backend cannot serve at all
 (cameos on a text-only model) fails its prompt at once with the reason: retrying
 cannot help, and no GPU time is spent on it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import shutil
@@ -42,6 +45,8 @@ from core.settings import Settings
 from core.topics import CLIPS_GENERATED, PROMPTS, decode
 from generation import CameoLikeness, RenderRequest, UnsupportedRequest, build_generator
 from generation.base import Generator, RenderedClip
+from generation.encoding import sha256_file
+from generation.provenance import ClipClaim, credentials_from, sign_video
 from streams.app import RecordSender, derived_event_id, raw_topic
 from streams.errors import ErrorPolicy, consume, policy_for
 from streams.executors import ProcessRunner
@@ -122,6 +127,7 @@ class GenerationHandler:
         self.sender = sender
         self.runner = runner
         self.store = LocalMediaStore(settings.media.root)
+        self.credentials = credentials_from(settings)
 
     # -- one prompt ---------------------------------------------------------------------------------------------
     async def __call__(self, rec: PromptSubmitted, message: Any) -> None:
@@ -171,6 +177,7 @@ class GenerationHandler:
 
     async def _finish(self, job: _Job, rendered: RenderedClip, render_ms: int) -> None:
         rec = job.rec
+        rendered = await asyncio.to_thread(self._sign, rec, rendered)
         media = media_from_render(rendered, job.staged, job.prefix)
         info = GeneratorInfo(
             name=rendered.generator,
@@ -195,6 +202,21 @@ class GenerationHandler:
         )
         self.store.commit_dir(job.staged, job.prefix)
         await self._send_generated(rec, media, info, generated_at)
+
+    def _sign(self, rec: PromptSubmitted, rendered: RenderedClip) -> RenderedClip:
+        """Embed the signed C2PA manifest; the recorded sha256 is the signed file's."""
+        claim = ClipClaim(
+            clip_id=str(clip_id_for_prompt(rec.prompt_id)),
+            prompt_id=str(rec.prompt_id),
+            creator_id=str(rec.user_id),
+            creator_handle=rec.creator_handle,
+            generator=rendered.generator,
+            generator_version=rendered.generator_version,
+            prompt_sha256=ClipClaim.hash_prompt(rec.text),
+            cameo_user_ids=tuple(str(c.user_id) for c in rec.cameos),
+        )
+        sign_video(rendered.video_path, claim, self.credentials)
+        return dataclasses.replace(rendered, video_sha256=sha256_file(rendered.video_path))
 
     async def _send_generated(
         self, rec: PromptSubmitted, media: ClipMedia, info: GeneratorInfo, generated_at: datetime

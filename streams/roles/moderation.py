@@ -5,7 +5,8 @@ the current policy, the file's hash against the generator's record, a full decod
 and the format. There is no visual safety model yet; the published record says
 exactly which checks ran, and carries no embedding until the CLIP filter exists.
 A clip that casts people (cameos) is published only if each of them still consents,
-read from the SQL store just before publishing.
+read from the SQL store just before publishing, and every clip must carry a valid
+provenance manifest signed here for that clip.
 Moderation fails closed: a check that cannot run blocks the clip.
 """
 
@@ -25,6 +26,7 @@ from core.media import LocalMediaStore
 from core.records import ClipBlocked, ClipGenerated, ClipPublished, SafetyCheck
 from core.settings import Settings
 from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED
+from generation.provenance import credentials_from, verify_video
 from moderation.clip_checks import CheckResult, ClipExpectations, ClipVerdict, check_generated_clip
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
 from streams.app import RecordSender, derived_event_id
@@ -63,8 +65,27 @@ class ModerationHandler:
         self.store = LocalMediaStore(settings.media.root)
         self.policy = load_prompt_policy()
         self._factory: sessionmaker[Session] | None = None
+        self.trust_anchors = credentials_from(settings).trust_anchors_pem
 
     def _verdict(self, rec: ClipGenerated) -> ClipVerdict:
+        verdict = self._media_verdict(rec)
+        provenance = self._provenance(rec)
+        action = verdict.action if provenance.passed else "block"
+        return ClipVerdict(action=action, checks=(*verdict.checks, provenance))
+
+    def _provenance(self, rec: ClipGenerated) -> CheckResult:
+        """The file carries a manifest signed here, for this clip (fails closed)."""
+        try:
+            result = verify_video(self.store.path(rec.media.video_key), self.trust_anchors)
+        except (OSError, NotFoundError) as e:
+            return CheckResult("provenance", False, f"provenance could not be checked: {e}")
+        if result.verdict != "made_here" or result.claim is None:
+            return CheckResult("provenance", False, f"provenance: {result.detail}")
+        if result.claim.clip_id != str(rec.clip_id):
+            return CheckResult("provenance", False, f"provenance manifest names clip {result.claim.clip_id}")
+        return CheckResult("provenance", True, f"signed C2PA manifest: {result.detail}")
+
+    def _media_verdict(self, rec: ClipGenerated) -> ClipVerdict:
         if rec.cameos:
             if self._factory is None:
                 self._factory = make_sessionmaker(make_engine(self.settings.database_url))

@@ -110,6 +110,7 @@ RULES: dict[tuple[str, str], tuple[dict[str, Any], Call]] = {
         lambda w: {"path": {"prompt_id": w["cast_prompt_id"]}},
     ),
     ("DELETE", "/v1/me/cameo"): (SIGNED_IN, lambda w: {"allow": {404}}),
+    ("POST", "/v1/provenance/verify"): (PUBLIC, lambda w: {"files": {"file": ("x.mp4", b"not a video", "video/mp4")}}),
 }
 
 

@@ -90,6 +90,7 @@ def test_default_limits() -> None:
         "writes": ("writes", 60, 60),
         "signup": ("signup", 5, 3600),
         "login": ("login", 10, 300),
+        "verify": ("verify", 30, 60),
     }
     with pytest.raises(ValueError):
         Limit("bad", 0, 60)

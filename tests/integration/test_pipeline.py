@@ -162,6 +162,19 @@ v.play().catch(e => {{ document.title = 'PLAYFAIL ' + e; }});
 </script></body></html>"""
 
 
+def test_a_published_clip_proves_where_it_was_made(stack: Stack) -> None:
+    clip = wait_for(lambda: stack.http.get("/v1/feed").json()["data"], PUBLISH_TIMEOUT, "a clip")[0]
+    assert any(c["name"] == "provenance" and c["passed"] for c in clip["safety_checks"])
+    video = stack.http.get(clip["video_url"]).content
+    report = stack.http.post("/v1/provenance/verify", files={"file": ("clip.mp4", video, "video/mp4")}).json()
+    assert report["verdict"] == "made_here" and report["clip_id"] == clip["id"], report
+    assert report["detail"].startswith(f"made here by @{clip['creator']['handle']} at ")
+    changed = bytearray(video)
+    changed[len(changed) // 2] ^= 0x01
+    report = stack.http.post("/v1/provenance/verify", files={"file": ("clip.mp4", bytes(changed), "video/mp4")}).json()
+    assert report["verdict"] == "unknown"
+
+
 def test_the_video_plays_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
