@@ -17,7 +17,7 @@ from api import problems
 from api.deps import RelayDep, SessionDep
 from api.events import InteractionPublisher
 from api.ratelimit import RateLimiter
-from api.routes import auth, cameos, clips, engagement, prompts, provenance, users
+from api.routes import auth, cameos, clips, engagement, prompts, provenance, review, users
 from api.schemas import Health
 from core.db import make_engine, make_sessionmaker
 from core.media import LocalMediaStore
@@ -95,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(engagement.router)
     app.include_router(cameos.router)
     app.include_router(provenance.router)
+    app.include_router(review.router)
 
     web = Path(__file__).parent / "web"
     app.mount("/static", StaticFiles(directory=web), name="static")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -477,3 +477,100 @@ class ProvenanceReport(BaseModel):
     generator: str | None = None
     clip_status: str | None = Field(default=None, description="The clip's status here (published, removed, …)")
     problems: list[str] = Field(default_factory=list, description="C2PA validation codes, when there were any")
+
+
+PolicyReason = Literal[
+    "sexual content",
+    "violence or gore",
+    "self-harm",
+    "hate",
+    "harassment or bullying",
+    "illegal activity",
+    "minor safety",
+    "impersonation or non-consensual likeness",
+    "spam",
+    "no violation",
+]
+
+
+class ReviewItemPublic(BaseModel):
+    id: uuid.UUID
+    clip_id: uuid.UUID
+    kind: Literal["report", "flag", "appeal"]
+    status: Literal["open", "claimed", "decided"]
+    severity: int = Field(description="1 low .. 3 high; 4 after escalation")
+    reasons: list[str]
+    escalated: bool
+    reach: int | None = Field(default=None, description="Creator's followers plus the clip's views")
+    claimed_by: uuid.UUID | None
+    claim_expires_at: datetime | None
+    decision: str | None
+    policy_reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class ReviewQueue(BaseModel):
+    data: list[ReviewItemPublic]
+
+
+class CreatorHistory(BaseModel):
+    handle: str
+    followers: int
+    clips_published: int
+    clips_removed: int
+    clips_blocked: int
+    reports_received: int
+
+
+class ReviewItemDetail(ReviewItemPublic):
+    """Everything a reviewer needs to decide. The media URLs need the reviewer's token;
+    consoles show the clip blurred until the reviewer chooses to reveal it."""
+
+    prompt: str
+    clip_status: str
+    creator: CreatorHistory
+    safety_checks: list[dict[str, Any]]
+    block_reasons: list[str]
+    video_url: str
+    poster_url: str
+    audit: list[AuditEntryPublic]
+
+
+class ReviewDecisionCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"decision": "remove", "policy_reason": "violence or gore", "note": "gore"}]}
+    )
+    decision: Literal["approve", "remove", "escalate"]
+    policy_reason: PolicyReason
+    note: str = Field(default="", max_length=500)
+
+
+class AppealCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"statement": "It is a cooking video, not violence."}]})
+    statement: str = Field(min_length=1, max_length=500)
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    clip_id: uuid.UUID
+    actor_kind: str
+    actor_id: uuid.UUID | None
+    action: str
+    reason: str
+    previous_state: str | None
+    new_state: str | None
+    created_at: datetime
+
+
+class AuditPage(BaseModel):
+    data: list[AuditEntryPublic]
+    next_cursor: str | None = None
+
+
+class QueueHealthPublic(BaseModel):
+    depth_by_severity: dict[int, int]
+    depth: int
+    oldest_open_age_s: float | None
+    decided_last_24h: int
+    median_time_to_decision_s: float | None

@@ -34,6 +34,7 @@ from core.errors import NotFoundError, PermissionDeniedError
 from core.handles import HANDLE_RE, handle_skeleton
 from core.outbox import enqueue
 from core.records import CameoCast, ModerationDecision, SocialEvent, utcnow
+from core.review import audit
 from core.topics import MODERATION_DECISIONS, SOCIAL_EVENTS
 from moderation.normalization import load_normalizer
 from moderation.restrictions import compile_restrictions
@@ -223,6 +224,15 @@ def take_down(session: Session, clip: Clip, reasons: list[str]) -> None:
     moderation.decisions, so the feed, the index and the archive all drop it."""
     if clip.status in ("removed", "blocked"):
         return
+    audit(
+        session,
+        clip.id,
+        "automatic",
+        "takedown",
+        reason="; ".join(reasons),
+        previous_state=clip.status,
+        new_state="removed",
+    )
     clip.status = "removed"
     clip.block_reasons = list(reasons)
     clip.updated_at = utcnow()

@@ -23,6 +23,7 @@ from core.engagement import apply_interaction, apply_social
 from core.records import (
     STATUS_RANK,
     ClipBlocked,
+    ClipFlagged,
     ClipGenerated,
     ClipPublished,
     GenerationStatus,
@@ -32,6 +33,7 @@ from core.records import (
     SocialEvent,
     utcnow,
 )
+from core.review import audit, enqueue_flag
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +133,42 @@ def apply_published(session: Session, rec: ClipPublished) -> None:
             advance_prompt(session, rec.prompt_id, "rejected", reason="; ".join(problems), clip_id=rec.clip_id)
             return
     if clip.status != "published":
+        before = clip.status
         clip.status = "published"
         clip.published_at = rec.occurred_at
         clip.checks = [c.model_dump(mode="json") for c in rec.checks]
         clip.updated_at = utcnow()
+        passed = ", ".join(c.name for c in rec.checks if c.passed)
+        audit(
+            session,
+            clip.id,
+            "automatic",
+            "publish",
+            reason=f"passed: {passed}",
+            previous_state=before,
+            new_state="published",
+        )
     advance_prompt(session, rec.prompt_id, "published", clip_id=rec.clip_id)
 
 
 def apply_blocked(session: Session, rec: ClipBlocked) -> None:
     clip = session.get(Clip, rec.clip_id, with_for_update=True)
     if clip is not None and clip.status != "blocked":
+        before = clip.status
         clip.status = "blocked"
         clip.published_at = None
         clip.block_reasons = list(rec.reasons)
         clip.checks = [c.model_dump(mode="json") for c in rec.checks]
         clip.updated_at = utcnow()
+        audit(
+            session,
+            clip.id,
+            "automatic",
+            "block",
+            reason="; ".join(rec.reasons),
+            previous_state=before,
+            new_state="blocked",
+        )
     advance_prompt(session, rec.prompt_id, "rejected", reason="; ".join(rec.reasons), clip_id=rec.clip_id)
 
 
@@ -155,6 +178,7 @@ def apply_decision(session: Session, rec: ModerationDecision) -> None:
     if clip is None:
         log.warning("moderation decision %s for unknown clip %s ignored", rec.decision, rec.clip_id)
         return
+    before = clip.status
     if rec.decision in ("takedown", "block"):
         target = "removed" if rec.decision == "takedown" else "blocked"
         if clip.status != target:
@@ -166,6 +190,23 @@ def apply_decision(session: Session, rec: ModerationDecision) -> None:
         clip.published_at = clip.published_at or rec.occurred_at
         clip.block_reasons = []
         clip.updated_at = utcnow()
+    if clip.status != before:  # the API records the decisions it applies itself
+        kind = "reviewer" if rec.decided_by == "reviewer" else "automatic"
+        audit(
+            session,
+            clip.id,
+            kind,
+            rec.decision,
+            actor_id=rec.reviewer_id,
+            reason="; ".join(rec.reasons),
+            previous_state=before,
+            new_state=clip.status,
+        )
+
+
+def apply_flagged(session: Session, rec: ClipFlagged) -> None:
+    """A clip the frame filter could not clear goes to human review."""
+    enqueue_flag(session, rec.clip_id, list(rec.reasons))
 
 
 APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {
@@ -174,6 +215,7 @@ APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {
     ClipPublished: apply_published,
     ClipBlocked: apply_blocked,
     ModerationDecision: apply_decision,
+    ClipFlagged: apply_flagged,
     Interaction: apply_interaction,
     SocialEvent: apply_social,
 }

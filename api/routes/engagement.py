@@ -24,7 +24,7 @@ from api.schemas import (
     ShareCreated,
     ViewCreate,
 )
-from core import graph
+from core import graph, review
 from core.db.models import Comment, Report, User
 from core.errors import NotFoundError, PermissionDeniedError
 from core.outbox import enqueue
@@ -217,10 +217,12 @@ def delete_comment(comment_id: uuid.UUID, user: CurrentUserDep, session: Session
 def report(
     clip_id: uuid.UUID, body: ReportCreate, user: CurrentUserDep, session: SessionDep, relay: RelayDep
 ) -> ReportCreated:
-    """Report a clip to trust and safety (needs a bearer token). Stored, never lost."""
+    """Report a clip to trust and safety (needs a bearer token). Stored, never lost, and
+    queued for a reviewer (reports on the same clip share one review item)."""
     published_clip(session, clip_id, user)
     row = Report(clip_id=clip_id, reporter_id=user.id, reason=body.reason, details=body.details)
     session.add(row)
+    review.enqueue_report(session, clip_id, body.reason, body.details)
     session.flush()
     enqueue(
         session,

@@ -288,3 +288,51 @@ class PromptCameo(Base):
     position: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     vetoed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ReviewItem(Base):
+    """One clip waiting for (or given) a trust-and-safety decision.
+
+    ``kind`` is report (user reports, merged per clip while open), flag (the frame
+    filter) or appeal (a creator contesting a removal, once per clip). A reviewer claims
+    an item for ``claim_expires_at``; an expired claim is free for anyone else."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        Index("ix_review_items_queue", "status", "severity", "created_at"),
+        Index("ix_review_items_clip", "clip_id", "kind"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    clip_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(String(16))  # report | flag | appeal
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | claimed | decided
+    severity: Mapped[int] = mapped_column(Integer, default=1)  # 1 low .. 4 escalated
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    escalated: Mapped[bool] = mapped_column(default=False)
+    claimed_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Appeals go to someone other than the reviewer who removed the clip.
+    excluded_reviewer: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    decision: Mapped[str | None] = mapped_column(String(16), default=None)  # approve | remove | escalate
+    policy_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuditEntry(Base):
+    """Append-only record of every decision about a clip, automatic or human.
+
+    Nothing updates or deletes these rows (on PostgreSQL a trigger refuses it)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_clip", "clip_id", "id"), Index("ix_audit_actor", "actor_id", "id"))
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    clip_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    actor_kind: Mapped[str] = mapped_column(String(16))  # automatic | reviewer | owner | creator
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    action: Mapped[str] = mapped_column(String(32))  # publish | block | takedown | restore | approve | escalate | …
+    reason: Mapped[str] = mapped_column(Text, default="")
+    previous_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    new_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_now)

@@ -18,6 +18,7 @@ from core.records import Record
 from core.settings import Settings
 from core.topics import (
     CLIPS_BLOCKED,
+    CLIPS_FLAGGED,
     CLIPS_GENERATED,
     CLIPS_PUBLISHED,
     GENERATION_STATUS,
@@ -34,6 +35,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     CLIPS_GENERATED,
     CLIPS_PUBLISHED,
     CLIPS_BLOCKED,
+    CLIPS_FLAGGED,
     MODERATION_DECISIONS,
     INTERACTIONS,
     SOCIAL_EVENTS,

@@ -25,6 +25,7 @@ PUBLIC = {p: "ok" for p in PERSONAS}
 SIGNED_IN = {"anonymous": 401, "other": "ok", "owner": "ok", "reviewer": "ok", "admin": "ok"}
 OWNER_PRIVATE = {"anonymous": 401, "other": 404, "owner": "ok", "reviewer": 404, "admin": 404}
 OWNER_ACTION = {"anonymous": 401, "other": 403, "owner": "ok", "reviewer": 403, "admin": 403}
+REVIEWER = {"anonymous": 401, "other": 403, "owner": 403, "reviewer": "ok", "admin": "ok"}
 ADMIN_ONLY = {"anonymous": 401, "other": 403, "owner": 403, "reviewer": 403, "admin": "ok"}
 
 # (method, path) → (rule, request builder from the world dict)
@@ -110,6 +111,34 @@ RULES: dict[tuple[str, str], tuple[dict[str, Any], Call]] = {
         lambda w: {"path": {"prompt_id": w["cast_prompt_id"]}},
     ),
     ("DELETE", "/v1/me/cameo"): (SIGNED_IN, lambda w: {"allow": {404}}),
+    # Trust and safety: reviewers and admins. A claim held by another reviewer, or a decision
+    # without a claim, is a 409: past the authorization check.
+    ("GET", "/v1/review/queue"): (REVIEWER, lambda w: {}),
+    ("GET", "/v1/review/stats"): (REVIEWER, lambda w: {}),
+    ("GET", "/v1/review/audit"): (REVIEWER, lambda w: {"params": {"clip_id": w["clip_id"]}}),
+    ("GET", "/v1/review/items/{item_id}"): (REVIEWER, lambda w: {"path": {"item_id": w["review_item"]}}),
+    ("GET", "/v1/review/items/{item_id}/video"): (REVIEWER, lambda w: {"path": {"item_id": w["review_item"]}}),
+    ("GET", "/v1/review/items/{item_id}/poster"): (
+        REVIEWER,
+        lambda w: {"path": {"item_id": w["review_item"]}, "allow": {404}},
+    ),
+    ("POST", "/v1/review/items/{item_id}/claim"): (
+        REVIEWER,
+        lambda w: {"path": {"item_id": w["review_item"]}, "allow": {409}},
+    ),
+    ("POST", "/v1/review/items/{item_id}/decision"): (
+        REVIEWER,
+        lambda w: {
+            "path": {"item_id": w["review_item"]},
+            "json": {"decision": "approve", "policy_reason": "no violation"},
+            "allow": {409},
+        },
+    ),
+    # Only the clip's creator may appeal (the clip is not removed: 409 past the check).
+    ("POST", "/v1/clips/{clip_id}/appeal"): (
+        {**OWNER_PRIVATE, "owner": "ok"},
+        lambda w: {"path": {"clip_id": w["clip_id"]}, "json": {"statement": "please"}, "allow": {409}},
+    ),
     ("POST", "/v1/provenance/verify"): (PUBLIC, lambda w: {"files": {"file": ("x.mp4", b"not a video", "video/mp4")}}),
 }
 
@@ -164,6 +193,12 @@ def world(client: TestClient, settings: Settings) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"\x00" * 16)
 
+    other_auth = {"Authorization": f"Bearer {tokens['other']}"}
+    report = client.post(f"/v1/clips/{cid}/reports", json={"reason": "spam"}, headers=other_auth)
+    assert report.status_code == 201, report.text
+    admin_auth = {"Authorization": f"Bearer {tokens['admin']}"}
+    (item,) = client.get("/v1/review/queue", headers=admin_auth).json()["data"]
+
     def new_comment() -> str:
         return str(client.post(f"/v1/clips/{cid}/comments", json={"text": "mine"}, headers=owner_auth).json()["id"])
 
@@ -179,6 +214,7 @@ def world(client: TestClient, settings: Settings) -> dict[str, Any]:
         "clip_id": str(cid),
         "prompt_id": prompt_id,
         "cast_prompt_id": cast_prompt_id,
+        "review_item": item["id"],
         "png": _png(),
         "face": face,
         "new_comment": new_comment,
