@@ -31,8 +31,9 @@ async function api(method, path, body) {
 function renderNav() {
   const nav = document.getElementById("nav-account");
   const me = store.me;
+  const reviewer = me && (me.role === "reviewer" || me.role === "admin");
   nav.innerHTML = me
-    ? `<a href="#/@${esc(me.handle)}" data-testid="nav-me">@${esc(me.handle)}</a><button class="link" data-testid="logout">Log out</button>`
+    ? `${reviewer ? `<a href="#/review" data-testid="nav-review">Review</a>` : ""}<a href="#/@${esc(me.handle)}" data-testid="nav-me">@${esc(me.handle)}</a><button class="link" data-testid="logout">Log out</button>`
     : `<a href="#/login" data-testid="nav-login">Log in</a>`;
   nav.querySelector("[data-testid=logout]")?.addEventListener("click", async () => {
     try { await api("POST", "/v1/auth/logout"); } catch (e) { /* already gone */ }
@@ -317,6 +318,71 @@ async function renderCameo() {
   }
 }
 
+const POLICY_REASONS = ["no violation", "sexual content", "violence or gore", "self-harm", "hate",
+  "harassment or bullying", "illegal activity", "minor safety", "impersonation or non-consensual likeness", "spam"];
+
+async function renderReviewQueue() {
+  if (!requireLogin()) return;
+  const [queue, stats] = await Promise.all([api("GET", "/v1/review/queue"), api("GET", "/v1/review/stats")]);
+  view.innerHTML = `
+    <section data-testid="review-queue"><h2>Review queue</h2>
+      <p class="muted" data-testid="queue-stats">${stats.depth} waiting${stats.oldest_open_age_s != null ?
+        ` · oldest ${Math.round(stats.oldest_open_age_s / 60)} min` : ""} · ${stats.decided_last_24h} decided today</p>
+      ${queue.data.length ? "" : "<p>Nothing to review.</p>"}
+      ${queue.data.map((i) => `<a class="queue-item sev${i.severity}" href="#/review/${i.id}" data-testid="queue-item">
+        <b>${esc(i.kind)}</b> · severity ${i.severity}${i.escalated ? " · escalated" : ""} · reach ${i.reach ?? 0}
+        <div>${esc(i.reasons.slice(0, 2).join("; "))}</div></a>`).join("")}
+    </section>`;
+}
+
+async function renderReviewItem(id) {
+  if (!requireLogin()) return;
+  const item = await api("GET", `/v1/review/items/${id}`);
+  const mine = item.status === "claimed" && item.claimed_by === store.me?.id;
+  const checks = item.safety_checks.map((c) => `<li>${c.passed ? "✓" : "✗"} ${esc(c.name)}: ${esc(c.detail)}</li>`).join("");
+  view.innerHTML = `
+    <section class="review" data-testid="review-item"><h2>${esc(item.kind)} · severity ${item.severity}</h2>
+      <div class="media hidden-media" data-testid="review-media"><img alt="clip poster"></div>
+      <button data-testid="reveal">Reveal</button>
+      <p><b>Prompt:</b> ${esc(item.prompt)}</p>
+      <p><b>Clip status:</b> <span data-testid="review-clip-status">${esc(item.clip_status)}</span></p>
+      <p><b>Reasons:</b> ${esc(item.reasons.join("; "))}</p>
+      <ul class="checks">${checks}</ul>
+      <p><b>@${esc(item.creator.handle)}</b>: ${item.creator.followers} followers, ${item.creator.clips_published} published,
+        ${item.creator.clips_removed} removed, ${item.creator.clips_blocked} blocked, ${item.creator.reports_received} reports</p>
+      ${item.status === "decided" ? `<p class="status" data-testid="review-decided">decided: ${esc(item.decision)} (${esc(item.policy_reason)})</p>` :
+        mine ? `<form data-testid="decision-form">
+          <label>Policy reason <select name="policy_reason">${POLICY_REASONS.map((r) => `<option>${esc(r)}</option>`).join("")}</select></label>
+          <input name="note" maxlength="500" placeholder="note (optional)">
+          <div class="actions"><button name="decision" value="approve">Approve</button>
+          <button name="decision" value="remove" class="primary" data-testid="remove">Remove</button>
+          <button name="decision" value="escalate">Escalate</button></div><p class="error"></p></form>` :
+        `<button class="primary" data-testid="claim">Claim</button>`}
+      <h3>Audit</h3><ul>${item.audit.map((a) => `<li>${esc(a.created_at)} ${esc(a.actor_kind)} ${esc(a.action)} ${esc(a.reason)}</li>`).join("")}</ul>
+    </section>`;
+  // Blurred and greyscale until the reviewer chooses to look.
+  privateImage(item.poster_url).then((u) => { view.querySelector(".media img").src = u; });
+  view.querySelector("[data-testid=reveal]").addEventListener("click", async () => {
+    const box = view.querySelector(".media");
+    box.classList.remove("hidden-media");
+    const src = await privateImage(item.video_url);
+    box.innerHTML = `<video src="${src}" controls muted playsinline data-testid="review-video"></video>`;
+  });
+  view.querySelector("[data-testid=claim]")?.addEventListener("click", async () => {
+    try { await api("POST", `/v1/review/items/${id}/claim`); renderReviewItem(id); } catch (e) { toast(e.message); }
+  });
+  const form = view.querySelector("[data-testid=decision-form]");
+  form?.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", `/v1/review/items/${id}/decision`, {
+        decision: ev.submitter.value, policy_reason: form.policy_reason.value, note: form.note.value,
+      });
+      toast("Decided"); renderReviewItem(id);
+    } catch (e) { form.querySelector(".error").textContent = e.message; }
+  });
+}
+
 async function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
@@ -326,6 +392,8 @@ async function route() {
     else if (path === "/login") renderLogin();
     else if (path === "/create") renderCreate(params);
     else if (path === "/cameo") await renderCameo();
+    else if (path === "/review") await renderReviewQueue();
+    else if (path.startsWith("/review/")) await renderReviewItem(path.slice(8));
     else await renderFeed();
   } catch (e) { view.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
 }

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -422,17 +423,12 @@ def test_likes_comments_and_follows_are_counted_by_the_stream_processor(stack: S
     assert profile["counts"]["followers"] == 1 and profile["counts"]["likes_received"] >= 1
 
 
-def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
-    """Sign up, register a cameo, submit a prompt casting yourself and watch it publish,
-    like it, follow another creator, open their profile, see the clip among your
-    appearances: in headless Chromium driven by Selenium."""
+def _browser(tmp_path: Path) -> Any:
+    """Headless Debian Chromium driven by Selenium (skips when it is not installed)."""
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or ""
@@ -450,7 +446,18 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+
+
+def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
+    """Sign up, register a cameo, submit a prompt casting yourself and watch it publish,
+    like it, follow another creator, open their profile, see the clip among your
+    appearances: in headless Chromium driven by Selenium."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _browser(tmp_path)
     wait = WebDriverWait(driver, 30)
 
     def by(testid: str) -> Any:
@@ -523,6 +530,70 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
         driver.save_screenshot(str(tmp_path / "cameo.png"))
     finally:
         driver.quit()
+
+
+def test_a_reviewer_removes_a_reported_clip_in_the_console(stack: Stack, tmp_path: Path) -> None:
+    """Report a clip; a reviewer claims it in the console, reveals it, removes it; it is
+    gone from the feed (headless Chromium)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    creator, fan, reviewer = stack.user("e2e_edgy"), stack.user("e2e_reporter"), stack.user("e2e_reviewer")
+    pid = stack.http.post("/v1/prompts", json={"text": "a knight fighting a dragon"}, headers=creator).json()["id"]
+    clip_id = stack.wait_prompt(pid, creator, {"published", "rejected", "failed"})["clip_id"]
+    assert stack.http.post(f"/v1/clips/{clip_id}/reports", json={"reason": "violence"}, headers=fan).status_code == 201
+    subprocess.run(
+        [sys.executable, "-m", "core.cli", "set-role", "e2e_reviewer", "reviewer"],
+        cwd=stack.up.cwd,
+        env=stack.up.env,
+        check=True,
+        capture_output=True,
+    )
+    items = stack.http.get("/v1/review/queue", headers=reviewer).json()["data"]
+    (item,) = [i for i in items if i["clip_id"] == clip_id]
+
+    driver = _browser(tmp_path)
+    wait = WebDriverWait(driver, 30)
+
+    def by(testid: str) -> Any:
+        return wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"[data-testid={testid}]")))
+
+    try:
+        driver.get(f"{stack.api}/#/login")
+        form = by("login-form")
+        form.find_element(By.NAME, "handle").send_keys("e2e_reviewer")
+        form.find_element(By.NAME, "password").send_keys("correct horse battery")
+        form.find_element(By.TAG_NAME, "button").click()
+        by("nav-review").click()
+        by("queue-item")
+        driver.find_element(By.CSS_SELECTOR, f"a[href='#/review/{item['id']}']").click()
+        media = by("review-media")
+        assert "hidden-media" in media.get_attribute("class"), "blurred until revealed"
+        by("claim").click()
+        form = by("decision-form")
+        by("reveal").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=review-video]").get_attribute("src"))
+        Select(form.find_element(By.NAME, "policy_reason")).select_by_visible_text("violence or gore")
+        by("remove").click()
+        assert "remove" in by("review-decided").text
+        assert by("review-clip-status").text == "removed"
+        driver.save_screenshot(str(tmp_path / "review.png"))
+    finally:
+        driver.quit()
+    assert stack.http.get(f"/v1/clips/{clip_id}").status_code == 404
+    assert clip_id not in {c["id"] for c in stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]}
+
+    def announced() -> list[Any] | None:
+        found = [
+            json.loads(m.value)
+            for m in read_topic(stack.bootstrap, MODERATION_DECISIONS.name)
+            if m.key != POISON_KEY and json.loads(m.value)["clip_id"] == clip_id
+        ]
+        return found or None
+
+    (decision,) = wait_for(announced, 10, "the reviewer's takedown on moderation.decisions")
+    assert (decision["decision"], decision["decided_by"]) == ("takedown", "reviewer")
 
 
 def test_no_legitimate_event_was_dead_lettered(stack: Stack) -> None:
