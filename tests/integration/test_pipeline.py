@@ -30,6 +30,7 @@ from core.broker import free_port, port_open
 from core.topics import (
     CATALOG,
     CLIPS_BLOCKED,
+    CLIPS_FLAGGED,
     CLIPS_GENERATED,
     CLIPS_PUBLISHED,
     GENERATION_STATUS,
@@ -227,6 +228,7 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(sta
         GENERATION_STATUS: {"materializer"},
         CLIPS_PUBLISHED: {"materializer"},
         CLIPS_BLOCKED: {"materializer"},
+        CLIPS_FLAGGED: {"materializer"},
         MODERATION_DECISIONS: {"materializer"},
         INTERACTIONS: {"materializer"},
         SOCIAL_EVENTS: {"materializer"},
