@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.handles import validate_handle
+from core.review import PolicyReason
 
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -477,20 +478,6 @@ class ProvenanceReport(BaseModel):
     generator: str | None = None
     clip_status: str | None = Field(default=None, description="The clip's status here (published, removed, …)")
     problems: list[str] = Field(default_factory=list, description="C2PA validation codes, when there were any")
-
-
-PolicyReason = Literal[
-    "sexual content",
-    "violence or gore",
-    "self-harm",
-    "hate",
-    "harassment or bullying",
-    "illegal activity",
-    "minor safety",
-    "impersonation or non-consensual likeness",
-    "spam",
-    "no violation",
-]
 
 
 class ReviewItemPublic(BaseModel):

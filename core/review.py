@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -42,7 +42,7 @@ REPORT_SEVERITY = {
     "spam": 1,
     "other": 1,
 }
-POLICY_REASONS = (
+PolicyReason = Literal[
     "sexual content",
     "violence or gore",
     "self-harm",
@@ -53,7 +53,8 @@ POLICY_REASONS = (
     "impersonation or non-consensual likeness",
     "spam",
     "no violation",
-)
+]
+POLICY_REASONS: tuple[str, ...] = get_args(PolicyReason)
 
 
 def audit(

@@ -89,6 +89,23 @@ def _name(common_name: str) -> Any:
     )
 
 
+def _key_usage(*, signer: bool) -> Any:
+    """A signer signs content; a root signs certificates (and revocation lists)."""
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=signer,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=not signer,
+        crl_sign=not signer,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _pem_key(key: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
@@ -108,17 +125,7 @@ def issue_signer(ca_cert_pem: bytes, ca_key_pem: bytes, days: int = 365) -> tupl
     ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _key_usage(signer=True)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(f"Clipstream signer {now:%Y-%m-%d %H:%M:%S}"))
@@ -144,17 +151,7 @@ def _new_root() -> tuple[bytes, bytes]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _key_usage(signer=False)
     name = _name("Clipstream development root")
     cert = (
         x509.CertificateBuilder()

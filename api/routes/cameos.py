@@ -4,7 +4,7 @@ that casts you, revoke at any time (published clips casting you come down at onc
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 from fastapi.responses import FileResponse
@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUserDep, MediaDep, RelayDep, SessionDep, user_rate_limit
 from api.images import MAX_IMAGE_BYTES, ImageRejected, NormalizedImage, normalize_image
+from api.media import clip_file
 from api.pagination import CursorQ, LimitQ, decode_cursor
 from api.problems import RATE_LIMITED, ApiError, Problem
 from api.routes.users import find_user, summary
@@ -336,15 +337,12 @@ def _my_appearance(session: Session, user: User, prompt_id: uuid.UUID) -> tuple[
 
 
 def _appearance_media(
-    session: Session, media: LocalMediaStore, user: User, prompt_id: uuid.UUID, which: str
+    session: Session, media: LocalMediaStore, user: User, prompt_id: uuid.UUID, which: Literal["video", "poster"]
 ) -> FileResponse:
     _, clip = _my_appearance(session, user, prompt_id)
     if clip is None:
         raise NotFoundError("this clip has not been rendered yet")
-    key, mime = (clip.video_key, clip.mime_type) if which == "video" else (clip.poster_key, "image/jpeg")
-    if not media.exists(key):
-        raise NotFoundError("the media file is missing")
-    return FileResponse(media.path(key), media_type=mime, headers={"Cache-Control": "private, no-store"})
+    return clip_file(media, clip, which)
 
 
 @router.get(

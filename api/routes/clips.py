@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from api.deps import MediaDep, OptionalUserDep, SessionDep
+from api.media import PUBLIC_CACHE, clip_file
 from api.pagination import CursorQ, LimitQ, decode_cursor
 from api.problems import Problem
 from api.schemas import ClipCreator, ClipPublic, ClipStatsPublic, FeedPage
@@ -93,13 +94,6 @@ def get_remixes(
     return FeedPage(data=[clip_public(c) for c in clips], next_cursor=nxt.encode() if nxt else None)
 
 
-def _media_file(media: MediaDep, key: str, media_type: str) -> FileResponse:
-    path = media.path(key)
-    if not path.is_file():
-        raise NotFoundError("the media file is missing")
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=31536000, immutable"})
-
-
 @router.get(
     "/v1/clips/{clip_id}/video",
     response_class=FileResponse,
@@ -111,7 +105,7 @@ def _media_file(media: MediaDep, key: str, media_type: str) -> FileResponse:
 def get_clip_video(clip_id: uuid.UUID, session: SessionDep, media: MediaDep) -> FileResponse:
     """Download or stream the clip's video (anyone may call this)."""
     clip = published_clip(session, clip_id)
-    return _media_file(media, clip.video_key, clip.mime_type)
+    return clip_file(media, clip, "video", PUBLIC_CACHE)
 
 
 @router.get(
@@ -122,4 +116,4 @@ def get_clip_video(clip_id: uuid.UUID, session: SessionDep, media: MediaDep) -> 
 def get_clip_poster(clip_id: uuid.UUID, session: SessionDep, media: MediaDep) -> FileResponse:
     """The clip's poster image (anyone may call this)."""
     clip = published_clip(session, clip_id)
-    return _media_file(media, clip.poster_key, "image/jpeg")
+    return clip_file(media, clip, "poster", PUBLIC_CACHE)

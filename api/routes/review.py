@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import FileResponse
@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUserDep, MediaDep, RelayDep, SessionDep, require_role, user_rate_limit
+from api.media import clip_file
 from api.problems import Problem
 from api.schemas import (
     AppealCreate,
@@ -157,15 +158,13 @@ def decide_item(
     return _detail(session, item)
 
 
-def _item_media(session: Session, media: MediaDep, item_id: uuid.UUID, which: str) -> FileResponse:
-    item = review.get_item(session, item_id)
-    clip = session.get(Clip, item.clip_id)
+def _item_media(
+    session: Session, media: MediaDep, item_id: uuid.UUID, which: Literal["video", "poster"]
+) -> FileResponse:
+    clip = session.get(Clip, review.get_item(session, item_id).clip_id)
     if clip is None:
         raise NotFoundError("the clip no longer exists")
-    key, mime = (clip.video_key, clip.mime_type) if which == "video" else (clip.poster_key, "image/jpeg")
-    if not media.exists(key):
-        raise NotFoundError("the media file is missing")
-    return FileResponse(media.path(key), media_type=mime, headers={"Cache-Control": "private, no-store"})
+    return clip_file(media, clip, which)
 
 
 @router.get(

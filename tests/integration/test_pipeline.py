@@ -351,6 +351,17 @@ def test_killing_the_generation_worker_mid_render_loses_nothing_and_duplicates_n
     assert len({json.loads(m.value)["clip_id"] for m in published}) == len(pids)
 
 
+def _announced_decisions(stack: Stack, clip_id: str) -> list[dict[str, Any]]:
+    """The moderation decisions about a clip on the topic, once at least one is there."""
+
+    def found() -> list[dict[str, Any]] | None:
+        messages = read_topic(stack.bootstrap, MODERATION_DECISIONS.name)
+        values = [json.loads(m.value) for m in messages if m.key != POISON_KEY]
+        return [v for v in values if v.get("clip_id") == clip_id] or None
+
+    return wait_for(found, 10, f"a decision about {clip_id} on moderation.decisions")
+
+
 def _face() -> bytes:
     import io
 
@@ -388,15 +399,7 @@ def test_a_cameo_is_published_with_consent_and_taken_down_within_seconds_of_revo
     assert stack.http.get(f"/v1/clips/{clip_id}").status_code == 404
     assert clip_id not in {c["id"] for c in stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]}
 
-    def announced() -> list[Any] | None:
-        found = [
-            json.loads(m.value)
-            for m in read_topic(stack.bootstrap, MODERATION_DECISIONS.name)
-            if m.key != POISON_KEY and json.loads(m.value)["clip_id"] == clip_id
-        ]
-        return found or None
-
-    (decision,) = wait_for(announced, 10, "the takedown on moderation.decisions")
+    (decision,) = _announced_decisions(stack, clip_id)
     assert decision["decision"] == "takedown" and "turned off their cameo" in decision["reasons"][0]
     assert time.monotonic() - revoked_at < 10
 
@@ -586,15 +589,7 @@ def test_a_reviewer_removes_a_reported_clip_in_the_console(stack: Stack, tmp_pat
     assert stack.http.get(f"/v1/clips/{clip_id}").status_code == 404
     assert clip_id not in {c["id"] for c in stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]}
 
-    def announced() -> list[Any] | None:
-        found = [
-            json.loads(m.value)
-            for m in read_topic(stack.bootstrap, MODERATION_DECISIONS.name)
-            if m.key != POISON_KEY and json.loads(m.value)["clip_id"] == clip_id
-        ]
-        return found or None
-
-    (decision,) = wait_for(announced, 10, "the reviewer's takedown on moderation.decisions")
+    (decision,) = _announced_decisions(stack, clip_id)
     assert (decision["decision"], decision["decided_by"]) == ("takedown", "reviewer")
 
 
