@@ -24,7 +24,9 @@ from core.media import LocalMediaStore
 from core.outbox import OutboxRelay
 from core.settings import Settings
 from generation.provenance import credentials_from
+from moderation.harm_classifier import default_classifier
 from moderation.prompt_policy import load_prompt_policy
+from moderation.text_moderation import TextModerator
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.media = LocalMediaStore(settings.media.root)
-        app.state.prompt_policy = load_prompt_policy()
+        classifier = default_classifier() if settings.moderation.classifier_enabled else None
+        app.state.prompt_policy = TextModerator(load_prompt_policy(), classifier)
+        app.state.prompt_policy.warm_up()
         app.state.provenance_trust = credentials_from(settings).trust_anchors_pem
         app.state.relay = None
         app.state.rate_limiter = RateLimiter()

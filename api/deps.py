@@ -17,7 +17,7 @@ from core.db.models import User
 from core.media import LocalMediaStore
 from core.outbox import OutboxRelay
 from core.settings import Settings
-from moderation.prompt_policy import PromptPolicy
+from moderation.text_moderation import TextModerator
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -36,7 +36,7 @@ def get_media(request: Request) -> LocalMediaStore:
     return request.app.state.media  # type: ignore[no-any-return]
 
 
-def get_policy(request: Request) -> PromptPolicy:
+def get_policy(request: Request) -> TextModerator:
     return request.app.state.prompt_policy  # type: ignore[no-any-return]
 
 
@@ -52,7 +52,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 InteractionsDep = Annotated[InteractionPublisher, Depends(get_interactions)]
 SessionDep = Annotated[Session, Depends(get_session)]
 MediaDep = Annotated[LocalMediaStore, Depends(get_media)]
-PolicyDep = Annotated[PromptPolicy, Depends(get_policy)]
+PolicyDep = Annotated[TextModerator, Depends(get_policy)]
 RelayDep = Annotated[OutboxRelay | None, Depends(get_relay)]
 
 _bearer = HTTPBearer(auto_error=False, description="Token from POST /v1/auth/signup or /v1/auth/login")

@@ -20,7 +20,6 @@ other consumer.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session
 from core import graph
 from core.db.models import CameoApproval, Clip, Likeness, PromptCameo, User
 from core.errors import NotFoundError, PermissionDeniedError
-from core.handles import HANDLE_RE, handle_skeleton
+from core.handles import HANDLE_RE, MENTION, handle_skeleton
 from core.outbox import enqueue
 from core.records import CameoCast, ModerationDecision, SocialEvent, utcnow
 from core.review import audit
@@ -41,9 +40,6 @@ from moderation.restrictions import compile_restrictions
 
 CONSENT_MODES = ("only_me", "approved", "mutuals", "everyone")
 MAX_CAST = 2
-# "@" not preceded by a word character (so e-mail addresses are not mentions), then
-# everything up to whitespace; trailing punctuation is trimmed afterwards.
-_MENTION = re.compile(r"(?<![\w@])@(\S+)")
 _TRAILING = ".,!?;:)]}'\"…»”’"
 
 
@@ -68,7 +64,7 @@ class CastMember:
 def mentions(text: str) -> list[str]:
     """@handles in a prompt, in order of appearance, each once (case-insensitive)."""
     seen: dict[str, str] = {}
-    for match in _MENTION.finditer(text):
+    for match in MENTION.finditer(text):  # trailing punctuation is trimmed below
         name = match.group(1).rstrip(_TRAILING)
         # "@alice's" casts @alice.
         for suffix in ("'s", "’s"):

@@ -15,3 +15,14 @@ def handle_skeleton(handle: str) -> str:
     for seq, rep in _SEQUENCES:
         s = s.replace(seq, rep)
     return s.translate(_CHARS)
+
+
+#: An @mention: "@" not preceded by a word character (so e-mail addresses are not
+#: mentions), then everything up to whitespace.
+MENTION = re.compile(r"(?<![\w@])@(\S+)")
+
+
+def strip_mentions(text: str, replacement: str = "") -> str:
+    """The text without its @handles: a handle names a person, not something to draw or
+    judge ("@sunny_star" is not a star). ``replacement`` stands in for each one."""
+    return " ".join(MENTION.sub(replacement, text).split())

@@ -126,6 +126,11 @@ class ProvenanceSettings(BaseModel):
     trust_anchors_file: Path | None = None
 
 
+class ModerationSettings(BaseModel):
+    # The learned prompt classifier next to the term lists (moderation/harm_classifier.py).
+    classifier_enabled: bool = True
+
+
 class SeedSettings(BaseModel):
     enabled: bool = True
     prompts_per_user: int = 2
@@ -150,6 +155,7 @@ class Settings(BaseSettings):
     workers: WorkerSettings = WorkerSettings()
     generation: GenerationSettings = GenerationSettings()
     provenance: ProvenanceSettings = ProvenanceSettings()
+    moderation: ModerationSettings = ModerationSettings()
     seed: SeedSettings = SeedSettings()
     log_level: str = "INFO"
 

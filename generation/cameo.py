@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
 from generation.base import CameoLikeness, GenerationError
 from generation.watermark import clean_handle, load_font
-
-#: An @mention (as core.cameos reads them): "@" not preceded by a word character.
-_MENTION = re.compile(r"(?<![\w@])@\S+")
 
 #: Decoding limit for a likeness file (the API stores ≤ 1024 px WebP; this is a backstop).
 MAX_LIKENESS_PIXELS = 4096 * 4096
@@ -42,12 +38,6 @@ def load_likeness(cameo: CameoLikeness) -> Image.Image:
             return img.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise GenerationError(f"likeness image for @{cameo.handle} cannot be decoded: {e}") from e
-
-
-def strip_mentions(prompt: str, replacement: str = "") -> str:
-    """The prompt without its @handles: a handle names a person, not something to draw
-    ("@sunny_star" is not a star). ``replacement`` stands in for each one."""
-    return " ".join(_MENTION.sub(replacement, prompt).split())
 
 
 def _ring_colour(handle: str) -> tuple[int, int, int, int]:

@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ConfigurationError
+from core.handles import strip_mentions
 from generation.base import GenerationError, RenderedClip, RenderRequest, UnsupportedRequest
-from generation.cameo import strip_mentions
 from generation.encoding import package_clip
 from generation.procedural import ProceduralRenderer
 from generation.vocabulary import default_vocabulary

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from core.handles import strip_mentions
 from generation.base import GenerationError, RenderedClip, RenderRequest
-from generation.cameo import likeness_sprite, load_likeness, strip_mentions
+from generation.cameo import likeness_sprite, load_likeness
 from generation.color import RGBA, darker, lighter, mix, parse_hex
 from generation.encoding import package_clip
 from generation.motion import CROSSING_TRAJECTORIES, Pose, compute_pose

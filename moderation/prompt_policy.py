@@ -81,8 +81,11 @@ class PolicyReason:
     category: str
     term: str  # the list entry that matched, as written in the list (after {a,b} expansion)
     action: Action  # what this category's rule (or a combination rule) says
+    source: str = "terms"  # "terms" (these lists) or "classifier" (moderation.text_moderation)
 
     def as_text(self) -> str:
+        if self.source != "terms":
+            return f"{self.category}: {self.term}"
         return f"{self.category}: matched '{self.term}'"
 
 

@@ -180,3 +180,14 @@ def test_daily_generation_quota(settings: Settings) -> None:
         assert retry.status_code == 429
         other = signup(client, "newcomer")
         assert client.post("/v1/prompts", json={"text": "a dog"}, headers=other).status_code == 202
+
+
+def test_the_learned_classifier_rejects_what_the_term_lists_miss(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.post(
+        "/v1/prompts", json={"text": "a man's head being cut off with blood spraying everywhere"}, headers=auth
+    )
+    body = resp.json()
+    assert resp.status_code == 202 and body["status"] == "rejected"
+    assert "learned classifier" in body["reason"]
+    assert [r["category"] for r in body["moderation"]["reasons"]] == ["violence"]
+    assert "+harm-clf-" in body["moderation"]["policy_version"]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.handles import strip_mentions
 from generation import CameoLikeness, GenerationError, ProceduralRenderer, RenderRequest
-from generation.cameo import strip_mentions
 
 # A colour the vocabulary never paints: where it shows, the likeness is on screen.
 MARKER = (255, 0, 255)
