@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -428,8 +428,9 @@ def test_likes_comments_and_follows_are_counted_by_the_stream_processor(stack: S
     assert profile["counts"]["followers"] == 1 and profile["counts"]["likes_received"] >= 1
 
 
-def _browser(tmp_path: Path) -> Any:
-    """Headless Debian Chromium driven by Selenium (skips when it is not installed)."""
+def _browser(tmp_path: Path) -> tuple[Any, Any, Callable[[str], Any]]:
+    """Headless Debian Chromium driven by Selenium (skips when it is not installed):
+    the driver, a 30 s wait, and ``by(testid)`` that waits for a clickable element."""
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver
@@ -451,7 +452,17 @@ def _browser(tmp_path: Path) -> Any:
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+    wait = WebDriverWait(driver, 30)
+
+    def by(testid: str) -> Any:
+        return wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"[data-testid={testid}]")))
+
+    return driver, wait, by
 
 
 def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
@@ -462,11 +473,7 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = _browser(tmp_path)
-    wait = WebDriverWait(driver, 30)
-
-    def by(testid: str) -> Any:
-        return wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"[data-testid={testid}]")))
+    driver, wait, by = _browser(tmp_path)
 
     try:
         driver.get(f"{stack.api}/#/login")
@@ -541,8 +548,7 @@ def test_a_reviewer_removes_a_reported_clip_in_the_console(stack: Stack, tmp_pat
     """Report a clip; a reviewer claims it in the console, reveals it, removes it; it is
     gone from the feed (headless Chromium)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     creator, fan, reviewer = stack.user("e2e_edgy"), stack.user("e2e_reporter"), stack.user("e2e_reviewer")
     pid = stack.http.post("/v1/prompts", json={"text": "a knight fighting a dragon"}, headers=creator).json()["id"]
@@ -558,11 +564,7 @@ def test_a_reviewer_removes_a_reported_clip_in_the_console(stack: Stack, tmp_pat
     items = stack.http.get("/v1/review/queue", headers=reviewer).json()["data"]
     (item,) = [i for i in items if i["clip_id"] == clip_id]
 
-    driver = _browser(tmp_path)
-    wait = WebDriverWait(driver, 30)
-
-    def by(testid: str) -> Any:
-        return wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"[data-testid={testid}]")))
+    driver, wait, by = _browser(tmp_path)
 
     try:
         driver.get(f"{stack.api}/#/login")
