@@ -213,7 +213,7 @@ class PromptPublic(BaseModel):
         }
     )
     id: uuid.UUID
-    status: Literal["queued", "generating", "moderating", "published", "rejected", "failed"]
+    status: Literal["queued", "generating", "moderating", "in_review", "published", "rejected", "failed"]
     reason: str | None = Field(description="Why the prompt was rejected or failed.")
     text: str
     seed: int

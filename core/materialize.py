@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.cameos import recheck, take_down
 from core.db.engine import session_scope
-from core.db.models import Clip, ProcessedEvent, Prompt, PromptEvent
+from core.db.models import Clip, ProcessedEvent, PromptEvent
 from core.engagement import apply_interaction, apply_social
+from core.prompt_status import advance_prompt
 from core.records import (
-    STATUS_RANK,
     ClipBlocked,
     ClipFlagged,
     ClipGenerated,
@@ -37,28 +37,8 @@ from core.review import audit, enqueue_flag
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {"published", "rejected", "failed"}
 #: Statuses that moderation reports alongside a clip event; the clip event applies them.
-CLIP_OUTCOMES = {"published", "rejected"}
-
-
-def advance_prompt(
-    session: Session, prompt_id: Any, status: str, *, reason: str | None = None, clip_id: Any = None
-) -> bool:
-    """Move a prompt forward to ``status``; never backwards, never out of a terminal state."""
-    prompt = session.get(Prompt, prompt_id, with_for_update=True)
-    if prompt is None:
-        log.warning("status %s for unknown prompt %s ignored", status, prompt_id)
-        return False
-    if clip_id is not None and prompt.clip_id is None:
-        prompt.clip_id = clip_id
-    if prompt.status in TERMINAL or STATUS_RANK[status] <= STATUS_RANK[prompt.status]:
-        return False
-    prompt.status = status
-    if reason is not None:
-        prompt.reason = reason
-    prompt.updated_at = utcnow()
-    return True
+CLIP_OUTCOMES = {"published", "rejected", "in_review"}
 
 
 def apply_status(session: Session, rec: GenerationStatus) -> None:
@@ -83,7 +63,7 @@ def apply_status(session: Session, rec: GenerationStatus) -> None:
     advance_prompt(session, rec.prompt_id, rec.status, reason=rec.reason, clip_id=rec.clip_id)
 
 
-def _clip_from(rec: ClipGenerated | ClipPublished) -> Clip:
+def _clip_from(rec: ClipGenerated | ClipPublished | ClipFlagged) -> Clip:
     m = rec.media
     return Clip(
         id=rec.clip_id,
@@ -132,11 +112,14 @@ def apply_published(session: Session, rec: ClipPublished) -> None:
             take_down(session, clip, ["cameo consent: " + p for p in problems])
             advance_prompt(session, rec.prompt_id, "rejected", reason="; ".join(problems), clip_id=rec.clip_id)
             return
+    if clip.status == "in_review":  # a redelivered publication cannot skip the reviewer
+        return
     if clip.status != "published":
         before = clip.status
         clip.status = "published"
         clip.published_at = rec.occurred_at
         clip.checks = [c.model_dump(mode="json") for c in rec.checks]
+        clip.embedding, clip.embedding_model = rec.embedding, rec.embedding_model
         clip.updated_at = utcnow()
         passed = ", ".join(c.name for c in rec.checks if c.passed)
         audit(
@@ -185,7 +168,11 @@ def apply_decision(session: Session, rec: ModerationDecision) -> None:
             clip.status = target
             clip.block_reasons = list(rec.reasons)
             clip.updated_at = utcnow()
-    elif rec.decision == "restore" and rec.decided_by == "reviewer" and clip.status in ("removed", "blocked"):
+    elif (
+        rec.decision in ("restore", "publish")
+        and rec.decided_by == "reviewer"
+        and clip.status in ("removed", "blocked", "in_review")
+    ):
         clip.status = "published"
         clip.published_at = clip.published_at or rec.occurred_at
         clip.block_reasons = []
@@ -205,8 +192,33 @@ def apply_decision(session: Session, rec: ModerationDecision) -> None:
 
 
 def apply_flagged(session: Session, rec: ClipFlagged) -> None:
-    """A clip the frame filter could not clear goes to human review."""
-    enqueue_flag(session, rec.clip_id, list(rec.reasons))
+    """A clip the frame filter could not clear is held back (``in_review``, in no feed)
+    and queued for a human; the reviewer's approval publishes it (core.review.decide)."""
+    clip = session.get(Clip, rec.clip_id, with_for_update=True)
+    if clip is None:
+        clip = _clip_from(rec)
+        session.add(clip)
+    if clip.status in ("blocked", "removed", "published"):
+        # Already decided (a takedown, or a reviewer who got there first): nothing to hold.
+        return
+    if clip.status != "in_review":
+        before = clip.status
+        clip.status = "in_review"
+        clip.checks = [c.model_dump(mode="json") for c in rec.checks]
+        clip.embedding, clip.embedding_model = rec.embedding, rec.embedding_model
+        clip.updated_at = utcnow()
+        session.flush()
+        enqueue_flag(session, clip.id, list(rec.reasons))
+        audit(
+            session,
+            clip.id,
+            "automatic",
+            "flag",
+            reason="; ".join(rec.reasons),
+            previous_state=before,
+            new_state="in_review",
+        )
+    advance_prompt(session, rec.prompt_id, "in_review", reason="; ".join(rec.reasons), clip_id=rec.clip_id)
 
 
 APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {

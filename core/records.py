@@ -91,16 +91,17 @@ class PromptSubmitted(Record):
     cameos: list[CameoCast] = Field(default_factory=list, max_length=2, description="People cast, at most two.")
 
 
-PromptStatusValue = Literal["queued", "generating", "moderating", "published", "rejected", "failed"]
+PromptStatusValue = Literal["queued", "generating", "moderating", "in_review", "published", "rejected", "failed"]
 
 # Status only moves forward: a redelivered "generating" never overwrites "published".
 STATUS_RANK: dict[str, int] = {
     "queued": 0,
     "generating": 1,
     "moderating": 2,
-    "published": 3,
-    "rejected": 3,
-    "failed": 3,
+    "in_review": 3,
+    "published": 4,
+    "rejected": 4,
+    "failed": 4,
 }
 
 
@@ -166,10 +167,12 @@ class SafetyCheck(BaseModel):
 
 
 class ClipPublished(_RenderedClipRecord):
-    """A clip that passed moderation. ``embedding`` arrives with the CLIP filter."""
+    """A clip that passed moderation, with the frame filter's CLIP embedding for ranking
+    (None only when the filter is switched off)."""
 
     checks: list[SafetyCheck]
     embedding: list[float] | None = None
+    embedding_model: str | None = None
 
 
 class ClipBlocked(Record):
@@ -180,14 +183,13 @@ class ClipBlocked(Record):
     checks: list[SafetyCheck]
 
 
-class ClipFlagged(Record):
-    """A clip sent to human review (produced once the CLIP filter exists)."""
+class ClipFlagged(_RenderedClipRecord):
+    """A clip the frame filter could neither clear nor block: held back for human review."""
 
-    clip_id: uuid.UUID
-    prompt_id: uuid.UUID
-    user_id: uuid.UUID
     reasons: list[str]
     checks: list[SafetyCheck]
+    embedding: list[float] | None = None
+    embedding_model: str | None = None
 
 
 class ModerationDecision(Record):

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from core.db.models import AuditEntry, Clip, ClipStats, ReviewItem, User, UserStats
 from core.errors import ConflictError, NotFoundError, PermissionDeniedError
 from core.outbox import enqueue
+from core.prompt_status import advance_prompt
 from core.records import ModerationDecision, utcnow
 from core.topics import MODERATION_DECISIONS
 
@@ -82,7 +83,7 @@ def audit(
     )
 
 
-def _open_item(session: Session, clip_id: uuid.UUID, kind: str) -> ReviewItem | None:
+def open_item(session: Session, clip_id: uuid.UUID, kind: str) -> ReviewItem | None:
     return session.scalar(
         select(ReviewItem).where(
             ReviewItem.clip_id == clip_id, ReviewItem.kind == kind, ReviewItem.status.in_(("open", "claimed"))
@@ -92,7 +93,7 @@ def _open_item(session: Session, clip_id: uuid.UUID, kind: str) -> ReviewItem | 
 
 def enqueue_report(session: Session, clip_id: uuid.UUID, reason: str, details: str = "") -> ReviewItem:
     """Add a user report to the clip's open report item (one per clip while undecided)."""
-    item = _open_item(session, clip_id, "report")
+    item = open_item(session, clip_id, "report")
     text = f"report: {reason}" + (f" — {details[:200]}" if details else "")
     if item is None:
         item = ReviewItem(clip_id=clip_id, kind="report", severity=REPORT_SEVERITY.get(reason, 1), reasons=[text])
@@ -105,7 +106,7 @@ def enqueue_report(session: Session, clip_id: uuid.UUID, reason: str, details: s
 
 def enqueue_flag(session: Session, clip_id: uuid.UUID, reasons: list[str], severity: int = 2) -> ReviewItem:
     """A clip the automatic filter sent to human review."""
-    item = _open_item(session, clip_id, "flag")
+    item = open_item(session, clip_id, "flag")
     if item is None:
         item = ReviewItem(clip_id=clip_id, kind="flag", severity=severity, reasons=list(reasons))
         session.add(item)
@@ -206,11 +207,22 @@ def decide(
         audit(session, clip.id, "reviewer", "escalate", actor_id=reviewer.id, reason=reason, previous_state=before)
         return item
     if decision == "remove" and clip.status != "removed":
+        held = clip.status == "in_review"
         clip.status = "removed"
         clip.block_reasons = [f"removed by review: {reason}"]
         clip.updated_at = now
         _announce(session, clip, "takedown", reviewer, [reason])
-    elif decision == "approve" and item.kind == "appeal" and clip.status == "removed":
+        if held:
+            advance_prompt(session, clip.prompt_id, "rejected", reason=f"removed by review: {reason}")
+    elif decision == "approve" and clip.status == "in_review":
+        # A clip the frame filter held back: the reviewer's approval publishes it.
+        clip.status = "published"
+        clip.published_at = now
+        clip.updated_at = now
+        _announce(session, clip, "publish", reviewer, [reason])
+        advance_prompt(session, clip.prompt_id, "published", clip_id=clip.id)
+    elif decision == "approve" and item.kind in ("appeal", "flag") and clip.status == "removed":
+        # An appeal upheld, or a clip the re-scan took down that a reviewer clears.
         clip.status = "published"
         clip.block_reasons = []
         clip.published_at = clip.published_at or now

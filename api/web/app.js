@@ -219,6 +219,8 @@ function renderCreate(params) {
         status.textContent = p.status + (p.reason ? `: ${p.reason}` : "");
         if (p.status === "published") {
           status.innerHTML = `published — <a href="#/clip/${p.clip_id}" data-testid="open-clip">watch it</a>`;
+        } else if (p.status === "in_review") {
+          status.textContent = "in review: a moderator looks at it before anyone else can see it";
         }
       });
     } catch (e) { form.querySelector(".error").textContent = e.message; }

@@ -143,7 +143,7 @@ class Clip(Base):
     creator_handle: Mapped[str] = mapped_column(String(30))
     text: Mapped[str] = mapped_column(Text)
     parent_clip_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
-    status: Mapped[str] = mapped_column(String(16))  # generated | published | blocked
+    status: Mapped[str] = mapped_column(String(16))  # generated | in_review | published | blocked | removed
     video_key: Mapped[str] = mapped_column(String(300))
     poster_key: Mapped[str] = mapped_column(String(300))
     mime_type: Mapped[str] = mapped_column(String(40))
@@ -156,6 +156,10 @@ class Clip(Base):
     generator: Mapped[dict[str, Any]] = mapped_column(JSON)
     checks: Mapped[list[Any]] = mapped_column(JSON, default=list)
     block_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # The frame filter's CLIP embedding of the clip (normalised mean over its frames) and
+    # the model that made it; ranking indexes it, re-scans compare against it.
+    embedding: Mapped[list[float] | None] = mapped_column(JSON, default=None)
+    embedding_model: Mapped[str | None] = mapped_column(String(80), default=None)
     generated_at: Mapped[datetime] = mapped_column()
     published_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=_now)

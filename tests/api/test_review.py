@@ -14,10 +14,10 @@ from sqlalchemy.exc import DBAPIError
 from core.db import make_engine, make_sessionmaker, session_scope
 from core.db.models import AuditEntry, ClipStats, OutboxMessage, ReviewItem, User, UserStats
 from core.materialize import apply_event
-from core.records import ClipFlagged, ModerationDecision, utcnow
+from core.records import ModerationDecision, utcnow
 from core.settings import Settings
-from core.topics import CLIPS_FLAGGED, MODERATION_DECISIONS, decode
-from tests.support.factories import published_clip, signup
+from core.topics import MODERATION_DECISIONS, decode
+from tests.support.factories import published_clip, run_through_pipeline, signup
 
 Headers = dict[str, str]
 
@@ -167,18 +167,53 @@ def test_escalated_items_go_to_admins(client: TestClient, people: dict[str, Head
     assert _decide(client, people["boss"], item["id"], "remove", "minor safety").json()["clip_status"] == "removed"
 
 
-def test_flagged_clips_join_the_queue_and_automatic_decisions_are_audited(
+def _flagged(client: TestClient, settings: Settings, who: Headers, text: str) -> tuple[str, uuid.UUID]:
+    resp = client.post("/v1/prompts", json={"text": text}, headers=who)
+    assert resp.status_code == 202, resp.text
+    pid = resp.json()["id"]
+    return pid, run_through_pipeline(settings.database_url, pid, flag=["gun (weapon) 0.412 ≥ flag 0.380 at frame 1"])
+
+
+def test_a_flagged_clip_is_held_back_until_a_reviewer_approves_it(
     client: TestClient, people: dict[str, Headers], settings: Settings, factory: Any
 ) -> None:
-    clip = published_clip(settings.database_url, "creator")
-    flag = ClipFlagged(clip_id=clip, prompt_id=uuid.uuid4(), user_id=uuid.uuid4(), reasons=["knife: 0.31"], checks=[])
-    apply_event(factory, CLIPS_FLAGGED.name, flag)
+    pid, clip = _flagged(client, settings, people["creator"], "a cowboy with a revolver in the desert")
+    prompt = client.get(f"/v1/prompts/{pid}", headers=people["creator"]).json()
+    assert prompt["status"] == "in_review" and prompt["clip_id"] is None, "no clip to show yet"
+    assert client.get(f"/v1/clips/{clip}", headers=people["fan"]).status_code == 404, "held back: nobody sees it"
+    assert str(clip) not in {c["id"] for c in client.get("/v1/feed").json()["data"]}
     (item,) = _queue(client, people["rev_a"])
-    assert (item["kind"], item["reasons"]) == ("flag", ["knife: 0.31"])
+    assert (item["kind"], item["reasons"]) == ("flag", ["gun (weapon) 0.412 ≥ flag 0.380 at frame 1"])
+
+    assert client.post(f"/v1/review/items/{item['id']}/claim", headers=people["rev_a"]).status_code == 200
+    approved = _decide(client, people["rev_a"], item["id"], "approve", "no violation")
+    assert approved.status_code == 200 and approved.json()["clip_status"] == "published"
+    assert client.get(f"/v1/prompts/{pid}", headers=people["creator"]).json()["status"] == "published"
+    assert client.get(f"/v1/clips/{clip}", headers=people["fan"]).status_code == 200
+    assert [(d.decision, d.decided_by) for d in _decisions(factory)] == [("publish", "reviewer")]
+    audit = client.get("/v1/review/audit", params={"clip_id": str(clip)}, headers=people["rev_a"]).json()["data"]
+    assert [(a["action"], a["actor_kind"], a["new_state"]) for a in audit] == [  # newest first
+        ("flag:approve", "reviewer", "published"),
+        ("flag", "automatic", "in_review"),
+    ]
+
+
+def test_a_flagged_clip_a_reviewer_removes_rejects_its_prompt(
+    client: TestClient, people: dict[str, Headers], settings: Settings, factory: Any
+) -> None:
+    pid, clip = _flagged(client, settings, people["creator"], "a cowboy with a revolver in the desert")
+    (item,) = _queue(client, people["rev_a"])
+    client.post(f"/v1/review/items/{item['id']}/claim", headers=people["rev_a"])
+    assert _decide(client, people["rev_a"], item["id"], "remove", "violence or gore").json()["clip_status"] == "removed"
+    prompt = client.get(f"/v1/prompts/{pid}", headers=people["creator"]).json()
+    assert prompt["status"] == "rejected" and "removed by review" in prompt["reason"]
+    # A late redelivery of the flag changes nothing: the decision stands.
+    run_through_pipeline(settings.database_url, pid, flag=["again"])
+    assert _queue(client, people["rev_a"]) == []
     takedown = ModerationDecision(clip_id=clip, decision="takedown", decided_by="automatic", reasons=["cameo consent"])
     apply_event(factory, MODERATION_DECISIONS.name, takedown)
     audit = client.get("/v1/review/audit", params={"clip_id": str(clip)}, headers=people["rev_a"]).json()["data"]
-    assert [(a["action"], a["actor_kind"], a["new_state"]) for a in audit] == [("takedown", "automatic", "removed")]
+    assert {a["action"] for a in audit} == {"flag", "flag:remove"}, "nothing changed, nothing more audited"
 
 
 def test_the_audit_log_is_append_only(settings: Settings, factory: Any) -> None:

@@ -12,8 +12,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, make_sessionmaker, session_scope
 from core.db.models import Clip, OutboxMessage, User
 from core.materialize import apply_event
-from core.records import ClipGenerated, ClipMedia, ClipPublished, GeneratorInfo, PromptSubmitted, clip_id_for_prompt
-from core.topics import CLIPS_GENERATED, CLIPS_PUBLISHED, PROMPTS, decode
+from core.records import (
+    ClipFlagged,
+    ClipGenerated,
+    ClipMedia,
+    ClipPublished,
+    GeneratorInfo,
+    PromptSubmitted,
+    clip_id_for_prompt,
+)
+from core.topics import CLIPS_FLAGGED, CLIPS_GENERATED, CLIPS_PUBLISHED, PROMPTS, decode
 
 PASSWORD = "correct horse battery"
 
@@ -91,9 +99,12 @@ def submitted_prompt(db: str, prompt_id: uuid.UUID | str) -> PromptSubmitted:
     raise AssertionError(f"no PromptSubmitted for {prompt_id} in the outbox")
 
 
-def run_through_pipeline(db: str, prompt_id: uuid.UUID | str, *, publish: bool = True) -> uuid.UUID:
-    """Apply the ClipGenerated (and ClipPublished) events the workers would send for an
-    accepted prompt, through the materializer's real appliers; no media is rendered."""
+def run_through_pipeline(
+    db: str, prompt_id: uuid.UUID | str, *, publish: bool = True, flag: list[str] | None = None
+) -> uuid.UUID:
+    """Apply the ClipGenerated (and ClipPublished, or ClipFlagged with ``flag`` as its
+    reasons) events the workers would send for an accepted prompt, through the
+    materializer's real appliers; no media is rendered."""
     rec = submitted_prompt(db, prompt_id)
     clip_id = clip_id_for_prompt(rec.prompt_id)
     prefix = f"clips/{clip_id}"
@@ -110,6 +121,8 @@ def run_through_pipeline(db: str, prompt_id: uuid.UUID | str, *, publish: bool =
     )
     factory = make_sessionmaker(make_engine(db))
     apply_event(factory, CLIPS_GENERATED.name, ClipGenerated(**fields))
-    if publish:
+    if flag is not None:
+        apply_event(factory, CLIPS_FLAGGED.name, ClipFlagged(**fields, reasons=flag, checks=[]))
+    elif publish:
         apply_event(factory, CLIPS_PUBLISHED.name, ClipPublished(**fields, checks=[]))
     return clip_id
