@@ -1,4 +1,5 @@
-"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas, tiny-pipeline, provenance."""
+"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas, tiny-pipeline, provenance,
+rescan."""
 
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--image-to-video", action="store_true", help="a WanImageToVideoPipeline (renders cameos)")
     prov = sub.add_parser("provenance", help="show or rotate the development provenance signer (PROVENANCE__DIR)")
     prov.add_argument("action", choices=["show", "rotate"])
+    rescan = sub.add_parser(
+        "rescan", help="re-judge published clips with the current frame filter (after concepts or thresholds change)"
+    )
+    rescan.add_argument("--dry-run", action="store_true", help="report what would be flagged or taken down")
+    rescan.add_argument("--limit", type=int, default=None, help="stop after this many clips")
+    rescan.add_argument("--after", default=None, help="resume after this clip id (clips are walked in id order)")
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
@@ -90,6 +97,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"signer: {signer.subject.rfc4514_string()}  serial {signer.serial_number:x}")
         print(f"valid:  {signer.not_valid_before_utc:%Y-%m-%d} to {signer.not_valid_after_utc:%Y-%m-%d}")
         return 0
+    if args.command == "rescan":
+        import uuid
+
+        from core.db import make_engine, make_sessionmaker
+        from core.media import LocalMediaStore
+        from moderation.frame_filter import load_frame_filter
+        from moderation.rescan import rescan as run_rescan
+
+        options = settings.moderation.frame_filter
+        frame_filter = load_frame_filter(
+            options.model, options.pretrained, options.concepts, options.device, options.batch_size
+        )
+        report = run_rescan(
+            make_sessionmaker(make_engine(settings.database_url)),
+            LocalMediaStore(settings.media.root),
+            frame_filter,
+            after=uuid.UUID(args.after) if args.after else None,
+            limit=args.limit,
+            dry_run=args.dry_run,
+            progress=True,
+        )
+        print(("(dry run) " if args.dry_run else "") + report.summary())
+        for clip_id, error in report.errors.items():
+            print(f"  {clip_id}: {error}", file=sys.stderr)
+        if report.last_id is not None:
+            print(f"last clip: {report.last_id} (resume with --after)")
+        return 1 if report.errors else 0
     if args.command == "migrate":
         from core.db import migrate
 

@@ -126,9 +126,26 @@ class ProvenanceSettings(BaseModel):
     trust_anchors_file: Path | None = None
 
 
+class FrameFilterSettings(BaseModel):
+    """The CLIP frame safety filter (moderation/frame_filter.py)."""
+
+    enabled: bool = True
+    #: A folder with open_clip_config.json and weights, or an open_clip architecture
+    #: name (ViT-B-32) with ``pretrained`` a local weights file. None: the shipped model.
+    model: str | None = None
+    pretrained: Path | None = None
+    #: Concepts and thresholds calibrated for ``model``. None: the shipped file.
+    concepts: Path | None = None
+    device: str = "cpu"
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    #: torch threads in the moderation worker (it shares the machine with the others).
+    threads: int = Field(default=1, ge=1, le=64)
+
+
 class ModerationSettings(BaseModel):
     # The learned prompt classifier next to the term lists (moderation/harm_classifier.py).
     classifier_enabled: bool = True
+    frame_filter: FrameFilterSettings = FrameFilterSettings()
 
 
 class SeedSettings(BaseModel):

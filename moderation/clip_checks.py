@@ -57,7 +57,7 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class ClipVerdict:
-    action: Literal["publish", "block"]
+    action: Literal["publish", "flag", "block"]
     checks: tuple[CheckResult, ...]
 
     @property

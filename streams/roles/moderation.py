@@ -1,12 +1,16 @@
-"""Moderation role: clips.generated → checks → clips.published or clips.blocked.
+"""Moderation role: clips.generated → checks → clips.published, clips.flagged or clips.blocked.
 
-What it checks today is what moderation.clip_checks implements: the prompt against
-the current policy, the file's hash against the generator's record, a full decode,
-and the format. There is no visual safety model yet; the published record says
-exactly which checks ran, and carries no embedding until the CLIP filter exists.
-A clip that casts people (cameos) is published only if each of them still consents,
-read from the SQL store just before publishing, and every clip must carry a valid
-provenance manifest signed here for that clip.
+The checks (moderation.clip_checks): the prompt against the current policy, the file's
+hash against the generator's record, a full decode, and the format; then every clip
+must carry a valid provenance manifest signed here for that clip, and a clip that
+casts people (cameos) is published only if each of them still consents, read from the
+SQL store just before publishing.
+
+Then the CLIP frame filter (moderation.frame_filter) looks at what the clip shows:
+a concept past its ``block`` threshold blocks it, past ``flag`` holds it back for
+human review (clips.flagged), otherwise it is published with its CLIP embedding on
+clips.published for ranking.
+
 Moderation fails closed: a check that cannot run blocks the clip.
 """
 
@@ -23,11 +27,12 @@ from core.cameos import recheck
 from core.db import make_engine, make_sessionmaker
 from core.errors import NotFoundError
 from core.media import LocalMediaStore
-from core.records import ClipBlocked, ClipGenerated, ClipPublished, SafetyCheck
+from core.records import ClipBlocked, ClipFlagged, ClipGenerated, ClipPublished, SafetyCheck
 from core.settings import Settings
-from core.topics import CLIPS_BLOCKED, CLIPS_GENERATED, CLIPS_PUBLISHED
+from core.topics import CLIPS_BLOCKED, CLIPS_FLAGGED, CLIPS_GENERATED, CLIPS_PUBLISHED
 from generation.provenance import credentials_from, verify_video
 from moderation.clip_checks import CheckResult, ClipExpectations, ClipVerdict, check_generated_clip
+from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict, load_frame_filter
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
 from streams.app import RecordSender, derived_event_id
 from streams.errors import ErrorPolicy, register_agent
@@ -66,12 +71,33 @@ class ModerationHandler:
         self.policy = load_prompt_policy()
         self._factory: sessionmaker[Session] | None = None
         self.trust_anchors = credentials_from(settings).trust_anchors_pem
+        self.frame_filter: FrameFilter | None = None
+        options = settings.moderation.frame_filter
+        if options.enabled:
+            import torch
 
-    def _verdict(self, rec: ClipGenerated) -> ClipVerdict:
+            torch.set_num_threads(options.threads)
+            # Loaded at start-up: a model that cannot load stops the worker loudly
+            # instead of blocking (or passing) every clip.
+            self.frame_filter = load_frame_filter(
+                options.model, options.pretrained, options.concepts, options.device, options.batch_size
+            )
+
+    def _verdict(self, rec: ClipGenerated) -> tuple[ClipVerdict, FrameVerdict | None]:
         verdict = self._media_verdict(rec)
         provenance = self._provenance(rec)
-        action = verdict.action if provenance.passed else "block"
-        return ClipVerdict(action=action, checks=(*verdict.checks, provenance))
+        checks = (*verdict.checks, provenance)
+        if verdict.action != "publish" or not provenance.passed:
+            return ClipVerdict(action="block", checks=checks), None
+        if self.frame_filter is None:
+            return ClipVerdict(action="publish", checks=checks), None
+        try:
+            frames = self.frame_filter.scan_video(self.store.path(rec.media.video_key))
+        except (FrameFilterError, OSError, NotFoundError, ValueError) as e:  # fail closed
+            failed = CheckResult("frame_safety", False, f"frame filter could not run: {e}")
+            return ClipVerdict(action="block", checks=(*checks, failed)), None
+        check = CheckResult("frame_safety", frames.action == "publish", frames.detail)
+        return ClipVerdict(action=frames.action, checks=(*checks, check)), frames
 
     def _provenance(self, rec: ClipGenerated) -> CheckResult:
         """The file carries a manifest signed here, for this clip (fails closed)."""
@@ -100,22 +126,40 @@ class ModerationHandler:
         await self.sender.send_status(rec.event_id, rec.prompt_id, "moderating", clip_id=rec.clip_id)
         started = time.perf_counter()
         # PyAV decoding releases the GIL for most of its work; a thread is enough here.
-        verdict = await asyncio.wait_for(
+        verdict, frames = await asyncio.wait_for(
             asyncio.to_thread(self._verdict, rec), self.settings.workers.moderation_timeout_s
         )
         stage_ms = int((time.perf_counter() - started) * 1000)
         checks = [SafetyCheck(name=c.name, passed=c.passed, detail=c.detail) for c in verdict.checks]
+        clip: dict[str, Any] = rec.model_dump(exclude={"event_id", "occurred_at", "schema_version"})
+        clip["embedding"] = list(frames.embedding) if frames else None
+        clip["embedding_model"] = frames.model if frames else None
         if verdict.action == "publish":
             await self.sender.send(
                 CLIPS_PUBLISHED,
-                ClipPublished(
-                    **rec.model_dump(exclude={"event_id", "occurred_at", "schema_version"}),
-                    event_id=derived_event_id(rec.event_id, "clips.published"),
+                ClipPublished(**clip, event_id=derived_event_id(rec.event_id, "clips.published"), checks=checks),
+            )
+            await self.sender.send_status(
+                rec.event_id, rec.prompt_id, "published", clip_id=rec.clip_id, stage_ms=stage_ms
+            )
+        elif verdict.action == "flag":
+            reasons = list(frames.reasons) if frames else ["held for review"]
+            await self.sender.send(
+                CLIPS_FLAGGED,
+                ClipFlagged(
+                    **clip,
+                    event_id=derived_event_id(rec.event_id, "clips.flagged"),
+                    reasons=reasons,
                     checks=checks,
                 ),
             )
             await self.sender.send_status(
-                rec.event_id, rec.prompt_id, "published", clip_id=rec.clip_id, stage_ms=stage_ms
+                rec.event_id,
+                rec.prompt_id,
+                "in_review",
+                clip_id=rec.clip_id,
+                reason="; ".join(reasons),
+                stage_ms=stage_ms,
             )
         else:
             reasons = list(verdict.reasons) or ["blocked by moderation"]

@@ -217,6 +217,21 @@ def test_a_harmful_prompt_is_rejected_before_any_rendering(stack: Stack) -> None
     assert body["clip_id"] is None
 
 
+def test_an_obfuscated_prompt_gets_past_the_prompt_filter_but_not_the_frame_filter(stack: Stack) -> None:
+    """The words are unknown to the term lists and the classifier; the renderer draws a
+    gun anyway, and the frame filter holds the clip back (review) or blocks it."""
+    auth = stack.user("e2e_sly")
+    resp = stack.http.post("/v1/prompts", json={"text": "a cowboy with a revolver in the desert"}, headers=auth)
+    assert resp.status_code == 202 and resp.json()["status"] == "queued", "accepted by the prompt filter"
+    pid = resp.json()["id"]
+    prompt = stack.wait_prompt(pid, auth, {"in_review", "published", "rejected", "failed"})
+    assert prompt["status"] in ("in_review", "rejected"), prompt
+    assert "gun (weapon)" in prompt["reason"]
+    assert prompt["clip_id"] is None
+    feed = stack.http.get("/v1/feed", params={"limit": 100}).json()["data"]
+    assert not [c for c in feed if c["creator"]["handle"] == "e2e_sly"]
+
+
 def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(stack: Stack) -> None:
     marker = POISON_KEY
     poisons = [b"{not json", b'{"schema_version": 99}', b"\xff\xfe\x00", b'{"schema_version": 1, "prompt_id": 5}']

@@ -19,6 +19,7 @@ from core.db.models import Prompt, PromptEvent, User
 from core.records import (
     CameoCast,
     ClipBlocked,
+    ClipFlagged,
     ClipGenerated,
     ClipPublished,
     GenerationStatus,
@@ -123,8 +124,18 @@ async def test_moderation_publishes_a_sound_clip_and_blocks_a_tampered_one(
         await agent.put(tampered.to_bytes())
     published: ClipPublished = captured.of(ClipPublished)[0]
     assert published.clip_id == generated.clip_id and all(c.passed for c in published.checks)
-    assert {c.name for c in published.checks} >= {"prompt_policy", "media_integrity", "media_decode", "media_format"}
-    assert published.embedding is None, "no visual model yet: no pretend embedding"
+    assert {c.name for c in published.checks} >= {
+        "prompt_policy",
+        "media_integrity",
+        "media_decode",
+        "media_format",
+        "provenance",
+        "frame_safety",
+    }
+    # The frame filter's CLIP embedding travels with the clip, for ranking.
+    assert published.embedding is not None and len(published.embedding) == 128
+    assert abs(sum(x * x for x in published.embedding) - 1.0) < 1e-3
+    assert published.embedding_model is not None and published.embedding_model.startswith("frame_model@")
     blocked: ClipBlocked = captured.of(ClipBlocked)[0]
     assert any("sha" in r.lower() or "hash" in r.lower() for r in blocked.reasons)
     assert [s.status for s in captured.of(GenerationStatus)][-4:] == [
@@ -133,6 +144,31 @@ async def test_moderation_publishes_a_sound_clip_and_blocks_a_tampered_one(
         "moderating",
         "rejected",
     ]
+
+
+async def test_the_frame_filter_holds_back_what_an_obfuscated_prompt_rendered(
+    settings: Settings, captured: Captured
+) -> None:
+    """The prompt filter knows no "revolver"; the renderer draws a gun anyway, and the
+    frame filter sees it: the clip is not published."""
+    gen_app = app_for(settings, "generation")
+    prompt = _prompt("a cowboy with a revolver in the desert")
+    async with gen_app.agents["generate"].test_context() as agent:
+        await agent.put(prompt.to_bytes())
+    generated: ClipGenerated = captured.of(ClipGenerated)[0]
+    assert "gun" in generated.generator.concepts
+    mod_app = app_for(settings, "moderation")
+    async with mod_app.agents["moderate"].test_context() as agent:
+        await agent.put(generated.to_bytes())
+    assert captured.of(ClipPublished) == []
+    (held,) = captured.of(ClipFlagged) + captured.of(ClipBlocked)
+    frame = next(c for c in held.checks if c.name == "frame_safety")
+    assert not frame.passed and "gun (weapon)" in frame.detail
+    assert all(c.passed for c in held.checks if c.name != "frame_safety")
+    status = captured.of(GenerationStatus)[-1]
+    assert status.status == ("in_review" if isinstance(held, ClipFlagged) else "rejected")
+    if isinstance(held, ClipFlagged):
+        assert held.embedding is not None and held.media == generated.media
 
 
 async def test_materializer_applies_once_and_dead_letters_poison(settings: Settings, captured: Captured) -> None:

@@ -1,0 +1,85 @@
+"""CLIP frame filter: frames per second through the moderation worker's path, against a
+bare batched forward of the same model on the same frames, measured in the same run.
+
+The worker's path per clip: decode the MP4, sample 1 frame/s plus first and last,
+preprocess, embed, judge every concept. Usage:
+    .venv/bin/python bench/frame_filter.py [--clips 40] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from core.stats import pct
+from generation import ProceduralRenderer, RenderRequest
+from generation.encoding import encode_mp4
+from moderation.frame_filter import load_frame_filter, read_frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clips", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the worker's default is 1)")
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp())
+    renderer = ProceduralRenderer()
+    prompts = ["a cat dancing on the beach", "a cowboy with a revolver in the desert", "a robot in the city at night"]
+    paths = []
+    for i in range(args.clips):
+        frames = renderer.render_frames(RenderRequest("p", f"c{i}", prompts[i % len(prompts)], i, "bench"))
+        paths.append(tmp / f"c{i}.mp4")
+        encode_mp4(frames, paths[-1], renderer.fps)
+    filt = load_frame_filter(batch_size=args.batch)
+    filt.scan_video(paths[0])  # warm up
+
+    # Baseline: the model alone, on the same frames already preprocessed, in full batches.
+    images = [im for p in paths for im in read_frames(p)]
+    inputs = torch.stack([filt.clip.preprocess(im) for im in images])
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, len(inputs), args.batch):
+            filt.clip.model.encode_image(inputs[s : s + args.batch])
+    bare = len(inputs) / (time.perf_counter() - t0)
+
+    decode, per_clip = [], []
+    for p in paths:
+        t0 = time.perf_counter()
+        read_frames(p)
+        decode.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        filt.scan_video(p)
+        per_clip.append(time.perf_counter() - t0)
+    frames = len(images)
+    path_fps = frames / sum(per_clip)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__} with {args.threads} thread(s); model {filt.clip.name}"
+    )
+    print(f"{args.clips} clips of 288x512, 3 s; {frames} sampled frames ({frames / args.clips:.0f} a clip)\n")
+    print(f"{'path':<44} {'frames/s':>9} {'p50 ms/clip':>12} {'p95 ms/clip':>12}")
+    print(f"{'bare batched forward (baseline)':<44} {bare:>9.0f} {'':>12} {'':>12}")
+    print(
+        f"{'decode + sample only':<44} {frames / sum(decode):>9.0f} "
+        f"{pct(decode, 50) * 1000:>12.1f} {pct(decode, 95) * 1000:>12.1f}"
+    )
+    print(
+        f"{'worker path (decode, preprocess, embed, judge)':<44} {path_fps:>9.0f} "
+        f"{pct(per_clip, 50) * 1000:>12.1f} {pct(per_clip, 95) * 1000:>12.1f}"
+    )
+    print(f"\nworker path / bare forward: {path_fps / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()

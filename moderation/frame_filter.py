@@ -1,0 +1,393 @@
+"""The CLIP frame safety filter: what a clip *shows*, whatever its prompt said.
+
+A prompt filter reads words; a determined user finds words it does not know
+("revolver", "human torch"). The renderer draws the object anyway, so the frames are
+checked too, the way the Stable Diffusion safety checker does it:
+
+* frames are sampled at one per second plus the first and last
+  (:func:`generation.encoding.sample_frame_indices`) from the encoded video itself;
+* an open_clip model embeds them in batches;
+* each concept of ``moderation/data/frame_concepts.json`` is a set of text prompts whose
+  mean embedding is compared by cosine with every frame; the maximum over frames is the
+  clip's score for that concept;
+* a score at or above the concept's ``block`` threshold blocks the clip, at or above
+  ``flag`` sends it to human review; *special-care* concepts (a child on screen) lower
+  every unsafe threshold by ``adjustment`` for the frames they appear in.
+
+The model is any open_clip architecture: a ``local-dir:`` folder (``open_clip_config.json``
+plus weights; the project ships a small one trained on its own renders, see
+:mod:`moderation.frame_training`) or a built-in name with a ``pretrained`` weights file,
+for example ``ViT-B-32`` with OpenAI's weights copied onto the machine. Thresholds are
+calibrated per model (``python -m moderation.frame_training.calibrate``), so the concept
+file names the model it was calibrated for and the filter refuses to run a model with
+thresholds meant for another.
+
+The clip's embedding (the normalised mean of its frame embeddings) travels on
+``clips.published`` for the ranking layer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+from PIL import Image
+
+from generation.encoding import sample_frame_indices
+
+log = logging.getLogger(__name__)
+
+DATA = Path(__file__).parent / "data"
+DEFAULT_MODEL_DIR = DATA / "frame_model"
+DEFAULT_CONCEPTS = DATA / "frame_concepts.json"
+#: A clip longer than this (frames) is not decoded further: generated clips are seconds long.
+MAX_FRAMES = 24 * 60
+
+Action = Literal["publish", "flag", "block"]
+_RANK: dict[str, int] = {"publish": 0, "flag": 1, "block": 2}
+
+
+class FrameFilterError(RuntimeError):
+    """The model or the concept file cannot be used (missing, mismatched, malformed)."""
+
+
+# ---------------------------------------------------------------------------- concepts
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    category: str
+    prompts: tuple[str, ...]
+    flag: float
+    block: float | None = None
+
+
+@dataclass(frozen=True)
+class SpecialCare:
+    name: str
+    prompts: tuple[str, ...]
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ConceptSet:
+    """The contents of a frame concept file (see ``moderation/data/frame_concepts.json``)."""
+
+    model: str
+    concepts: tuple[Concept, ...]
+    special_care: tuple[SpecialCare, ...] = ()
+    adjustment: float = 0.0
+    calibration: dict[str, Any] = field(default_factory=dict)
+    about: str = ""
+    #: ``cosine``: a concept's score is the cosine itself. ``softmax``: the share of the
+    #: concept in a softmax over every concept, special-care concept and reference
+    #: (ordinary things a frame may show), at the model's own temperature — a frame is
+    #: judged against what else it could be, not against an absolute cosine.
+    scoring: Literal["cosine", "softmax"] = "cosine"
+    references: tuple[tuple[str, ...], ...] = ()
+
+    @classmethod
+    def from_file(cls, path: Path) -> ConceptSet:
+        try:
+            raw = json.loads(Path(path).read_text())
+            concepts = tuple(
+                Concept(
+                    name=c["name"],
+                    category=c["category"],
+                    prompts=tuple(c["prompts"]),
+                    flag=float(c["flag"]),
+                    block=None if c.get("block") is None else float(c["block"]),
+                )
+                for c in raw["concepts"]
+            )
+            care = tuple(
+                SpecialCare(s["name"], tuple(s["prompts"]), float(s["threshold"])) for s in raw.get("special_care", [])
+            )
+            result = cls(
+                raw["model"],
+                concepts,
+                care,
+                float(raw.get("adjustment", 0.0)),
+                raw.get("calibration", {}),
+                raw.get("about", ""),
+                raw.get("scoring", "cosine"),
+                tuple(tuple(r) for r in raw.get("references", [])),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FrameFilterError(f"frame concept file {path} is unusable: {exc!r}") from exc
+        for c in result.concepts:
+            if not c.prompts:
+                raise FrameFilterError(f"{path}: concept {c.name!r} has no prompts")
+            if c.block is not None and c.block < c.flag:
+                raise FrameFilterError(f"{path}: concept {c.name!r} blocks below its flag threshold")
+        if len({c.name for c in result.concepts}) != len(result.concepts):
+            raise FrameFilterError(f"{path}: concept names repeat")
+        if result.scoring not in ("cosine", "softmax"):
+            raise FrameFilterError(f"{path}: scoring must be cosine or softmax, not {result.scoring!r}")
+        if any(not r for r in result.references):
+            raise FrameFilterError(f"{path}: an empty reference")
+        return result
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "about": self.about,
+            "model": self.model,
+            "adjustment": self.adjustment,
+            "concepts": [
+                {"name": c.name, "category": c.category, "prompts": list(c.prompts), "flag": c.flag, "block": c.block}
+                for c in self.concepts
+            ],
+            "special_care": [
+                {"name": s.name, "prompts": list(s.prompts), "threshold": s.threshold} for s in self.special_care
+            ],
+            "scoring": self.scoring,
+            "references": [list(r) for r in self.references],
+            "calibration": self.calibration,
+        }
+
+
+# ---------------------------------------------------------------------------- frames
+def read_frames(path: Path, per_second: int = 1) -> list[Image.Image]:
+    """The frames the filter looks at, decoded from the video file itself: at least
+    ``per_second`` per second plus the first and last frame."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        decoded: list[av.VideoFrame] = []
+        for frame in container.decode(stream):
+            decoded.append(frame)
+            if len(decoded) > MAX_FRAMES:
+                raise FrameFilterError(f"{path}: more than {MAX_FRAMES} frames; not a generated clip")
+        if not decoded:
+            raise FrameFilterError(f"{path}: no frames decoded")
+        fps = max(1, round(float(rate))) if rate else 1
+        return [decoded[i].to_image() for i in sample_frame_indices(len(decoded), fps, per_second)]
+
+
+# ---------------------------------------------------------------------------- model
+@dataclass
+class ClipModel:
+    """An open_clip model with its preprocessing and tokenizer, in eval mode."""
+
+    name: str
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: str
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else -1
+
+
+def _digest(path: Path) -> str:
+    """The first 12 hex digits of the weights' sha256: thresholds belong to exact weights."""
+    from generation.encoding import sha256_file
+
+    return sha256_file(path)[:12]
+
+
+def load_clip(model: str | Path, pretrained: str | Path | None = None, device: str = "cpu") -> ClipModel:
+    """``model``: a folder with ``open_clip_config.json`` and weights, or an open_clip
+    architecture name (``ViT-B-32``) with ``pretrained`` a local weights file. Nothing is
+    downloaded: a name without a file is refused."""
+    import open_clip
+    import torch
+
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "open_clip_config.json").is_file():
+            raise FrameFilterError(f"{path} has no open_clip_config.json")
+        checkpoints = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + sorted(path.glob("*.pth"))
+        if not checkpoints:
+            raise FrameFilterError(f"{path} has no weights (*.safetensors, *.bin or *.pth)")
+        name, weights = f"local-dir:{path}", None
+        label = f"{path.name}@{_digest(checkpoints[0])}"
+    else:
+        if pretrained is None or not Path(pretrained).is_file():
+            raise FrameFilterError(
+                f"CLIP model {model!r} needs a local weights file "
+                f"(MODERATION__FRAME_FILTER__PRETRAINED); got {pretrained!r}"
+            )
+        name, weights, label = str(model), str(pretrained), f"{model}@{_digest(Path(pretrained))}"
+    try:
+        net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device)
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as exc:
+        raise FrameFilterError(f"cannot load CLIP model {model!r}: {exc}") from exc
+    net.eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.requires_grad_(False)
+    return ClipModel(label, net, preprocess, tokenizer, device)
+
+
+# ---------------------------------------------------------------------------- verdicts
+@dataclass(frozen=True)
+class FrameVerdict:
+    action: Action
+    #: Concept name → the highest cosine over the frames.
+    scores: dict[str, float]
+    #: Concepts at or above a threshold, as "name (category) 0.312 ≥ flag 0.280 at frame 2".
+    reasons: tuple[str, ...]
+    #: The clip's embedding: the normalised mean of its frame embeddings.
+    embedding: tuple[float, ...]
+    frames: int
+    model: str
+
+    @property
+    def detail(self) -> str:
+        if not self.reasons:
+            top = max(self.scores.items(), key=lambda kv: kv[1], default=("none", 0.0))
+            return f"{self.frames} frames clear; highest {top[0]} {top[1]:.3f} ({self.model})"
+        return f"{self.action}: " + "; ".join(self.reasons) + f" ({self.frames} frames, {self.model})"
+
+
+class FrameFilter:
+    """Scores clips against a :class:`ConceptSet` with a :class:`ClipModel`."""
+
+    def __init__(self, clip: ClipModel, concepts: ConceptSet, batch_size: int = 32, check_model: bool = True) -> None:
+        if check_model and concepts.model != clip.name:
+            raise FrameFilterError(
+                f"frame concepts were calibrated for model {concepts.model!r}, not {clip.name!r}: "
+                "recalibrate with `python -m moderation.frame_training.calibrate`"
+            )
+        self.clip = clip
+        self.concepts = concepts
+        self.batch_size = batch_size
+        self._lock = threading.Lock()  # torch modules are not re-entrant across threads
+        groups = [c.prompts for c in concepts.concepts] + [s.prompts for s in concepts.special_care]
+        self._pool = self.embed_texts_mean([*groups, *concepts.references])
+        self._concept_vecs = self._pool[: len(concepts.concepts)]
+        self._care_vecs = self._pool[len(concepts.concepts) : len(groups)]
+        self._temperature = float(clip.model.logit_scale.exp().item()) if hasattr(clip.model, "logit_scale") else 100.0
+
+    # -- embeddings
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.no_grad():
+            tokens = self.clip.tokenizer(list(texts)).to(self.clip.device)
+            out = self.clip.model.encode_text(tokens).float()
+            return torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
+
+    def embed_texts_mean(self, groups: Sequence[Sequence[str]]) -> np.ndarray:
+        """One normalised vector per group: the mean of its prompts' embeddings (prompt ensembling)."""
+        flat = [t for g in groups for t in g]
+        vecs = self.embed_texts(flat)
+        out, i = [], 0
+        for g in groups:
+            v = vecs[i : i + len(g)].mean(axis=0)
+            out.append(v / max(float(np.linalg.norm(v)), 1e-8))
+            i += len(g)
+        return np.asarray(out, np.float32)
+
+    def embed_inputs(self, batch: Any) -> np.ndarray:
+        """Normalised image embeddings of already preprocessed inputs (N, 3, H, W), in batches."""
+        import torch
+
+        outs = []
+        with self._lock, torch.no_grad():
+            for start in range(0, len(batch), self.batch_size):
+                x = batch[start : start + self.batch_size].to(self.clip.device)
+                y = self.clip.model.encode_image(x).float()
+                outs.append(torch.nn.functional.normalize(y, dim=-1).cpu())
+        return torch.cat(outs).numpy() if outs else np.zeros((0, self._concept_vecs.shape[1]), np.float32)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        return self.embed_inputs(torch.stack([self.clip.preprocess(im.convert("RGB")) for im in images]))
+
+    # -- decisions
+    def frame_scores(self, frame_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame: the score of every concept (F, C) and of every special-care
+        concept (F, S), by the concept file's scoring."""
+        sims = frame_embeddings @ self._pool.T
+        if self.concepts.scoring == "softmax":
+            z = self._temperature * sims
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            sims = z / z.sum(axis=1, keepdims=True)
+        c, s = len(self._concept_vecs), len(self._care_vecs)
+        return sims[:, :c].astype(np.float32), sims[:, c : c + s].astype(np.float32)
+
+    def lowering(self, care: np.ndarray) -> np.ndarray:
+        """Per frame, how much special care lowers every threshold (0 or the adjustment)."""
+        if care.shape[1] == 0:
+            return np.zeros(len(care), np.float32)
+        thresholds = np.array([s.threshold for s in self.concepts.special_care], np.float32)
+        return np.where((care >= thresholds).any(axis=1), self.concepts.adjustment, 0.0).astype(np.float32)
+
+    def judge(self, frame_embeddings: np.ndarray) -> FrameVerdict:
+        """The verdict for one clip from its frames' normalised embeddings (F, D)."""
+        if len(frame_embeddings) == 0:
+            raise FrameFilterError("no frames to judge")
+        sims, care = self.frame_scores(frame_embeddings)
+        lowered = self.lowering(care)
+        action: Action = "publish"
+        reasons: list[str] = []
+        scores: dict[str, float] = {}
+        for j, c in enumerate(self.concepts.concepts):
+            column = sims[:, j]
+            frame = int(column.argmax())
+            scores[c.name] = round(float(column[frame]), 4)
+            margin = column + lowered  # special care: thresholds lowered by the adjustment
+            for kind, threshold in (("block", c.block), ("flag", c.flag)):
+                if threshold is None:
+                    continue
+                hits = np.nonzero(margin >= threshold)[0]
+                if len(hits):
+                    f = int(hits[np.argmax(column[hits])])
+                    note = " with special care" if lowered[f] > 0 else ""
+                    reasons.append(
+                        f"{c.name} ({c.category}) {column[f]:.3f} ≥ {kind} {threshold:.3f}{note} at frame {f}"
+                    )
+                    if _RANK[kind] > _RANK[action]:
+                        action = kind  # type: ignore[assignment]
+                    break
+        mean = frame_embeddings.mean(axis=0)
+        mean = mean / max(float(np.linalg.norm(mean)), 1e-8)
+        return FrameVerdict(
+            action=action,
+            scores=scores,
+            reasons=tuple(reasons),
+            embedding=tuple(round(float(x), 6) for x in mean),
+            frames=len(frame_embeddings),
+            model=self.clip.name,
+        )
+
+    def scan_images(self, images: Sequence[Image.Image]) -> FrameVerdict:
+        return self.judge(self.embed_images(images))
+
+    def scan_video(self, path: Path) -> FrameVerdict:
+        return self.scan_images(read_frames(Path(path)))
+
+
+@lru_cache(maxsize=4)
+def _cached(model: str, pretrained: str | None, concepts: str, device: str, batch_size: int) -> FrameFilter:
+    clip = load_clip(model, pretrained, device)
+    return FrameFilter(clip, ConceptSet.from_file(Path(concepts)), batch_size=batch_size)
+
+
+def load_frame_filter(
+    model: str | Path | None = None,
+    pretrained: str | Path | None = None,
+    concepts: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> FrameFilter:
+    """The filter for these settings, loaded once per process (models are costly to build)."""
+    return _cached(
+        str(model or DEFAULT_MODEL_DIR),
+        None if pretrained is None else str(pretrained),
+        str(concepts or DEFAULT_CONCEPTS),
+        device,
+        batch_size,
+    )

@@ -1,0 +1,11 @@
+"""Training, calibration and evaluation of the frame filter's default CLIP model.
+
+No pretrained CLIP can be downloaded on the machines this project is built on, so the
+default weights are a small open_clip model trained here on clips rendered by the
+procedural generator, captioned with their prompts:
+
+* :mod:`.data` builds prompts from the generator's vocabulary and renders them;
+* :mod:`.train` trains the model (``python -m moderation.frame_training.train``);
+* :mod:`.calibrate` sets the concept thresholds in ``moderation/data/frame_concepts.json``;
+* :mod:`.evaluate` measures it on held-out renders it never trained on.
+"""

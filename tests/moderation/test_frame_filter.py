@@ -1,0 +1,173 @@
+"""The CLIP frame filter with the shipped model: loading, decisions, rendered clips."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generation.base import RenderRequest
+from generation.encoding import encode_mp4
+from generation.procedural import ProceduralRenderer
+from moderation.frame_filter import (
+    DEFAULT_CONCEPTS,
+    DEFAULT_MODEL_DIR,
+    Concept,
+    ConceptSet,
+    FrameFilter,
+    FrameFilterError,
+    SpecialCare,
+    load_clip,
+    load_frame_filter,
+    read_frames,
+)
+from moderation.frame_training import data
+
+
+@pytest.fixture(scope="module")
+def shipped() -> FrameFilter:
+    return load_frame_filter()
+
+
+def _render(tmp_path: Path, prompt: str, seed: int = 5, name: str = "clip") -> Path:
+    renderer = ProceduralRenderer()
+    frames = renderer.render_frames(RenderRequest("p", name, prompt, seed, "maya"))
+    path = tmp_path / f"{name}.mp4"
+    encode_mp4(frames, path, renderer.fps)
+    return path
+
+
+def test_the_shipped_model_is_small_calibrated_for_its_weights_and_trained_in_budget(shipped: FrameFilter) -> None:
+    weights = DEFAULT_MODEL_DIR / "open_clip_model.safetensors"
+    assert weights.stat().st_size <= 25 * 1024 * 1024
+    assert shipped.concepts.model == shipped.clip.name, "retrained weights need recalibrated thresholds"
+    record = json.loads((DEFAULT_MODEL_DIR / "training.json").read_text())
+    assert record["render_seconds"] + record["train_seconds"] <= 60 * 60
+    concepts = ConceptSet.from_file(DEFAULT_CONCEPTS)
+    assert {c.name for c in concepts.concepts} == set(default_unsafe())
+    assert all(c.block is not None and c.block >= c.flag for c in concepts.concepts)
+
+
+def default_unsafe() -> list[str]:
+    from generation.vocabulary import default_vocabulary
+
+    return sorted(default_vocabulary().unsafe)
+
+
+def test_frames_are_read_from_the_video_at_one_per_second_plus_first_and_last(tmp_path: Path) -> None:
+    path = _render(tmp_path, "a cat on the beach")
+    frames = read_frames(path)
+    assert len(frames) == 4  # 36 frames at 12 fps: 0, 12, 24 and 35
+    assert frames[0].size == (288, 512)
+
+
+def test_a_safe_clip_is_published_with_its_embedding(shipped: FrameFilter, tmp_path: Path) -> None:
+    verdict = shipped.scan_video(_render(tmp_path, "a red fox dancing in the snow at night"))
+    assert verdict.action == "publish", verdict.detail
+    assert verdict.reasons == () and set(verdict.scores) == set(default_unsafe())
+    assert len(verdict.embedding) == 128 and abs(np.linalg.norm(verdict.embedding) - 1) < 1e-3
+    assert "4 frames clear" in verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("prompt", "concept"),
+    [("a cowboy with a revolver in the desert", "gun"), ("a chef holding a machete in the city", "knife")],
+)
+def test_what_an_obfuscated_prompt_rendered_is_caught(
+    shipped: FrameFilter, tmp_path: Path, prompt: str, concept: str
+) -> None:
+    verdict = shipped.scan_video(_render(tmp_path, prompt))
+    assert verdict.action in ("flag", "block"), verdict.detail
+    assert any(r.startswith(f"{concept} (") for r in verdict.reasons), verdict.reasons
+
+
+def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
+    """A small slice of the evaluation (the full one is moderation.frame_training.evaluate),
+    as a regression guard for the shipped weights and thresholds: 25 of these 30 unsafe
+    clips are caught and none of the 30 safe ones when this was written. The targets
+    (95% recall) are not met yet; see docs/performance.md."""
+    items = data.build_items("test", 200)
+    unsafe = [it for it in items if it.unsafe][:30]
+    safe = [it for it in items if not it.unsafe][:30]
+    inputs = data.render_production_inputs(unsafe + safe, shipped.clip.preprocess, workers=2, desc="render")
+    actions = [shipped.judge(shipped.embed_inputs(x)).action for x in inputs]
+    caught = sum(a != "publish" for a in actions[:30])
+    false = sum(a != "publish" for a in actions[30:])
+    assert caught >= 22 and false <= 1, (caught, false)
+
+
+# ------------------------------------------------------------------------- decisions
+def _orthogonal(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A unit vector orthogonal to every row of ``vectors``."""
+    v = np.random.default_rng(seed).normal(size=vectors.shape[1])
+    q, _ = np.linalg.qr(vectors.T)
+    v -= q @ (q.T @ v)
+    return v / np.linalg.norm(v)
+
+
+def _towards(target: np.ndarray, away: np.ndarray, cosine: float) -> np.ndarray:
+    return cosine * target + np.sqrt(1 - cosine**2) * away
+
+
+def test_thresholds_decide_publish_flag_and_block_and_special_care_lowers_them(shipped: FrameFilter) -> None:
+    concepts = ConceptSet(
+        model=shipped.clip.name,
+        concepts=(Concept("gun", "weapon", ("a gun",), flag=0.5, block=0.9),),
+        special_care=(SpecialCare("child", ("a child",), threshold=0.6),),
+        adjustment=0.05,
+    )
+    f = FrameFilter(shipped.clip, concepts)
+    gun, child = f._concept_vecs[0], f._care_vecs[0]
+    # Directions: pure gun, and what is left of the child vector once gun is removed.
+    other = _orthogonal(np.stack([gun, child]))
+    child_only = child - (child @ gun) * gun
+    child_only /= np.linalg.norm(child_only)
+    clear = _towards(gun, other, 0.3)
+    flagged = _towards(gun, other, 0.6)
+    blocked = _towards(gun, other, 0.95)
+    assert f.judge(np.stack([clear, clear])).action == "publish"
+    verdict = f.judge(np.stack([clear, flagged, clear]))
+    assert verdict.action == "flag" and verdict.reasons[0].endswith("≥ flag 0.500 at frame 1")
+    assert f.judge(np.stack([flagged, blocked])).action == "block", "the worst frame decides"
+    # Just under the flag threshold, but with a child on screen: flagged with special care.
+    near = _towards(gun, child_only, 0.47)
+    assert near @ gun < 0.5 and near @ child >= 0.6
+    verdict = f.judge(near[None, :].astype(np.float32))
+    assert verdict.action == "flag" and "with special care" in verdict.reasons[0]
+
+
+def test_a_concept_file_for_another_model_is_refused(shipped: FrameFilter) -> None:
+    other = dataclasses.replace(shipped.concepts, model="ViT-B-32@0123456789ab")
+    with pytest.raises(FrameFilterError, match="recalibrate"):
+        FrameFilter(shipped.clip, other)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["concepts"][0].update(prompts=[]), "no prompts"),
+        (lambda c: c["concepts"][0].update(flag=0.5, block=0.4), "blocks below"),
+        (lambda c: c["concepts"].append(dict(c["concepts"][0])), "repeat"),
+        (lambda c: c.pop("concepts"), "unusable"),
+    ],
+)
+def test_malformed_concept_files_are_refused(tmp_path: Path, edit: object, message: str) -> None:
+    raw = json.loads(DEFAULT_CONCEPTS.read_text())
+    edit(raw)  # type: ignore[operator]
+    path = tmp_path / "concepts.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(FrameFilterError, match=message):
+        ConceptSet.from_file(path)
+
+
+def test_models_load_only_from_local_files(tmp_path: Path) -> None:
+    with pytest.raises(FrameFilterError, match="local weights file"):
+        load_clip("ViT-B-32")
+    with pytest.raises(FrameFilterError, match="local weights file"):
+        load_clip("ViT-B-32", tmp_path / "missing.bin")
+    (tmp_path / "open_clip_config.json").write_text((DEFAULT_MODEL_DIR / "open_clip_config.json").read_text())
+    with pytest.raises(FrameFilterError, match="no weights"):
+        load_clip(tmp_path)
