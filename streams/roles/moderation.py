@@ -27,7 +27,7 @@ from core.cameos import recheck
 from core.db import make_engine, make_sessionmaker
 from core.errors import NotFoundError
 from core.media import LocalMediaStore
-from core.records import ClipBlocked, ClipFlagged, ClipGenerated, ClipPublished, SafetyCheck
+from core.records import ClipBlocked, ClipFlagged, ClipGenerated, ClipPublished, PromptStatusValue, Record, SafetyCheck
 from core.settings import Settings
 from core.topics import CLIPS_BLOCKED, CLIPS_FLAGGED, CLIPS_GENERATED, CLIPS_PUBLISHED
 from generation.provenance import credentials_from, verify_video
@@ -134,54 +134,33 @@ class ModerationHandler:
         clip: dict[str, Any] = rec.model_dump(exclude={"event_id", "occurred_at", "schema_version"})
         clip["embedding"] = list(frames.embedding) if frames else None
         clip["embedding_model"] = frames.model if frames else None
+        record: Record
+        status: PromptStatusValue
+        reason: str | None = None
         if verdict.action == "publish":
-            await self.sender.send(
-                CLIPS_PUBLISHED,
-                ClipPublished(**clip, event_id=derived_event_id(rec.event_id, "clips.published"), checks=checks),
-            )
-            await self.sender.send_status(
-                rec.event_id, rec.prompt_id, "published", clip_id=rec.clip_id, stage_ms=stage_ms
-            )
+            topic, status = CLIPS_PUBLISHED, "published"
+            record = ClipPublished(**clip, event_id=derived_event_id(rec.event_id, topic.name), checks=checks)
         elif verdict.action == "flag":
             reasons = list(frames.reasons) if frames else ["held for review"]
-            await self.sender.send(
-                CLIPS_FLAGGED,
-                ClipFlagged(
-                    **clip,
-                    event_id=derived_event_id(rec.event_id, "clips.flagged"),
-                    reasons=reasons,
-                    checks=checks,
-                ),
-            )
-            await self.sender.send_status(
-                rec.event_id,
-                rec.prompt_id,
-                "in_review",
-                clip_id=rec.clip_id,
-                reason="; ".join(reasons),
-                stage_ms=stage_ms,
+            topic, status, reason = CLIPS_FLAGGED, "in_review", "; ".join(reasons)
+            record = ClipFlagged(
+                **clip, event_id=derived_event_id(rec.event_id, topic.name), reasons=reasons, checks=checks
             )
         else:
             reasons = list(verdict.reasons) or ["blocked by moderation"]
-            await self.sender.send(
-                CLIPS_BLOCKED,
-                ClipBlocked(
-                    event_id=derived_event_id(rec.event_id, "clips.blocked"),
-                    clip_id=rec.clip_id,
-                    prompt_id=rec.prompt_id,
-                    user_id=rec.user_id,
-                    reasons=reasons,
-                    checks=checks,
-                ),
-            )
-            await self.sender.send_status(
-                rec.event_id,
-                rec.prompt_id,
-                "rejected",
+            topic, status, reason = CLIPS_BLOCKED, "rejected", "; ".join(reasons)
+            record = ClipBlocked(
+                event_id=derived_event_id(rec.event_id, topic.name),
                 clip_id=rec.clip_id,
-                reason="; ".join(reasons),
-                stage_ms=stage_ms,
+                prompt_id=rec.prompt_id,
+                user_id=rec.user_id,
+                reasons=reasons,
+                checks=checks,
             )
+        await self.sender.send(topic, record)
+        await self.sender.send_status(
+            rec.event_id, rec.prompt_id, status, clip_id=rec.clip_id, reason=reason, stage_ms=stage_ms
+        )
 
     async def give_up(self, rec: ClipGenerated, exc: BaseException) -> None:
         await self.sender.send_status(
