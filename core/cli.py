@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from pathlib import Path
 
 from core.logging import setup_logging
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rescan.add_argument("--dry-run", action="store_true", help="report what would be flagged or taken down")
     rescan.add_argument("--limit", type=int, default=None, help="stop after this many clips")
-    rescan.add_argument("--after", default=None, help="resume after this clip id (clips are walked in id order)")
+    rescan.add_argument(
+        "--after", type=uuid.UUID, default=None, help="resume after this clip id (clips are walked in id order)"
+    )
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
@@ -98,8 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"valid:  {signer.not_valid_before_utc:%Y-%m-%d} to {signer.not_valid_after_utc:%Y-%m-%d}")
         return 0
     if args.command == "rescan":
-        import uuid
-
         from core.db import make_engine, make_sessionmaker
         from core.media import LocalMediaStore
         from moderation.frame_filter import load_frame_filter
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             make_sessionmaker(make_engine(settings.database_url)),
             LocalMediaStore(settings.media.root),
             frame_filter,
-            after=uuid.UUID(args.after) if args.after else None,
+            after=args.after,
             limit=args.limit,
             dry_run=args.dry_run,
             progress=True,
