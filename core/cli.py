@@ -103,13 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rescan":
         from core.db import make_engine, make_sessionmaker
         from core.media import LocalMediaStore
-        from moderation.frame_filter import load_frame_filter
+        from moderation.frame_filter import frame_filter_for
         from moderation.rescan import rescan as run_rescan
 
-        options = settings.moderation.frame_filter
-        frame_filter = load_frame_filter(
-            options.model, options.pretrained, options.concepts, options.device, options.batch_size
-        )
+        frame_filter = frame_filter_for(settings.moderation.frame_filter)
         report = run_rescan(
             make_sessionmaker(make_engine(settings.database_url)),
             LocalMediaStore(settings.media.root),

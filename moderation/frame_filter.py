@@ -35,13 +35,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import av
 import numpy as np
 from PIL import Image
 
 from generation.encoding import sample_frame_indices
+
+if TYPE_CHECKING:
+    from core.settings import FrameFilterSettings
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +377,11 @@ class FrameFilter:
 def _cached(model: str, pretrained: str | None, concepts: str, device: str, batch_size: int) -> FrameFilter:
     clip = load_clip(model, pretrained, device)
     return FrameFilter(clip, ConceptSet.from_file(Path(concepts)), batch_size=batch_size)
+
+
+def frame_filter_for(options: FrameFilterSettings) -> FrameFilter:
+    """The filter the settings ask for (``MODERATION__FRAME_FILTER__*``)."""
+    return load_frame_filter(options.model, options.pretrained, options.concepts, options.device, options.batch_size)
 
 
 def load_frame_filter(

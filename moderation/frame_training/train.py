@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
 
     items = data.build_items("train", args.clips, vocab=vocab)
     train_prompts = {it.prompt for it in items}
-    val_pool = [it for it in data.build_items("val", args.val * 3, exclude=train_prompts, vocab=vocab)]
+    val_pool = data.build_items("val", args.val * 3, exclude=train_prompts, vocab=vocab)
     val_items = [it for it in val_pool if len(set(it.subjects)) == 1][: args.val]
     frames = _cached(
         args.cache,

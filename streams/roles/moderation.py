@@ -32,7 +32,7 @@ from core.settings import Settings
 from core.topics import CLIPS_BLOCKED, CLIPS_FLAGGED, CLIPS_GENERATED, CLIPS_PUBLISHED
 from generation.provenance import credentials_from, verify_video
 from moderation.clip_checks import CheckResult, ClipExpectations, ClipVerdict, check_generated_clip
-from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict, load_frame_filter
+from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict, frame_filter_for
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
 from streams.app import RecordSender, derived_event_id
 from streams.errors import ErrorPolicy, register_agent
@@ -79,9 +79,7 @@ class ModerationHandler:
             torch.set_num_threads(options.threads)
             # Loaded at start-up: a model that cannot load stops the worker loudly
             # instead of blocking (or passing) every clip.
-            self.frame_filter = load_frame_filter(
-                options.model, options.pretrained, options.concepts, options.device, options.batch_size
-            )
+            self.frame_filter = frame_filter_for(options)
 
     def _verdict(self, rec: ClipGenerated) -> tuple[ClipVerdict, FrameVerdict | None]:
         verdict = self._media_verdict(rec)
