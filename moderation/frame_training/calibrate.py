@@ -45,14 +45,15 @@ def embed_items(
     clip: Any, filt: FrameFilter, items: list[data.Item], workers: int, cache: Path | None, desc: str
 ) -> list[np.ndarray]:
     """Frame embeddings (F, D) of each item rendered as in production; kept in ``cache``
-    per model and split, so recalibrating the same weights renders nothing."""
+    per model and split, so recalibrating the same weights renders nothing (and the
+    rendered inputs too, so new weights of the same input size render nothing)."""
     path = None
     if cache is not None:
-        path = cache / f"{clip.name}-{desc.replace(' ', '-')}-{len(items)}.npz"
+        path = cache / f"{clip.name}-{desc.replace(' ', '-')}-{len(items)}-{data.items_digest(items)}.npz"
         if path.is_file():
             stored = np.load(path)
             return [stored[str(i)] for i in range(len(items))]
-    inputs = data.render_production_inputs(items, clip.preprocess, workers, desc)
+    inputs = data.cached_production_inputs(items, clip.preprocess, cache, workers, desc)
     embeddings = [filt.embed_inputs(x) for x in inputs]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,26 +89,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concepts", type=Path, default=DEFAULT_CONCEPTS)
     ap.add_argument("--out", type=Path, default=None, help="where to write (default: --concepts)")
     ap.add_argument("--clips", type=int, default=2500)
-    ap.add_argument("--train-clips", type=int, default=14_000, help="training prompts to keep out")
     ap.add_argument("--flag-fp", type=float, default=0.01)
     ap.add_argument("--block-margin", type=float, default=0.02)
     ap.add_argument("--care-fp", type=float, default=0.02)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device for the model")
     ap.add_argument("--cache", type=Path, default=None, help="keep frame embeddings here for the next run")
     args = ap.parse_args(argv)
 
     from generation.vocabulary import default_vocabulary
 
     vocab = default_vocabulary()
-    clip = load_clip(args.model, args.pretrained)
+    clip = load_clip(args.model, args.pretrained, args.device)
     base = ConceptSet.from_file(args.concepts)
     named = [c.name for c in base.concepts] + [s.name for s in base.special_care]
     unknown = [n for n in named if n not in vocab.concepts["subjects"]]
     if unknown:
         raise SystemExit(f"concepts {unknown} are not vocabulary subjects: calibration cannot know the truth")
     filt = FrameFilter(clip, base, check_model=False)
-    train = {it.prompt for it in data.build_items("train", args.train_clips, vocab=vocab)}
-    items = data.build_items("calib", args.clips, exclude=train, vocab=vocab)
+    items = data.build_items("calib", args.clips, exclude=data.training_prompts(args.model, vocab), vocab=vocab)
     embeddings = embed_items(clip, filt, items, args.workers, args.cache, "render calib")
 
     care = []

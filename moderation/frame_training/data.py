@@ -94,7 +94,10 @@ class Item:
 
 def _phrase(vocab: Vocabulary, category: str, key: str, rng: np.random.Generator, banned: set[str]) -> str:
     spec = vocab.get(category, key).spec
-    options = [key.replace("_", " ")] + [s for s in spec.get("synonyms", []) if s not in banned]
+    # A banned word inside a longer synonym ("immolation" in "self immolation") is banned too.
+    options = [key.replace("_", " ")] + [
+        s for s in spec.get("synonyms", []) if not any(f" {b} " in f" {s} " for b in banned)
+    ]
     if rng.random() < 0.4:
         return options[0]
     return str(options[int(rng.integers(len(options)))])
@@ -132,12 +135,22 @@ def _context(vocab: Vocabulary, rng: np.random.Generator, banned: set[str]) -> s
     return " ".join(bits).replace(" ,", ",")
 
 
-def make_prompt(vocab: Vocabulary, rng: np.random.Generator, split: str) -> tuple[str, str, str | None]:
+def training_mix(unsafe_share: float) -> dict[str, float]:
+    """:data:`MIX` with another share of unsafe prompts (the abstract share kept)."""
+    if not 0.0 < unsafe_share < 1.0 - MIX["abstract"]:
+        raise ValueError(f"unsafe share must be in (0, {1.0 - MIX['abstract']:.2f}), not {unsafe_share}")
+    return {"safe": 1.0 - MIX["abstract"] - unsafe_share, "unsafe": unsafe_share, "abstract": MIX["abstract"]}
+
+
+def make_prompt(
+    vocab: Vocabulary, rng: np.random.Generator, split: str, mix: dict[str, float] | None = None
+) -> tuple[str, str, str | None]:
     """(prompt, kind, the unsafe subject it is meant to show or None)."""
+    mix = mix or MIX
     safe = [k for k in subjects(vocab) if k not in vocab.unsafe]
     unsafe = sorted(vocab.unsafe)
     banned = {s for words in OBFUSCATED.values() for s in words} if split != "obf" else set()
-    kind = "unsafe" if split == "obf" else str(rng.choice(list(MIX), p=list(MIX.values())))
+    kind = "unsafe" if split == "obf" else str(rng.choice(list(mix), p=list(mix.values())))
     if kind == "safe":
         n = int(rng.choice([1, 2, 3], p=[0.72, 0.23, 0.05]))
         keys = rng.choice(safe, size=n, replace=False)
@@ -187,14 +200,22 @@ def canonical_captions(vocab: Vocabulary, prompt: str) -> tuple[list[str], list[
     return keys, labels, [f"a photo of {what}", f"a photo of {full}"]
 
 
-def build_items(split: str, n: int, exclude: Iterable[str] = (), vocab: Vocabulary | None = None) -> list[Item]:
+def build_items(
+    split: str,
+    n: int,
+    exclude: Iterable[str] = (),
+    vocab: Vocabulary | None = None,
+    mix: dict[str, float] | None = None,
+) -> list[Item]:
+    """``n`` items of ``split``; ``mix`` (training only) changes the share of each kind,
+    evaluation splits keep :data:`MIX`."""
     vocab = vocab or default_vocabulary()
     excluded = set(exclude)
     rng = np.random.default_rng(SPLIT_SEED[split])
     out: list[Item] = []
     seen: set[str] = set()
     while len(out) < n:
-        prompt, kind, intended = make_prompt(vocab, rng, split)
+        prompt, kind, intended = make_prompt(vocab, rng, split, mix)
         if prompt in excluded or (split != "train" and prompt in seen):
             continue
         keys, labels, captions = canonical_captions(vocab, prompt)
@@ -209,6 +230,20 @@ def build_items(split: str, n: int, exclude: Iterable[str] = (), vocab: Vocabula
         creator = HANDLES[int(rng.integers(len(HANDLES)))]
         out.append(Item(prompt, kind, SEED_BASE[split] + len(out), creator, keys, bad, labels, captions))
     return out
+
+
+def training_prompts(model: str | Path, vocab: Vocabulary | None = None) -> set[str]:
+    """The prompts a model folder was trained on, rebuilt from its ``training.json``
+    (clip count and unsafe share), for evaluation splits to leave out. A model not
+    trained here (no record) saw none of them: nothing is left out."""
+    import json
+
+    record = Path(model) / "training.json"
+    if not record.is_file():
+        return set()
+    args = json.loads(record.read_text())["args"]
+    mix = training_mix(args["unsafe_share"]) if "unsafe_share" in args else MIX
+    return {it.prompt for it in build_items("train", int(args["clips"]), vocab=vocab, mix=mix)}
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -285,6 +320,40 @@ def render_production_inputs(
             return list(tqdm(done, total=len(items), desc=desc, mininterval=5))
     finally:
         _torch_threads(torch_threads)
+
+
+def items_digest(items: Sequence[Item], salt: str = "") -> str:
+    """12 hex digits that change whenever the items (or ``salt``) do: cache keys."""
+    import hashlib
+
+    digest = hashlib.sha256(salt.encode())
+    for it in items:
+        digest.update(f"{it.seed}\x00{it.prompt}\x00{it.creator}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def cached_production_inputs(
+    items: Sequence[Item],
+    transform: Callable[[Image.Image], Any],
+    folder: Path | None,
+    workers: int = 2,
+    desc: str = "render",
+) -> list[Any]:
+    """:func:`render_production_inputs`, kept in ``folder`` (float16) under a digest of
+    the items and the preprocessing, so evaluating new weights of the same input size
+    renders nothing; a changed split or transform renders afresh."""
+    import torch
+
+    if folder is None:
+        return render_production_inputs(items, transform, workers, desc)
+    path = folder / f"inputs-{desc.replace(' ', '-')}-{len(items)}-{items_digest(items, repr(transform))}.pt"
+    if path.is_file():
+        print(f"inputs from {path}")
+        return [x.float() for x in torch.load(path)]
+    inputs = render_production_inputs(items, transform, workers, desc)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save([x.half() for x in inputs], path)
+    return inputs
 
 
 def _torch_threads(n: int) -> int:

@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--concepts", type=Path, default=DEFAULT_CONCEPTS)
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--obf", type=int, default=600)
-    ap.add_argument("--train-clips", type=int, default=14_000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--no-prompt-filter", action="store_true", help="skip the prompt-filter columns (where MiniLM is not installed)"
+    )
+    ap.add_argument("--device", default="cpu", help="torch device for the model")
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR / "evaluation.json")
     ap.add_argument("--cache", type=Path, default=None, help="keep frame embeddings here for the next run")
     args = ap.parse_args(argv)
@@ -67,10 +70,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from generation.vocabulary import default_vocabulary
 
     vocab = default_vocabulary()
-    clip = load_clip(args.model, args.pretrained)
+    clip = load_clip(args.model, args.pretrained, args.device)
     concepts = ConceptSet.from_file(args.concepts)
     filt = FrameFilter(clip, concepts)
-    seen = {it.prompt for it in data.build_items("train", args.train_clips, vocab=vocab)}
+    seen = data.training_prompts(args.model, vocab)
     seen |= {it.prompt for it in data.build_items("calib", int(concepts.calibration.get("clips", 0)), vocab=vocab)}
     test = data.build_items("test", args.test, exclude=seen, vocab=vocab)
     obf = data.build_items("obf", args.obf, exclude=seen, vocab=vocab)
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in sorted(vocab.unsafe)
     }
     obf_caught = [v.action != "publish" for v in obf_v]
-    passes = prompt_filter_passes([it.prompt for it in obf])
+    passes = [False] * len(obf) if args.no_prompt_filter else prompt_filter_passes([it.prompt for it in obf])
     result = {
         "model": clip.name,
         "test_clips": len(test),

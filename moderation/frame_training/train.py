@@ -48,35 +48,44 @@ from moderation.frame_training import data
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = 128
-CONFIG: dict[str, Any] = {
-    "model_cfg": {
-        "embed_dim": 128,
-        "vision_cfg": {"image_size": IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 24, "head_width": 32},
-        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
-    },
-    "preprocess_cfg": {
-        "size": IMAGE_SIZE,
-        "mode": "RGB",
-        "mean": list(OPENAI_MEAN),
-        "std": list(OPENAI_STD),
-        "interpolation": "bicubic",
-        "resize_mode": "squash",
-        "fill_color": 0,
-    },
-}
+IMAGE_WIDTH = 24
+
+
+def model_config(image_size: int = IMAGE_SIZE, width: int = IMAGE_WIDTH) -> dict[str, Any]:
+    """The open_clip config of the shipped model, at another input size or image-tower width."""
+    return {
+        "model_cfg": {
+            "embed_dim": 128,
+            "vision_cfg": {"image_size": image_size, "layers": [1, 1, 1, 1], "width": width, "head_width": 32},
+            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+        },
+        "preprocess_cfg": {
+            "size": image_size,
+            "mode": "RGB",
+            "mean": list(OPENAI_MEAN),
+            "std": list(OPENAI_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "squash",
+            "fill_color": 0,
+        },
+    }
+
+
+CONFIG = model_config()
 SUBJECT_TEMPLATES = ("a photo of a {}", "a {}", "a video of a {}", "a clip of a {}")
 #: Which caption a training pair uses: the prompt, "a photo of <subjects>", "a photo of <subjects> in <scene>…".
 CAPTION_MIX = (0.5, 0.25, 0.25)
 WEIGHTS_FILE = "open_clip_model.safetensors"
 
 
-def build_model(out: Path) -> tuple[Any, Any]:
-    """A fresh model and its tokenizer from CONFIG, written to ``out`` and read back the
-    way the filter will load it (so training and serving build the same network)."""
+def build_model(out: Path, config: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """A fresh model and its tokenizer from ``config`` (default CONFIG), written to ``out``
+    and read back the way the filter will load it (so training and serving build the
+    same network)."""
     import open_clip
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "open_clip_config.json").write_text(json.dumps(CONFIG, indent=2) + "\n")
+    (out / "open_clip_config.json").write_text(json.dumps(config or CONFIG, indent=2) + "\n")
     for stale in out.glob("*.safetensors"):
         stale.unlink()
     model = open_clip.create_model(f"local-dir:{out}")
@@ -91,14 +100,15 @@ def zero_shot_accuracy(model: Any, tokenizer: Any, images: Any, truth: np.ndarra
     """Top-1 over the vocabulary's subjects, images (N, 3, H, W) already normalised."""
     import torch
 
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         groups = subject_prompts(vocab)
-        t = model.encode_text(tokenizer([p for g in groups for p in g]))
+        t = model.encode_text(tokenizer([p for g in groups for p in g]).to(device))
         t = torch.nn.functional.normalize(t, dim=-1).view(len(groups), len(groups[0]), -1).mean(1)
         t = torch.nn.functional.normalize(t, dim=-1)
-        feats = torch.cat([model.encode_image(images[i : i + 256]) for i in range(0, len(images), 256)])
-        pred = (torch.nn.functional.normalize(feats, dim=-1) @ t.T).argmax(1).numpy()
+        feats = torch.cat([model.encode_image(images[i : i + 256].to(device)) for i in range(0, len(images), 256)])
+        pred = (torch.nn.functional.normalize(feats, dim=-1) @ t.T).argmax(1).cpu().numpy()
     model.train()
     return float((pred == truth).mean())
 
@@ -117,11 +127,11 @@ def to_input(frames: np.ndarray, flip: np.ndarray | None = None) -> Any:
 
 
 def _cached(folder: Path | None, name: str, render: Any) -> np.ndarray:
-    """Rendered frames from ``folder`` when a previous run left them there (same split,
-    seeds and sizes give the same frames), otherwise rendered now and kept."""
+    """Rendered frames from ``folder`` when a previous run left them there (``name``
+    carries the items' digest and the sizes), otherwise rendered now and kept."""
     if folder is None:
         return np.asarray(render())
-    path = folder / f"{name}-{IMAGE_SIZE}.npy"
+    path = folder / f"{name}.npy"
     if path.is_file():
         print(f"frames from {path}")
         return np.load(path)
@@ -134,7 +144,14 @@ def _cached(folder: Path | None, name: str, render: Any) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
-    ap.add_argument("--minutes", type=float, default=42.0, help="training time budget (rendering not included)")
+    ap.add_argument("--minutes", type=float, default=45.0, help="training time budget (rendering not included)")
+    ap.add_argument(
+        "--steps", type=int, default=0, help="train exactly this many steps instead (the schedule follows steps)"
+    )
+    ap.add_argument("--device", default="cpu", help="torch device to train on (rendering stays on the CPU)")
+    ap.add_argument("--unsafe-share", type=float, default=0.40, help="share of training prompts with an unsafe object")
+    ap.add_argument("--image-size", type=int, default=IMAGE_SIZE)
+    ap.add_argument("--width", type=int, default=IMAGE_WIDTH, help="image tower width")
     ap.add_argument("--clips", type=int, default=14_000)
     ap.add_argument("--frames-per-clip", type=int, default=4)
     ap.add_argument("--batch", type=int, default=128)
@@ -162,19 +179,20 @@ def main(argv: list[str] | None = None) -> None:
     column = {n: i for i, n in enumerate(names)}
     n_subjects = len(data.subjects(vocab))
 
-    items = data.build_items("train", args.clips, vocab=vocab)
+    items = data.build_items("train", args.clips, vocab=vocab, mix=data.training_mix(args.unsafe_share))
     train_prompts = {it.prompt for it in items}
     val_pool = data.build_items("val", args.val * 3, exclude=train_prompts, vocab=vocab)
     val_items = [it for it in val_pool if len(set(it.subjects)) == 1][: args.val]
+    size = args.image_size
     frames = _cached(
         args.cache,
-        f"train-{args.clips}-{args.frames_per_clip}",
-        lambda: data.render_training_frames(items, IMAGE_SIZE, args.frames_per_clip, args.workers, "render train"),
+        f"train-{args.clips}-{args.frames_per_clip}-{size}-{data.items_digest(items)}",
+        lambda: data.render_training_frames(items, size, args.frames_per_clip, args.workers, "render train"),
     )
     val_frames = _cached(
         args.cache,
-        f"val-{args.val}",
-        lambda: data.render_training_frames(val_items, IMAGE_SIZE, 3, args.workers, "render val"),
+        f"val-{args.val}-{size}-{data.items_digest(val_items)}",
+        lambda: data.render_training_frames(val_items, size, 3, args.workers, "render val"),
     )
     rendered = time.time()
     subject_index = {k: i for i, k in enumerate(data.subjects(vocab))}
@@ -185,41 +203,50 @@ def main(argv: list[str] | None = None) -> None:
     for i, it in enumerate(items):
         labels[i, [column[name] for name in it.labels]] = 1.0
     torch.set_num_threads(args.threads)
-    model, tokenizer = build_model(args.out)
+    device = torch.device(args.device)
+    model, tokenizer = build_model(args.out, model_config(size, args.width))
+    model.to(device)
     captions = [[it.prompt, *it.captions] for it in items]
     ids: dict[str, int] = {}
     caption_id = np.array([[ids.setdefault(c, len(ids)) for c in row] for row in captions])
-    tokens = tokenizer([c for row in captions for c in row]).view(len(items), 3, -1)
-    labels_t = torch.from_numpy(labels)
+    tokens = tokenizer([c for row in captions for c in row]).view(len(items), 3, -1).to(device)
+    labels_t = torch.from_numpy(labels).to(device)
 
     # Single-subject captions, and "abstract shapes" for clips with no subject.
     names_plain = [data.subject_name(k) for k in data.subjects(vocab)] + ["abstract shapes"]
-    subject_tokens = [tokenizer([t.format(n) for n in names_plain]) for t in SUBJECT_TEMPLATES]
+    subject_tokens = [tokenizer([t.format(n) for n in names_plain]).to(device) for t in SUBJECT_TEMPLATES]
     shows = np.concatenate([labels[:, :n_subjects], labels[:, [column["abstract"]]]], axis=1)
-    shows_t = torch.from_numpy(shows / shows.sum(1, keepdims=True))
+    shows_t = torch.from_numpy(shows / shows.sum(1, keepdims=True)).to(device)
 
     dim = CONFIG["model_cfg"]["embed_dim"]
-    image_head = torch.nn.Linear(dim, len(names))
-    text_head = torch.nn.Linear(dim, n_subjects)
+    image_head = torch.nn.Linear(dim, len(names)).to(device)
+    text_head = torch.nn.Linear(dim, n_subjects).to(device)
     params = [*model.parameters(), *image_head.parameters(), *text_head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.02)
     bce = torch.nn.BCEWithLogitsLoss()
     budget = args.minutes * 60.0
+
+    def progress(elapsed: float) -> float:
+        return min(1.0, step / args.steps if args.steps else elapsed / budget)
+
     warmup = 100
     history: list[dict[str, float]] = []
     step, t0, last_eval = 0, time.time(), time.time()
     model.train()
-    bar = tqdm(total=int(budget), desc="train (s)", unit="s", mininterval=10)
-    while (elapsed := time.time() - t0) < budget:
-        lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, elapsed / budget)))
+    bar = tqdm(
+        total=args.steps or int(budget), desc="train" if args.steps else "train (s)", unit="step" if args.steps else "s",
+        mininterval=10,
+    )  # fmt: skip
+    while progress(elapsed := time.time() - t0) < 1.0:
+        lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * progress(elapsed)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = rng.choice(len(items), size=args.batch, replace=False)
         which = rng.integers(0, args.frames_per_clip, size=args.batch)
-        x = to_input(frames[idx, which], flip=rng.random(args.batch) < 0.5)
+        x = to_input(frames[idx, which], flip=rng.random(args.batch) < 0.5).to(device)
         cap = rng.choice(3, size=args.batch, p=CAPTION_MIX)
-        t = tokens[torch.from_numpy(idx), torch.from_numpy(cap)]
-        cid = torch.from_numpy(caption_id[idx, cap])
+        t = tokens[torch.from_numpy(idx).to(device), torch.from_numpy(cap).to(device)]
+        cid = torch.from_numpy(caption_id[idx, cap]).to(device)
         image, text, scale = model(x, t)[:3]
         logits = scale * image @ text.T
         positive = (cid[:, None] == cid[None, :]).float()
@@ -230,8 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         prototypes = torch.nn.functional.normalize(
             model.encode_text(subject_tokens[int(rng.integers(len(subject_tokens)))]), dim=-1
         )
-        subject = -(shows_t[torch.from_numpy(idx)] * (scale * image @ prototypes.T).log_softmax(1)).sum(1).mean()
-        y = labels_t[torch.from_numpy(idx)]
+        rows = torch.from_numpy(idx).to(device)
+        subject = -(shows_t[rows] * (scale * image @ prototypes.T).log_softmax(1)).sum(1).mean()
+        y = labels_t[rows]
         aux_image = bce(image_head(image * 10.0), y)
         aux_text = bce(text_head(text * 10.0), y[:, :n_subjects])
         loss = contrastive + subject + aux_image + 0.5 * aux_text
@@ -241,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         step += 1
-        bar.update(int(time.time() - t0) - bar.n)
+        bar.update((step if args.steps else int(time.time() - t0)) - bar.n)
         if step % 20 == 0:
             bar.set_postfix(
                 step=step, loss=f"{loss.item():.3f}", con=f"{contrastive.item():.3f}", subj=f"{subject.item():.3f}"
@@ -259,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(args.out / WEIGHTS_FILE))
     size_mb = (args.out / WEIGHTS_FILE).stat().st_size / 1e6
     record = {
@@ -272,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_seconds": round(trained - t0, 1),
         "validation": history,
         "torch": torch.__version__,
+        "device": str(device),
     }
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {args.out / WEIGHTS_FILE} ({size_mb:.1f} MB)")
@@ -279,8 +308,9 @@ def main(argv: list[str] | None = None) -> None:
         from moderation.frame_training import calibrate
 
         calibrate.main(
-            ["--model", str(args.out), "--clips", str(args.calib), "--train-clips", str(args.clips)]
+            ["--model", str(args.out), "--clips", str(args.calib)]
             + (["--concepts", str(args.concepts)] if args.concepts else [])
+            + (["--cache", str(args.cache)] if args.cache else [])
         )
     print(f"done in {(time.time() - started) / 60:.1f} min")
 

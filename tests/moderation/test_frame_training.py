@@ -23,22 +23,31 @@ def test_obfuscated_words_pass_the_term_lists_and_never_reach_training_captions(
             assert policy.check(f"a cowboy with a {word}").allowed, f"{word!r} is in the term lists"
             parsed = [s.key for s in vocab.parse(f"a {word}").subjects]
             assert parsed == [key], f"the renderer must draw {key} for {word!r}, it parsed {parsed}"
-    items = data.build_items("train", 1500, vocab=vocab)
+    items = data.build_items("train", 1500, vocab=vocab, mix=data.training_mix(0.4))
     text = " ".join(f"{it.prompt} {' '.join(it.captions)}" for it in items).lower()
     for key, words in data.OBFUSCATED.items():
         synonyms = vocab.get("subjects", key).spec.get("synonyms", [])
         for word in words:
-            # Known gap, kept so the shipped weights stay reproducible: "immolation" is
-            # banned, but the longer synonym "self immolation" is not, so training saw the
-            # word inside it. The frame filter never reads prompts, so its numbers on the
-            # obfuscated split do not depend on this; the next retraining should ban it.
-            longer = [s for s in synonyms if word in s and s != word and s not in words]
-            rest = text
-            for phrase in longer:
-                rest = rest.replace(phrase, " ")
-            assert f" {word} " not in f" {rest} ", f"{word!r} occurs in training captions"
-            if word == "immolation":
-                assert longer == ["self immolation"]
+            # Nor inside a longer synonym: "immolation" bans "self immolation" too.
+            assert f" {word} " not in f" {text} ", f"{word!r} occurs in training captions"
+        assert any(f" {s} " in f" {text} " for s in synonyms if s not in words), f"no synonym of {key} trains"
+
+
+def test_the_training_mix_changes_only_training_and_evaluation_leaves_out_what_a_model_saw(tmp_path: Path) -> None:
+    vocab = default_vocabulary()
+    heavy = data.build_items("train", 800, vocab=vocab, mix=data.training_mix(0.4))
+    assert abs(sum(it.kind == "unsafe" for it in heavy) / len(heavy) - 0.4) < 0.06
+    with pytest.raises(ValueError, match="unsafe share"):
+        data.training_mix(0.95)
+    # A model folder records its training set; evaluation splits rebuild and exclude it.
+    (tmp_path / "training.json").write_text(json.dumps({"args": {"clips": 800, "unsafe_share": 0.4}}))
+    assert data.training_prompts(tmp_path, vocab) == {it.prompt for it in heavy}
+    assert data.training_prompts(tmp_path / "missing", vocab) == set()  # e.g. real ViT-B-32 weights
+    # Cache keys follow the items: another split or another order is another key.
+    test = data.build_items("test", 30, vocab=vocab)
+    assert data.items_digest(test) == data.items_digest(list(test))
+    assert data.items_digest(test) != data.items_digest(test[1:])
+    assert data.items_digest(test) != data.items_digest(test, "another transform")
 
 
 def test_splits_are_disjoint_and_labels_are_what_the_renderer_parsed() -> None:
@@ -75,9 +84,9 @@ def test_thresholds_keep_false_positives_within_the_target_across_all_concepts()
 
 def test_the_training_script_writes_a_model_open_clip_loads(tmp_path: Path) -> None:
     out = tmp_path / "model"
-    train.main(["--out", str(out), "--minutes", "0.05", "--clips", "48", "--val", "6", "--calib", "0", "--batch", "16"])
+    train.main(["--out", str(out), "--steps", "3", "--clips", "48", "--val", "6", "--calib", "0", "--batch", "16"])
     record = json.loads((out / "training.json").read_text())
-    assert record["steps"] >= 1 and record["weights_mb"] < 25
+    assert record["steps"] == 3 and record["weights_mb"] < 25 and record["args"]["unsafe_share"] == 0.4
     assert json.loads((out / "open_clip_config.json").read_text()) == train.CONFIG
     clip = load_clip(out)
     assert clip.name.startswith("model@") and clip.embed_dim == train.CONFIG["model_cfg"]["embed_dim"]
