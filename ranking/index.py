@@ -207,9 +207,7 @@ class ClipIndex:
         self._dead.clear()
 
     # ------------------------------------------------------------------ queries
-    def search(
-        self, query: Sequence[float] | np.ndarray, k: int = 10, exclude: Iterable[str] = ()
-    ) -> list[Hit]:
+    def search(self, query: Sequence[float] | np.ndarray, k: int = 10, exclude: Iterable[str] = ()) -> list[Hit]:
         """The ``k`` live clips closest to ``query``, best first, leaving out ``exclude``."""
         return self.search_many(np.asarray(query, np.float32).reshape(1, -1), k, exclude)[0]
 
@@ -314,7 +312,7 @@ class ClipIndex:
             index = cls(int(state["dim"]), model=str(state.get("model", "")), **state["settings"])
             index._index = faiss.read_index(str(folder / "index.faiss"))
             if state["kind"] == "hnsw":
-                faiss.downcast_index(index._index.index).hnsw.efSearch = index.ef_search
+                faiss.downcast_index(index._index.index).hnsw.efSearch = index.ef_search  # type: ignore[attr-defined]
             index._kind = state["kind"]
             index._vectors = np.load(folder / "vectors.npy")
             index._row_of = {int(k): int(r) for k, r in np.load(folder / "rows.npy").tolist()}

@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     history: list[dict[str, float]] = []
     step, t0, last_eval = 0, time.time(), time.time()
     model.train()
+    by_steps = bool(args.steps)
     bar = tqdm(
-        total=args.steps or int(budget), desc="train" if args.steps else "train (s)", unit="step" if args.steps else "s",
+        total=args.steps or int(budget), desc="train" if by_steps else "train (s)", unit="step" if by_steps else "s",
         mininterval=10,
     )  # fmt: skip
     while progress(elapsed := time.time() - t0) < 1.0:

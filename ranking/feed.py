@@ -1,0 +1,371 @@
+"""The personalised feed as named, single-purpose stages.
+
+    candidates = sources(...)      # where clips come from, each tagged with its source
+    kept, removed = filters(...)   # each filter says what it removed and why
+    scored = score(...)            # weighted signals; the weights are data
+    page = rerank(...)             # diversity (MMR) and an author cap per page
+
+Every stage is a plain function of in-memory state (:class:`~ranking.catalog.Catalog`,
+engagement counts, the viewer's graph and taste), so each is testable alone and the
+offline evaluator replays the same code the API runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranking.catalog import Catalog, ClipInfo
+from ranking.engagement import ClipCounts, smoothed_rate
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_WEIGHTS_FILE = DATA_DIR / "feed_weights.json"
+
+
+# ---------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Steering:
+    """What a user asked the feed for in words, embedded by the CLIP text tower."""
+
+    text: str
+    more: np.ndarray | None = None  # normalised mean of the "more of" phrases
+    less: np.ndarray | None = None  # normalised mean of the "less of" phrases
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user_id: str | None
+    following: frozenset[str] = frozenset()
+    friends: frozenset[str] = frozenset()  # mutual follows
+    hidden: frozenset[str] = frozenset()  # blocked either way, or muted
+    seen: frozenset[str] = frozenset()  # clips already shown to them
+    vector: np.ndarray | None = None  # normalised taste, None while cold
+    steering: Steering | None = None
+    avoid: tuple[np.ndarray, ...] = ()  # clips they asked to see less like
+    liked: tuple[str, ...] = ()  # recently liked clip ids, newest first
+    affinity: Mapping[str, float] = field(default_factory=dict)  # author → closeness 0..1
+
+
+@dataclass
+class Candidate:
+    clip: ClipInfo
+    sources: set[str]
+    features: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Removed:
+    clip_id: str
+    filter: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FeedWeights:
+    """Scorer and stage settings; :meth:`load` reads them from a JSON file."""
+
+    similarity: float = 1.0
+    steer_more: float = 1.5
+    steer_less: float = -2.0
+    engagement: float = 0.8
+    freshness: float = 0.6
+    freshness_half_life_h: float = 24.0
+    social: float = 1.2
+    cast_me: float = 1.5
+    negative: float = -3.0
+    exploration: float = 0.25
+    mmr_lambda: float = 0.75
+    author_cap: int = 2
+    exploration_share: float = 0.15
+    per_author: int = 4
+    followed_max_age_h: float = 168.0
+    neighbours: int = 200
+    trending: int = 100
+    fresh: int = 60
+    fresh_max_impressions: int = 50
+    prior_like_rate: float = 0.05
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_WEIGHTS_FILE) -> FeedWeights:
+        data = json.loads(Path(path).read_text())
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known - {"about"}
+        if unknown:
+            raise ValueError(f"{path}: unknown feed weights {sorted(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ---------------------------------------------------------------------------- sources
+Source = tuple[str, str]  # (clip id, source name)
+
+
+def source_followed(catalog: Catalog, viewer: Viewer, now: float, w: FeedWeights) -> list[Source]:
+    """Recent clips by people the viewer follows; friends (mutuals) tagged apart."""
+    since = now - w.followed_max_age_h * 3600
+    out: list[Source] = []
+    for author in viewer.following:
+        name = "friends" if author in viewer.friends else "following"
+        out += [(cid, name) for cid in catalog.by_author(author, w.per_author, since)]
+    return out
+
+
+def source_cameos(catalog: Catalog, viewer: Viewer, now: float, w: FeedWeights) -> list[Source]:
+    """Clips that cast the viewer or one of their friends."""
+    if viewer.user_id is None:
+        return []
+    since = now - w.followed_max_age_h * 3600
+    out = [(cid, "cast_me") for cid in catalog.casting(viewer.user_id, w.per_author * 2, since)]
+    for friend in viewer.friends:
+        out += [(cid, "cast_friend") for cid in catalog.casting(friend, w.per_author, since)]
+    return out
+
+
+def query_vector(viewer: Viewer, w: FeedWeights) -> np.ndarray | None:
+    """Taste plus steering: what the neighbour search looks for."""
+    parts = []
+    if viewer.vector is not None:
+        parts.append(np.asarray(viewer.vector, np.float32))
+    if viewer.steering is not None and viewer.steering.more is not None:
+        parts.append(w.steer_more * np.asarray(viewer.steering.more, np.float32))
+    if not parts:
+        return None
+    q = np.sum(parts, axis=0)
+    if viewer.steering is not None and viewer.steering.less is not None:
+        q = q - 0.5 * np.asarray(viewer.steering.less, np.float32)
+    norm = float(np.linalg.norm(q))
+    return None if norm < 1e-6 else (q / norm).astype(np.float32)
+
+
+def source_neighbours(catalog: Catalog, viewer: Viewer, w: FeedWeights) -> list[Source]:
+    """The clips closest to the viewer's taste (and steering) in the embedding index."""
+    q = query_vector(viewer, w)
+    if q is None or len(catalog.index) == 0:
+        return []
+    return [(h.clip_id, "neighbours") for h in catalog.index.search(q, w.neighbours, exclude=viewer.seen)]
+
+
+def source_trending(trending: Sequence[str], w: FeedWeights) -> list[Source]:
+    return [(cid, "trending") for cid in trending[: w.trending]]
+
+
+def source_fresh(catalog: Catalog, engagement: Mapping[str, ClipCounts], now: float, w: FeedWeights) -> list[Source]:
+    """New clips that have not had their chance yet (exploration)."""
+    out: list[Source] = []
+    for cid in catalog.newest(w.fresh * 4, since=now - 72 * 3600):
+        counts = engagement.get(cid)
+        if counts is None or counts.total.get("impression", 0) < w.fresh_max_impressions:
+            out.append((cid, "fresh"))
+            if len(out) >= w.fresh:
+                break
+    return out
+
+
+def source_remixes(catalog: Catalog, viewer: Viewer, w: FeedWeights) -> list[Source]:
+    """Remixes of clips the viewer liked."""
+    out: list[Source] = []
+    for cid in viewer.liked[:20]:
+        out += [(r, "remixes") for r in catalog.remixes_of(cid, w.per_author)]
+    return out
+
+
+def gather(catalog: Catalog, sources: Iterable[Source]) -> list[Candidate]:
+    """Candidates hydrated from the catalogue, one per clip, with every source that named it."""
+    by_id: dict[str, Candidate] = {}
+    for cid, name in sources:
+        cand = by_id.get(cid)
+        if cand is None:
+            info = catalog.get(cid)
+            if info is None:
+                continue  # removed between the source and now
+            by_id[cid] = Candidate(info, {name})
+        else:
+            cand.sources.add(name)
+    return list(by_id.values())
+
+
+# ---------------------------------------------------------------------------- filters
+Filter = Callable[[Candidate], str | None]  # a reason to remove, or None to keep
+
+
+def filters_for(viewer: Viewer, catalog: Catalog, served: frozenset[str] = frozenset()) -> list[tuple[str, Filter]]:
+    def seen(c: Candidate) -> str | None:
+        if c.clip.clip_id in served:
+            return "already on an earlier page"
+        return "already seen" if c.clip.clip_id in viewer.seen else None
+
+    def hidden_author(c: Candidate) -> str | None:
+        return "author blocked or muted" if c.clip.author_id in viewer.hidden else None
+
+    def live(c: Candidate) -> str | None:
+        return None if c.clip.clip_id in catalog else "no longer published"
+
+    def own(c: Candidate) -> str | None:
+        return "viewer's own clip" if viewer.user_id is not None and c.clip.author_id == viewer.user_id else None
+
+    return [("live", live), ("hidden_author", hidden_author), ("seen", seen), ("own", own)]
+
+
+def apply_filters(
+    candidates: Sequence[Candidate], named: Sequence[tuple[str, Filter]]
+) -> tuple[list[Candidate], list[Removed]]:
+    kept: list[Candidate] = []
+    removed: list[Removed] = []
+    for cand in candidates:
+        for name, check in named:
+            reason = check(cand)
+            if reason is not None:
+                removed.append(Removed(cand.clip.clip_id, name, reason))
+                break
+        else:
+            kept.append(cand)
+    return kept, removed
+
+
+# ---------------------------------------------------------------------------- scorer
+def _embedding(c: Candidate) -> np.ndarray | None:
+    return None if c.clip.embedding is None else np.asarray(c.clip.embedding, np.float32)
+
+
+def score(
+    candidates: Sequence[Candidate],
+    viewer: Viewer,
+    engagement: Mapping[str, ClipCounts],
+    now: float,
+    w: FeedWeights,
+) -> list[Candidate]:
+    """Features and a weighted score for each candidate, best first."""
+    decay = math.log(2) / (w.freshness_half_life_h * 3600)
+    for c in candidates:
+        e = _embedding(c)
+        f = c.features
+        f["similarity"] = float(e @ viewer.vector) if e is not None and viewer.vector is not None else 0.0
+        s = viewer.steering
+        f["steer_more"] = float(e @ s.more) if e is not None and s is not None and s.more is not None else 0.0
+        f["steer_less"] = float(e @ s.less) if e is not None and s is not None and s.less is not None else 0.0
+        f["negative"] = (
+            max((float(e @ a) for a in viewer.avoid), default=0.0) if e is not None and viewer.avoid else 0.0
+        )
+        counts = engagement.get(c.clip.clip_id)
+        total = counts.total if counts is not None else {}
+        shown = max(total.get("impression", 0), total.get("view", 0))
+        liked = total.get("like", 0) + 2 * total.get("share", 0) + total.get("complete", 0) * 0.5
+        bad = total.get("skip", 0) * 0.5 + total.get("see_less", 0) * 2 + total.get("report", 0) * 5
+        f["engagement"] = smoothed_rate(liked - bad, shown, w.prior_like_rate) / max(w.prior_like_rate, 1e-6) - 1.0
+        f["freshness"] = math.exp(-decay * max(0.0, now - c.clip.published_at))
+        author = c.clip.author_id
+        closeness = 1.0 if author in viewer.friends else 0.6 if author in viewer.following else 0.0
+        f["social"] = max(closeness, float(viewer.affinity.get(author, 0.0)))
+        f["cast_me"] = 1.0 if "cast_me" in c.sources else 0.5 if "cast_friend" in c.sources else 0.0
+        f["exploration"] = 1.0 if "fresh" in c.sources else 0.0
+        c.score = (
+            w.similarity * f["similarity"]
+            + w.steer_more * f["steer_more"]
+            + w.steer_less * max(0.0, f["steer_less"])
+            + w.negative * max(0.0, f["negative"])
+            + w.engagement * f["engagement"]
+            + w.freshness * f["freshness"]
+            + w.social * f["social"]
+            + w.cast_me * f["cast_me"]
+            + w.exploration * f["exploration"]
+        )
+    return sorted(candidates, key=lambda c: (-c.score, c.clip.clip_id))
+
+
+# ---------------------------------------------------------------------------- re-rank
+def rerank(candidates: Sequence[Candidate], limit: int, w: FeedWeights) -> list[Candidate]:
+    """Maximal marginal relevance over clip embeddings, at most ``author_cap`` clips per
+    author and a bounded share of exploration slots for fresh clips. When the caps would
+    leave the page short (a new user, a small catalogue), the exploration cap is lifted
+    first, then the author cap: a full page beats an empty one."""
+    pool = list(candidates)
+    if not pool:
+        return []
+    scores = np.array([c.score for c in pool], np.float64)
+    spread = float(scores.max() - scores.min()) or 1.0
+    relevance = (scores - scores.min()) / spread
+    dim = next((len(c.clip.embedding) for c in pool if c.clip.embedding is not None), 0)
+    emb = np.zeros((len(pool), max(dim, 1)), np.float32)
+    for i, c in enumerate(pool):
+        if c.clip.embedding is not None:
+            emb[i] = c.clip.embedding
+    max_sim = np.full(len(pool), -1.0, np.float32)
+    chosen: list[Candidate] = []
+    per_author: dict[str, int] = {}
+    used = np.zeros(len(pool), bool)
+    explored = 0
+    for explore_slots, author_cap in [
+        (max(1, round(w.exploration_share * limit)), w.author_cap),
+        (limit, w.author_cap),
+        (limit, limit),
+    ]:
+        skipped = np.zeros(len(pool), bool)
+        while len(chosen) < limit:
+            mmr = w.mmr_lambda * relevance - (1.0 - w.mmr_lambda) * np.maximum(max_sim, 0.0)
+            mmr[used | skipped] = -np.inf
+            best = int(np.argmax(mmr))
+            if not np.isfinite(mmr[best]):
+                break
+            c = pool[best]
+            only_fresh = c.sources == {"fresh"}
+            if per_author.get(c.clip.author_id, 0) >= author_cap or (only_fresh and explored >= explore_slots):
+                skipped[best] = True
+                continue
+            chosen.append(c)
+            used[best] = True
+            explored += only_fresh
+            per_author[c.clip.author_id] = per_author.get(c.clip.author_id, 0) + 1
+            max_sim = np.maximum(max_sim, emb @ emb[best])
+        if len(chosen) >= limit:
+            break
+    return chosen
+
+
+# ---------------------------------------------------------------------------- the request
+@dataclass
+class FeedResult:
+    page: list[Candidate]
+    removed: list[Removed]
+    candidates: int
+    by_source: dict[str, int]
+
+    def explain(self) -> list[dict[str, Any]]:
+        return [
+            {"clip_id": c.clip.clip_id, "score": round(c.score, 4), "sources": sorted(c.sources), **c.features}
+            for c in self.page
+        ]
+
+
+def build_feed(
+    catalog: Catalog,
+    viewer: Viewer,
+    engagement: Mapping[str, ClipCounts],
+    trending: Sequence[str],
+    now: float,
+    limit: int = 20,
+    weights: FeedWeights | None = None,
+    served: frozenset[str] = frozenset(),
+) -> FeedResult:
+    """One page of the viewer's feed: sources → filters → scorer → re-rank."""
+    w = weights or FeedWeights()
+    raw: list[Source] = []
+    raw += source_followed(catalog, viewer, now, w)
+    raw += source_cameos(catalog, viewer, now, w)
+    raw += source_neighbours(catalog, viewer, w)
+    raw += source_trending(trending, w)
+    raw += source_fresh(catalog, engagement, now, w)
+    raw += source_remixes(catalog, viewer, w)
+    by_source: dict[str, int] = {}
+    for _, name in raw:
+        by_source[name] = by_source.get(name, 0) + 1
+    candidates = gather(catalog, raw)
+    kept, removed = apply_filters(candidates, filters_for(viewer, catalog, served))
+    ranked = score(kept, viewer, engagement, now, w)
+    page = rerank(ranked, limit, w)
+    return FeedResult(page, removed, len(candidates), by_source)

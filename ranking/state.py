@@ -1,0 +1,208 @@
+"""RankingState: everything a feed request reads, built by applying the event log.
+
+One class, fed record by record, holds the live catalogue and embedding index, windowed
+engagement per clip, each user's taste vector, seen set, likes, "see less" list and
+author affinity, and the trending board. The ranking worker applies the log to it (and
+keeps user vectors in a Faust table), each API replica applies the same log to its own
+copy, and the offline evaluator replays a recorded log through it: the same code in all
+three places.
+
+Records it understands: ``ClipPublished`` (add), ``ClipFlagged`` (kept aside until a
+reviewer publishes it), ``ModerationDecision`` (``publish``/``restore`` add,
+``takedown``/``block`` remove at once), ``Interaction`` (everything else).
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.records import ClipFlagged, ClipPublished, Interaction, ModerationDecision
+from ranking.catalog import Catalog, ClipInfo
+from ranking.engagement import ClipCounts, kinds_of, trending_score
+from ranking.index import ClipIndex
+from ranking.signals import SignalWeights, apply, query_vector
+
+SEEN_MAX = 5000
+LIKED_MAX = 50
+AVOID_MAX = 20
+AFFINITY_MAX = 200
+TRENDING_SIZE = 300
+TRENDING_REFRESH_S = 5.0
+AFFINITY_WEIGHTS = {"like": 1.0, "share": 1.5, "comment": 1.0, "view": 0.1, "see_less": -1.0, "report": -2.0}
+
+
+@dataclass
+class UserState:
+    vector: np.ndarray | None = None  # unnormalised taste (see ranking.signals)
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    liked: deque[str] = field(default_factory=lambda: deque(maxlen=LIKED_MAX))
+    avoid: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=AVOID_MAX))
+    affinity: dict[str, float] = field(default_factory=dict)
+    version: int = 0  # bumped on every change: the API knows a page is stale
+
+    def mark_seen(self, clip_id: str) -> None:
+        self.seen[clip_id] = None
+        self.seen.move_to_end(clip_id)
+        while len(self.seen) > SEEN_MAX:
+            self.seen.popitem(last=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vector": None if self.vector is None else [round(float(x), 6) for x in self.vector],
+            "liked": list(self.liked),
+            "avoid": [[round(float(x), 6) for x in v] for v in self.avoid],
+            "affinity": self.affinity,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UserState:
+        user = cls()
+        if data.get("vector") is not None:
+            user.vector = np.asarray(data["vector"], np.float32)
+        user.liked.extend(data.get("liked", []))
+        user.avoid.extend(np.asarray(v, np.float32) for v in data.get("avoid", []))
+        user.affinity = {str(k): float(v) for k, v in data.get("affinity", {}).items()}
+        user.version = int(data.get("version", 0))
+        return user
+
+
+def clip_info(rec: ClipPublished | ClipFlagged, published_at: float) -> ClipInfo:
+    return ClipInfo(
+        clip_id=str(rec.clip_id),
+        author_id=str(rec.user_id),
+        published_at=published_at,
+        duration_ms=int(rec.media.duration_s * 1000),
+        cast=tuple(str(c.user_id) for c in rec.cameos),
+        parent_clip_id=str(rec.parent_clip_id) if rec.parent_clip_id else None,
+        embedding=tuple(rec.embedding) if rec.embedding else None,
+    )
+
+
+class RankingState:
+    def __init__(self, dim: int = 128, index: ClipIndex | None = None, weights: SignalWeights | None = None) -> None:
+        self.catalog = Catalog(index or ClipIndex(dim))
+        self.engagement: dict[str, ClipCounts] = {}
+        self.users: dict[str, UserState] = {}
+        self.weights = weights or SignalWeights()
+        self._held: dict[str, ClipInfo] = {}  # flagged or taken down: kept for publish/restore
+        self._durations: dict[str, int] = {}
+        self._authors: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._trending: list[str] = []
+        self._trending_at = float("-inf")
+        self.applied = 0
+
+    # ------------------------------------------------------------------ log
+    def apply(self, record: Any) -> None:
+        with self._lock:
+            self.applied += 1
+            if isinstance(record, ClipPublished):
+                self._publish(clip_info(record, record.occurred_at.timestamp()))
+            elif isinstance(record, ClipFlagged):
+                info = clip_info(record, record.occurred_at.timestamp())
+                self._held[info.clip_id] = info
+                self._remember(info)
+            elif isinstance(record, ModerationDecision):
+                self._decide(record)
+            elif isinstance(record, Interaction):
+                self._interact(record)
+
+    def _remember(self, info: ClipInfo) -> None:
+        self._durations[info.clip_id] = info.duration_ms
+        self._authors[info.clip_id] = info.author_id
+
+    def _publish(self, info: ClipInfo) -> None:
+        self._held.pop(info.clip_id, None)
+        self._remember(info)
+        self.catalog.add(info)
+
+    def _decide(self, rec: ModerationDecision) -> None:
+        clip_id = str(rec.clip_id)
+        if rec.decision in ("takedown", "block"):
+            info = self.catalog.get(clip_id)
+            if info is not None:
+                self._held[clip_id] = info
+            self.catalog.remove(clip_id)
+        elif rec.decision in ("publish", "restore"):
+            held = self._held.get(clip_id)
+            if held is not None:
+                self._publish(ClipInfo(**{**held.__dict__, "published_at": rec.occurred_at.timestamp()}))
+
+    def _interact(self, rec: Interaction) -> None:
+        if rec.clip_id is None:
+            return
+        clip_id, user_id, at = str(rec.clip_id), str(rec.user_id), rec.occurred_at.timestamp()
+        duration = self._durations.get(clip_id)
+        counts = self.engagement.get(clip_id)
+        if counts is None:
+            counts = self.engagement[clip_id] = ClipCounts()
+        for kind in kinds_of(rec.kind, rec.watch_ms, duration):
+            counts.add(kind, at)
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users[user_id] = UserState()
+        if rec.kind in ("impression", "view", "skip", "like", "share", "see_less", "report"):
+            user.mark_seen(clip_id)
+        if rec.kind == "like":
+            if clip_id in user.liked:
+                user.liked.remove(clip_id)
+            user.liked.appendleft(clip_id)
+        elif rec.kind == "unlike" and clip_id in user.liked:
+            user.liked.remove(clip_id)
+        vector = self.catalog.index.vector(clip_id)
+        if vector is not None:
+            updated = apply(user.vector, vector, rec.kind, watch_ms=rec.watch_ms, duration_ms=duration,
+                            weights=self.weights)  # fmt: skip
+            if updated is not None:
+                user.vector = updated
+            if rec.kind == "see_less":
+                user.avoid.append(vector)
+        author = self._authors.get(clip_id)
+        if author is not None and author != user_id and rec.kind in AFFINITY_WEIGHTS:
+            score = 0.95 * user.affinity.get(author, 0.0) + AFFINITY_WEIGHTS[rec.kind]
+            user.affinity[author] = score
+            if len(user.affinity) > AFFINITY_MAX:
+                for weakest in heapq.nsmallest(
+                    len(user.affinity) - AFFINITY_MAX, user.affinity, key=lambda a: user.affinity[a]
+                ):
+                    del user.affinity[weakest]
+        user.version += 1
+
+    # ------------------------------------------------------------------ reads
+    def user(self, user_id: str | None) -> UserState | None:
+        return None if user_id is None else self.users.get(user_id)
+
+    def taste(self, user_id: str | None) -> np.ndarray | None:
+        user = self.user(user_id)
+        return None if user is None else query_vector(user.vector)
+
+    def closeness(self, user_id: str | None) -> dict[str, float]:
+        """Author → 0..1 from the user's interactions with their clips."""
+        user = self.user(user_id)
+        if user is None or not user.affinity:
+            return {}
+        top = max(user.affinity.values())
+        return {a: max(0.0, s / top) for a, s in user.affinity.items()} if top > 0 else {}
+
+    def trending(self, now: float) -> list[str]:
+        """Live clips with the most weighted engagement in the last hour, recomputed at
+        most every few seconds (a feed request never pays for the whole catalogue)."""
+        with self._lock:
+            if now - self._trending_at >= TRENDING_REFRESH_S or now < self._trending_at:
+                scored = []
+                for clip_id, counts in self.engagement.items():
+                    if clip_id in self.catalog and counts.buckets:
+                        s = trending_score(counts, now)
+                        if s > 0:
+                            scored.append((s, clip_id))
+                self._trending = [cid for _, cid in heapq.nlargest(TRENDING_SIZE, scored)]
+                self._trending_at = now
+            return list(self._trending)
