@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     concepts = ConceptSet.from_file(args.concepts)
     filt = FrameFilter(clip, concepts)
     seen = data.training_prompts(args.model, vocab)
-    seen |= {it.prompt for it in data.build_items("calib", int(concepts.calibration.get("clips", 0)), vocab=vocab)}
+    calib = data.build_items("calib", int(concepts.calibration.get("clips", 0)), exclude=seen, vocab=vocab)
+    seen |= {it.prompt for it in calib}  # exactly the clips calibration scored
     test = data.build_items("test", args.test, exclude=seen, vocab=vocab)
     obf = data.build_items("obf", args.obf, exclude=seen, vocab=vocab)
     test_v, test_e = judge_all(filt, embed_items(clip, filt, test, args.workers, args.cache, "render test"))

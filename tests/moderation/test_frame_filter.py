@@ -86,7 +86,7 @@ def test_what_an_obfuscated_prompt_rendered_is_caught(
 
 def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     """A small slice of the evaluation (the full one is moderation.frame_training.evaluate),
-    as a regression guard for the shipped weights and thresholds: 25 of these 30 unsafe
+    as a regression guard for the shipped weights and thresholds: 24 of these 30 unsafe
     clips are caught and none of the 30 safe ones when this was written. The targets
     (95% recall) are not met yet; see docs/performance.md."""
     items = data.build_items("test", 200)
