@@ -46,7 +46,7 @@ COMPACT_RATIO = 0.2
 SNAPSHOT_VERSION = 1
 
 
-class IndexError_(ClipstreamError):
+class ClipIndexError(ClipstreamError):
     """A vector or snapshot the index cannot take."""
 
 
@@ -71,7 +71,7 @@ class ClipIndex:
         model: str = "",
     ) -> None:
         if dim <= 0:
-            raise IndexError_(f"dimension must be positive, not {dim}")
+            raise ClipIndexError(f"dimension must be positive, not {dim}")
         self.dim = dim
         self.model = model
         self.exact_below = exact_below
@@ -106,10 +106,10 @@ class ClipIndex:
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1, self.dim))
         if not np.isfinite(x).all():
-            raise IndexError_("embedding has NaN or infinite values")
+            raise ClipIndexError("embedding has NaN or infinite values")
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         if (norms < 1e-6).any():
-            raise IndexError_("embedding is all zeros")
+            raise ClipIndexError("embedding is all zeros")
         return x / norms
 
     @property
@@ -144,7 +144,7 @@ class ClipIndex:
         """Add or replace clips (an id seen again gets its new vector)."""
         x = self._check(vectors)
         if len(x) != len(clip_ids):
-            raise IndexError_(f"{len(clip_ids)} ids for {len(x)} vectors")
+            raise ClipIndexError(f"{len(clip_ids)} ids for {len(x)} vectors")
         with self._lock:
             # The last vector of an id repeated within one call wins.
             last = {cid: i for i, cid in enumerate(clip_ids)}
@@ -308,7 +308,7 @@ class ClipIndex:
         try:
             state = json.loads((folder / "state.json").read_text())
             if state.get("version") != SNAPSHOT_VERSION:
-                raise IndexError_(f"snapshot version {state.get('version')} is not {SNAPSHOT_VERSION}")
+                raise ClipIndexError(f"snapshot version {state.get('version')} is not {SNAPSHOT_VERSION}")
             index = cls(int(state["dim"]), model=str(state.get("model", "")), **state["settings"])
             index._index = faiss.read_index(str(folder / "index.faiss"))
             if state["kind"] == "hnsw":
@@ -322,7 +322,7 @@ class ClipIndex:
             index._next = int(state["next"])
             index.position = {str(k): int(v) for k, v in state["position"].items()}
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise IndexError_(f"cannot load index snapshot {folder}: {exc}") from exc
+            raise ClipIndexError(f"cannot load index snapshot {folder}: {exc}") from exc
         return index
 
     def stats(self) -> Mapping[str, Any]:

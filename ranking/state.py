@@ -14,6 +14,7 @@ reviewer publishes it), ``ModerationDecision`` (``publish``/``restore`` add,
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import threading
 from collections import OrderedDict, deque
@@ -134,7 +135,7 @@ class RankingState:
         elif rec.decision in ("publish", "restore"):
             held = self._held.get(clip_id)
             if held is not None:
-                self._publish(ClipInfo(**{**held.__dict__, "published_at": rec.occurred_at.timestamp()}))
+                self._publish(dataclasses.replace(held, published_at=rec.occurred_at.timestamp()))
 
     def _interact(self, rec: Interaction) -> None:
         if rec.clip_id is None:

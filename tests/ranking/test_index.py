@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranking.index import ClipIndex, IndexError_
+from ranking.index import ClipIndex, ClipIndexError
 
 
 def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -84,9 +84,9 @@ def test_exclusions_and_upserts() -> None:
 
 def test_bad_vectors_are_refused() -> None:
     index = ClipIndex(4)
-    with pytest.raises(IndexError_, match="NaN"):
+    with pytest.raises(ClipIndexError, match="NaN"):
         index.add("a", [0.1, float("nan"), 0.0, 0.0])
-    with pytest.raises(IndexError_, match="zeros"):
+    with pytest.raises(ClipIndexError, match="zeros"):
         index.add("a", [0.0, 0.0, 0.0, 0.0])
     with pytest.raises(ValueError):
         index.add("a", [1.0, 2.0, 3.0])  # wrong dimension
@@ -111,5 +111,5 @@ def test_a_snapshot_restores_the_index_its_tombstones_and_log_position(tmp_path:
     assert "clip-5" not in {h.clip_id for h in restored.search(x[5], 10)}
     assert not list(tmp_path.glob(".snapshot-*")) and not (tmp_path / "snap.old").exists()
     (tmp_path / "snap" / "state.json").write_text("{")
-    with pytest.raises(IndexError_, match="cannot load"):
+    with pytest.raises(ClipIndexError, match="cannot load"):
         ClipIndex.load(tmp_path / "snap")
