@@ -1,4 +1,4 @@
-"""ClipIndex: exact below the size threshold, HNSW above it, removals at once, snapshots."""
+"""ClipIndex: exact below the size threshold, IVF above it, removals at once, snapshots."""
 
 from __future__ import annotations
 
@@ -39,18 +39,18 @@ def test_exact_search_returns_the_nearest_clips_best_first() -> None:
     assert index.kind == "flat" and len(index) == 500 and "clip-3" in index
 
 
-def test_a_growing_index_switches_to_hnsw_with_recall_at_10_of_at_least_0_95() -> None:
+def test_a_growing_index_switches_to_ivf_with_recall_at_10_of_at_least_0_95() -> None:
     x = clustered(6000)
     index = ClipIndex(32, exact_below=2000)
     index.add_many(ids(1500), x[:1500])
     assert index.kind == "flat"
     index.add_many(ids(4500, 1500), x[1500:])
-    assert index.kind == "hnsw" and len(index) == 6000
+    assert index.kind == "ivf" and len(index) == 6000
     queries = x[:300] + 0.2 * np.random.default_rng(1).normal(size=(300, 32)).astype(np.float32)
     assert recall_at_10(index, queries) >= 0.95
 
 
-@pytest.mark.parametrize("exact_below", [10_000, 100], ids=["flat", "hnsw"])
+@pytest.mark.parametrize("exact_below", [10_000, 100], ids=["flat", "ivf"])
 def test_a_removed_clip_never_comes_back_and_pages_stay_full(exact_below: int) -> None:
     x = clustered(1000)
     index = ClipIndex(32, exact_below=exact_below)
@@ -62,11 +62,21 @@ def test_a_removed_clip_never_comes_back_and_pages_stay_full(exact_below: int) -
     for q in x[:50]:
         hits = index.search(q, 10)
         assert len(hits) == 10 and not removed & {h.clip_id for h in hits}
-    if index.kind == "hnsw":
-        assert index.tombstones == 500 and index.needs_compaction()
-        index.compact()
-        assert index.tombstones == 0 and len(index) == 500
-        assert not removed & {h.clip_id for q in x[:50] for h in index.search(q, 10)}
+    assert index.needs_compaction()  # half the stored rows are dead
+    index.compact()
+    assert len(index) == 500 and not index.needs_compaction()
+    assert not removed & {h.clip_id for q in x[:50] for h in index.search(q, 10)}
+
+
+def test_an_ivf_index_that_outgrew_its_training_is_retrained() -> None:
+    x = clustered(3000)
+    index = ClipIndex(32, exact_below=200, regrow=4.0)
+    index.add_many(ids(200), x[:200])
+    assert index.kind == "ivf" and not index.needs_compaction()
+    index.add_many(ids(2800, 200), x[200:])
+    assert index.needs_compaction()
+    index.compact()
+    assert not index.needs_compaction() and recall_at_10(index, x[:100]) >= 0.95
 
 
 def test_exclusions_and_upserts() -> None:
@@ -93,7 +103,7 @@ def test_bad_vectors_are_refused() -> None:
     assert len(index) == 0 and index.search([1.0, 0.0, 0.0, 0.0], 3) == []
 
 
-@pytest.mark.parametrize("exact_below", [10_000, 100], ids=["flat", "hnsw"])
+@pytest.mark.parametrize("exact_below", [10_000, 100], ids=["flat", "ivf"])
 def test_a_snapshot_restores_the_index_its_tombstones_and_log_position(tmp_path: Path, exact_below: int) -> None:
     x = clustered(800)
     index = ClipIndex(32, exact_below=exact_below, model="m@abc")
