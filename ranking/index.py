@@ -79,7 +79,9 @@ class ClipIndex:
         self._trained_for = 0  # clips the IVF lists were trained on
         self._next = 0
         # Our own copy of every live vector, by faiss id: rebuilds need no reconstruct().
+        # Rows [0, _used) of a buffer grown by doubling: adding one clip costs O(1), not a copy.
         self._vectors = np.zeros((0, dim), np.float32)
+        self._used = 0
         self._row_of: dict[int, int] = {}
         self._index = self._new_index("flat", self._vectors)
         self._kind = "flat"
@@ -148,8 +150,14 @@ class ClipIndex:
             rows = sorted(last.values())
             keys = np.arange(self._next, self._next + len(rows), dtype=np.int64)
             self._next += len(rows)
-            start = len(self._vectors)
-            self._vectors = np.vstack([self._vectors, x[rows]])
+            start = self._used
+            need = start + len(rows)
+            if need > len(self._vectors):
+                grown = np.zeros((max(need, 2 * len(self._vectors), 1024), self.dim), np.float32)
+                grown[:start] = self._vectors[:start]
+                self._vectors = grown
+            self._vectors[start:need] = x[rows]
+            self._used = need
             for offset, (key, i) in enumerate(zip(keys.tolist(), rows, strict=True)):
                 self._key_of[clip_ids[i]] = key
                 self._clip_of[key] = clip_ids[i]
@@ -177,7 +185,7 @@ class ClipIndex:
         outgrown the size its lists were trained for (searches get slower, not wrong)."""
         with self._lock:
             live = max(1, len(self._key_of))
-            stale = len(self._vectors) - live >= live and len(self._vectors) >= 1000
+            stale = self._used - live >= live and self._used >= 1000
             outgrown = self._kind == "ivf" and live > self.regrow * max(1, self._trained_for)
             return stale or outgrown
 
@@ -196,6 +204,7 @@ class ClipIndex:
             index.add_with_ids(vectors, keys)
         self._index, self._kind = index, kind
         self._vectors = vectors
+        self._used = len(vectors)
         self._row_of = {k: i for i, k in enumerate(keys.tolist())}
         self._clip_of = {k: self._clip_of[k] for k in keys.tolist()}
 
@@ -259,7 +268,7 @@ class ClipIndex:
             tmp = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=folder.parent))
             try:
                 faiss.write_index(self._index, str(tmp / "index.faiss"))
-                np.save(tmp / "vectors.npy", self._vectors)
+                np.save(tmp / "vectors.npy", self._vectors[: self._used])
                 rows = sorted(self._row_of.items())
                 np.save(tmp / "rows.npy", np.array(rows, np.int64).reshape(-1, 2))
                 state = {
@@ -301,6 +310,7 @@ class ClipIndex:
             if index._kind == "ivf":
                 index._index.nprobe = min(index.nprobe, index._index.nlist)
             index._vectors = np.load(folder / "vectors.npy")
+            index._used = len(index._vectors)
             index._row_of = {int(k): int(r) for k, r in np.load(folder / "rows.npy").tolist()}
             index._clip_of = {int(k): v for k, v in state["clips"].items()}
             index._key_of = {k: int(v) for k, v in state["live"].items()}
@@ -317,7 +327,7 @@ class ClipIndex:
                 "kind": self._kind,
                 "dim": self.dim,
                 "model": self.model,
-                "bytes": int(self._vectors.nbytes) + _index_bytes(self._index),
+                "bytes": int(self._vectors[: self._used].nbytes) + _index_bytes(self._index),
             }
 
 
