@@ -16,8 +16,9 @@ from sqlalchemy import text
 from api import problems
 from api.deps import RelayDep, SessionDep
 from api.events import InteractionPublisher
+from api.feed_service import FeedService
 from api.ratelimit import RateLimiter
-from api.routes import auth, cameos, clips, engagement, prompts, provenance, review, users
+from api.routes import auth, cameos, clips, engagement, feed, prompts, provenance, review, users
 from api.schemas import Health
 from core.db import make_engine, make_sessionmaker
 from core.media import LocalMediaStore
@@ -64,9 +65,12 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.relay = relay
             task = asyncio.create_task(relay.run(), name="outbox-relay")
         app.state.interactions = InteractionPublisher(settings.kafka.servers, app.state.sessionmaker, app.state.relay)
+        app.state.feed = FeedService(settings)
+        await app.state.feed.start()
         try:
             yield
         finally:
+            await app.state.feed.stop()
             await app.state.interactions.close()
             if task is not None:
                 task.cancel()
@@ -95,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(users.router)
     app.include_router(users.admin_router)
     app.include_router(prompts.router)
+    app.include_router(feed.router)
     app.include_router(clips.router)
     app.include_router(engagement.router)
     app.include_router(cameos.router)
@@ -124,6 +129,12 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse(body.model_dump(), status_code=503)
         pending = relay.pending() if relay else None
         error = relay.last_error if relay else None
-        return Health(status="degraded" if error else "ok", database="ok", outbox_pending=pending, outbox_error=error)
+        return Health(
+            status="degraded" if error else "ok",
+            database="ok",
+            outbox_pending=pending,
+            outbox_error=error,
+            ranking=app.state.feed.status(),
+        )
 
     return app

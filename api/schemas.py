@@ -357,9 +357,52 @@ class ReportCreated(BaseModel):
     status: Literal["open"]
 
 
+class FeedRanking(BaseModel):
+    mode: Literal["personalised", "newest"] = Field(
+        description="personalised: ranked for the caller; newest: newest first (asked for with order=newest, "
+        "or while this API process's ranking state is catching up with the log)"
+    )
+    reason: str | None = Field(default=None, description="Why the feed is newest-first, when it is.")
+
+
 class FeedPage(BaseModel):
     data: list[ClipPublic]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at the end.")
+    ranking: FeedRanking | None = Field(default=None, description="How this page was ordered (the main feed only).")
+    explain: dict[str, Any] | None = Field(
+        default=None,
+        description="With explain=true: candidates per source, what each filter removed, and every clip's "
+        "score and features (similarity, engagement, freshness, social, ...).",
+    )
+
+
+class SteeringSet(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "more cats and beaches, less horror"}]})
+    text: str = Field(min_length=1, max_length=300, description="What you want more or less of, in plain words.")
+
+    @field_validator("text")
+    @classmethod
+    def _clean(cls, v: str) -> str:
+        return _clean_line(v, "text")
+
+
+class SteeringPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "more cats and beaches, less horror",
+                    "more": ["cats", "beaches"],
+                    "less": ["horror"],
+                    "updated_at": "2026-11-27T10:00:00Z",
+                }
+            ]
+        }
+    )
+    text: str
+    more: list[str] = Field(description="Phrases the feed looks for and ranks up.")
+    less: list[str] = Field(description="Phrases the feed ranks down.")
+    updated_at: datetime
 
 
 class Health(BaseModel):
@@ -367,6 +410,9 @@ class Health(BaseModel):
     database: str
     outbox_pending: int | None = None
     outbox_error: str | None = None
+    ranking: dict[str, Any] | None = Field(
+        default=None, description="The feed's ranking replica: mode, records applied and skipped, lag behind the log."
+    )
 
 
 ConsentMode = Literal["only_me", "approved", "mutuals", "everyone"]

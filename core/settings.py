@@ -148,6 +148,24 @@ class ModerationSettings(BaseModel):
     frame_filter: FrameFilterSettings = FrameFilterSettings()
 
 
+class RankingSettings(BaseModel):
+    """The personalised feed (ranking/, api/feed_service.py)."""
+
+    #: Each API process tails the log into its own ranking state; off, the feed is
+    #: newest-first from the SQL store (what tests without a broker use).
+    replica: bool = True
+    #: Dimension of the clip embeddings on clips.published: the frame model's embed_dim.
+    embedding_dim: int = Field(default=128, ge=2, le=4096)
+    #: Scorer weights and stage sizes; None: ranking/data/feed_weights.json.
+    weights: Path | None = None
+    #: How long a fetch may wait for new records (the like → feed freshness hop).
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
+    #: Folder for the replica's snapshot (written every ``snapshot_every_s`` and on
+    #: shutdown, read at start so a restart catches up from there); None: no snapshot.
+    snapshot_dir: Path | None = None
+    snapshot_every_s: float = Field(default=300.0, ge=5.0)
+
+
 class SeedSettings(BaseModel):
     enabled: bool = True
     prompts_per_user: int = 2
@@ -174,6 +192,7 @@ class Settings(BaseSettings):
     provenance: ProvenanceSettings = ProvenanceSettings()
     moderation: ModerationSettings = ModerationSettings()
     seed: SeedSettings = SeedSettings()
+    ranking: RankingSettings = RankingSettings()
     log_level: str = "INFO"
 
     @model_validator(mode="after")

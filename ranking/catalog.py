@@ -56,8 +56,9 @@ class Catalog:
         return [c for c in (clips.get(i) for i in clip_ids) if c is not None]
 
     # ------------------------------------------------------------------ writes
-    def add(self, clip: ClipInfo) -> None:
-        """Add or replace a published clip (a restore after review adds it back)."""
+    def add(self, clip: ClipInfo, index: bool = True) -> None:
+        """Add or replace a published clip (a restore after review adds it back);
+        ``index=False`` when the index already holds its vector (a snapshot restore)."""
         with self._lock:
             if clip.clip_id in self._clips:
                 self._unlink(self._clips[clip.clip_id])
@@ -69,7 +70,7 @@ class Catalog:
             if clip.parent_clip_id:
                 bisect.insort(self._by_parent.setdefault(clip.parent_clip_id, []), entry)
             bisect.insort(self._recent, entry)
-            if clip.embedding is not None:
+            if clip.embedding is not None and index:
                 self.index.add(clip.clip_id, np.asarray(clip.embedding, np.float32))
 
     def remove(self, clip_id: str) -> bool:
@@ -129,6 +130,10 @@ class Catalog:
     def newest(self, limit: int, since: float = 0.0) -> list[str]:
         with self._lock:
             return list(self._newest(self._recent, limit, since))
+
+    def infos(self) -> list[ClipInfo]:
+        with self._lock:
+            return list(self._clips.values())
 
     def ids(self) -> list[str]:
         with self._lock:

@@ -9,8 +9,10 @@ between pages, which offset pagination would.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,3 +43,65 @@ class KeysetCursor:
             return cls(at=published_at, id=uuid.UUID(data["id"]))
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidCursor(f"cursor {value[:40]!r} is not valid; start again without a cursor") from e
+
+
+SERVED_MAX = 200  # clips a feed cursor remembers (10 pages of 20)
+
+
+def served_key(clip_id: str) -> str:
+    """A short, stable stand-in for a clip id inside a cursor (48 bits of its sha256)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(clip_id.encode()).digest()[:6]).decode()
+
+
+class ServedSet:
+    """The clips served earlier in this feed session, as a cursor carries them;
+    ``clip_id in served`` is what the feed's seen filter asks."""
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self.keys: list[str] = list(keys)[-SERVED_MAX:]
+        self._set = set(self.keys)
+
+    def __contains__(self, clip_id: object) -> bool:
+        return isinstance(clip_id, str) and served_key(clip_id) in self._set
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def plus(self, clip_ids: Iterable[str]) -> ServedSet:
+        return ServedSet([*self.keys, *(served_key(c) for c in clip_ids)])
+
+
+@dataclass(frozen=True)
+class FeedCursor:
+    """Where a personalised feed session stands: the page number and the clips it has
+    served. A ranked feed has no stable order to take a keyset from, so the next page
+    is "the best clips not served yet", which never repeats a clip within a session."""
+
+    page: int
+    served: ServedSet
+
+    def encode(self) -> str:
+        raw = json.dumps({"p": self.page, "s": "".join(self.served.keys)}, separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> FeedCursor:
+        try:
+            padded = value + "=" * (-len(value) % 4)
+            data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            page, packed = int(data["p"]), str(data["s"])
+            if page < 1 or len(packed) % 8 or len(packed) > 8 * SERVED_MAX:
+                raise ValueError("bad page or served list")
+            return cls(page=page, served=ServedSet(packed[i : i + 8] for i in range(0, len(packed), 8)))
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidCursor(f"cursor {value[:40]!r} is not valid; start again without a cursor") from e
+
+
+def is_feed_cursor(value: str) -> bool:
+    """Whether ``value`` is a :class:`FeedCursor` (as opposed to a keyset cursor)."""
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError):
+        return False
+    return isinstance(data, dict) and "p" in data

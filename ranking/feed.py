@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class Viewer:
     following: frozenset[str] = frozenset()
     friends: frozenset[str] = frozenset()  # mutual follows
     hidden: frozenset[str] = frozenset()  # blocked either way, or muted
-    seen: frozenset[str] = frozenset()  # clips already shown to them
+    seen: Collection[str] = frozenset()  # clips already shown to them
     vector: np.ndarray | None = None  # normalised taste, None while cold
     steering: Steering | None = None
     avoid: tuple[np.ndarray, ...] = ()  # clips they asked to see less like
@@ -194,7 +194,7 @@ def gather(catalog: Catalog, sources: Iterable[Source]) -> list[Candidate]:
 Filter = Callable[[Candidate], str | None]  # a reason to remove, or None to keep
 
 
-def filters_for(viewer: Viewer, catalog: Catalog, served: frozenset[str] = frozenset()) -> list[tuple[str, Filter]]:
+def filters_for(viewer: Viewer, catalog: Catalog, served: Container[str] = frozenset()) -> list[tuple[str, Filter]]:
     def seen(c: Candidate) -> str | None:
         if c.clip.clip_id in served:
             return "already on an earlier page"
@@ -288,7 +288,10 @@ def rerank(candidates: Sequence[Candidate], limit: int, w: FeedWeights) -> list[
     if not pool:
         return []
     scores = np.array([c.score for c in pool], np.float64)
-    spread = float(scores.max() - scores.min()) or 1.0
+    # Scaled to 0..1 only when scores spread over more than one unit: near-ties (a cold
+    # start, where clips differ by seconds of freshness) must not be stretched into a
+    # full range that would drown the diversity term.
+    spread = max(float(scores.max() - scores.min()), 1.0)
     relevance = (scores - scores.min()) / spread
     dim = next((len(c.clip.embedding) for c in pool if c.clip.embedding is not None), 0)
     emb = np.zeros((len(pool), max(dim, 1)), np.float32)
@@ -350,7 +353,7 @@ def build_feed(
     now: float,
     limit: int = 20,
     weights: FeedWeights | None = None,
-    served: frozenset[str] = frozenset(),
+    served: Container[str] = frozenset(),
 ) -> FeedResult:
     """One page of the viewer's feed: sources → filters → scorer → re-rank."""
     w = weights or FeedWeights()

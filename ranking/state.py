@@ -18,7 +18,7 @@ import dataclasses
 import heapq
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ AVOID_MAX = 20
 AFFINITY_MAX = 200
 TRENDING_SIZE = 300
 TRENDING_REFRESH_S = 5.0
+AFFINITY_SATURATION = 5.0
 AFFINITY_WEIGHTS = {"like": 1.0, "share": 1.5, "comment": 1.0, "view": 0.1, "see_less": -1.0, "report": -2.0}
 
 
@@ -75,6 +76,51 @@ class UserState:
         return user
 
 
+def interact(
+    user: UserState,
+    rec: Interaction,
+    vector: np.ndarray | None,
+    *,
+    duration_ms: int | None,
+    author: str | None,
+    weights: SignalWeights,
+) -> None:
+    """One interaction's effect on the user who made it: seen set, likes, taste vector,
+    see-less list, author affinity, version.
+
+    ``vector`` is the clip's normalised embedding while it is live (None: the clip is
+    unknown or taken down, and the taste vector stays as it is). RankingState and the
+    ranking worker (streams/roles/ranking.py) both call this, so the user vectors the
+    worker keeps and the ones each replica rebuilds move the same way.
+    """
+    if rec.clip_id is None:
+        return
+    clip_id, user_id = str(rec.clip_id), str(rec.user_id)
+    if rec.kind in ("impression", "view", "skip", "like", "share", "see_less", "report"):
+        user.mark_seen(clip_id)
+    if rec.kind == "like":
+        if clip_id in user.liked:
+            user.liked.remove(clip_id)
+        user.liked.appendleft(clip_id)
+    elif rec.kind == "unlike" and clip_id in user.liked:
+        user.liked.remove(clip_id)
+    if vector is not None:
+        updated = apply(user.vector, vector, rec.kind, watch_ms=rec.watch_ms, duration_ms=duration_ms, weights=weights)
+        if updated is not None:
+            user.vector = updated
+        if rec.kind == "see_less":
+            user.avoid.append(vector)
+    if author is not None and author != user_id and rec.kind in AFFINITY_WEIGHTS:
+        score = 0.95 * user.affinity.get(author, 0.0) + AFFINITY_WEIGHTS[rec.kind]
+        user.affinity[author] = score
+        if len(user.affinity) > AFFINITY_MAX:
+            for weakest in heapq.nsmallest(
+                len(user.affinity) - AFFINITY_MAX, user.affinity, key=lambda a: user.affinity[a]
+            ):
+                del user.affinity[weakest]
+    user.version += 1
+
+
 def clip_info(rec: ClipPublished | ClipFlagged, published_at: float) -> ClipInfo:
     return ClipInfo(
         clip_id=str(rec.clip_id),
@@ -94,8 +140,8 @@ class RankingState:
         self.users: dict[str, UserState] = {}
         self.weights = weights or SignalWeights()
         self._held: dict[str, ClipInfo] = {}  # flagged or taken down: kept for publish/restore
-        self._durations: dict[str, int] = {}
-        self._authors: dict[str, str] = {}
+        self.durations: dict[str, int] = {}
+        self.authors: dict[str, str] = {}
         self._lock = threading.RLock()
         self._trending: list[str] = []
         self._trending_at = float("-inf")
@@ -116,9 +162,27 @@ class RankingState:
             elif isinstance(record, Interaction):
                 self._interact(record)
 
+    def apply_many(self, records: Iterable[Any]) -> None:
+        """Apply a batch under one acquisition of the lock."""
+        with self._lock:
+            for record in records:
+                self.apply(record)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while reading several parts of the state together (a feed request)."""
+        return self._lock
+
+    def held(self) -> list[ClipInfo]:
+        """Clips flagged or taken down, kept so a publish or restore can bring them back."""
+        return list(self._held.values())
+
+    def restore_held(self, infos: Iterable[ClipInfo]) -> None:
+        self._held.update({i.clip_id: i for i in infos})
+
     def _remember(self, info: ClipInfo) -> None:
-        self._durations[info.clip_id] = info.duration_ms
-        self._authors[info.clip_id] = info.author_id
+        self.durations[info.clip_id] = info.duration_ms
+        self.authors[info.clip_id] = info.author_id
 
     def _publish(self, info: ClipInfo) -> None:
         self._held.pop(info.clip_id, None)
@@ -141,7 +205,7 @@ class RankingState:
         if rec.clip_id is None:
             return
         clip_id, user_id, at = str(rec.clip_id), str(rec.user_id), rec.occurred_at.timestamp()
-        duration = self._durations.get(clip_id)
+        duration = self.durations.get(clip_id)
         counts = self.engagement.get(clip_id)
         if counts is None:
             counts = self.engagement[clip_id] = ClipCounts()
@@ -150,32 +214,8 @@ class RankingState:
         user = self.users.get(user_id)
         if user is None:
             user = self.users[user_id] = UserState()
-        if rec.kind in ("impression", "view", "skip", "like", "share", "see_less", "report"):
-            user.mark_seen(clip_id)
-        if rec.kind == "like":
-            if clip_id in user.liked:
-                user.liked.remove(clip_id)
-            user.liked.appendleft(clip_id)
-        elif rec.kind == "unlike" and clip_id in user.liked:
-            user.liked.remove(clip_id)
         vector = self.catalog.index.vector(clip_id)
-        if vector is not None:
-            updated = apply(user.vector, vector, rec.kind, watch_ms=rec.watch_ms, duration_ms=duration,
-                            weights=self.weights)  # fmt: skip
-            if updated is not None:
-                user.vector = updated
-            if rec.kind == "see_less":
-                user.avoid.append(vector)
-        author = self._authors.get(clip_id)
-        if author is not None and author != user_id and rec.kind in AFFINITY_WEIGHTS:
-            score = 0.95 * user.affinity.get(author, 0.0) + AFFINITY_WEIGHTS[rec.kind]
-            user.affinity[author] = score
-            if len(user.affinity) > AFFINITY_MAX:
-                for weakest in heapq.nsmallest(
-                    len(user.affinity) - AFFINITY_MAX, user.affinity, key=lambda a: user.affinity[a]
-                ):
-                    del user.affinity[weakest]
-        user.version += 1
+        interact(user, rec, vector, duration_ms=duration, author=self.authors.get(clip_id), weights=self.weights)
 
     # ------------------------------------------------------------------ reads
     def user(self, user_id: str | None) -> UserState | None:
@@ -186,12 +226,13 @@ class RankingState:
         return None if user is None else query_vector(user.vector)
 
     def closeness(self, user_id: str | None) -> dict[str, float]:
-        """Author → 0..1 from the user's interactions with their clips."""
+        """Author → 0..1 from the user's interactions with their clips: about five
+        likes' worth of (decayed) interaction makes an author as close as a friend, so
+        one like says a little about the author and mostly about the clip."""
         user = self.user(user_id)
         if user is None or not user.affinity:
             return {}
-        top = max(user.affinity.values())
-        return {a: max(0.0, s / top) for a, s in user.affinity.items()} if top > 0 else {}
+        return {a: min(1.0, s / AFFINITY_SATURATION) for a, s in user.affinity.items() if s > 0}
 
     def trending(self, now: float) -> list[str]:
         """Live clips with the most weighted engagement in the last hour, recomputed at

@@ -52,21 +52,6 @@ def published_clip(session: SessionDep, clip_id: uuid.UUID, viewer: User | None 
     return clip
 
 
-@router.get("/v1/feed", response_model=FeedPage, responses={400: {"model": Problem}, 422: {"model": Problem}})
-def feed(
-    session: SessionDep,
-    viewer: OptionalUserDep,
-    limit: LimitQ = 20,
-    cursor: CursorQ = None,
-) -> FeedPage:
-    """Published clips, newest first (anyone may call this; with a token, authors the
-    caller blocked, was blocked by or muted are left out). Personalisation comes later."""
-    after = decode_cursor(cursor)
-    hidden = graph.hidden_authors(session, viewer.id) if viewer is not None else set()
-    clips, next_cursor = _feed.page(session, limit, after, hidden)
-    return FeedPage(data=[clip_public(c) for c in clips], next_cursor=next_cursor.encode() if next_cursor else None)
-
-
 @router.get("/v1/clips/{clip_id}", response_model=ClipPublic, responses={404: {"model": Problem}})
 def get_clip(clip_id: uuid.UUID, session: SessionDep, viewer: OptionalUserDep) -> ClipPublic:
     """One published clip (anyone may call this); blocked or unmoderated clips are 404,

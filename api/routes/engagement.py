@@ -85,6 +85,17 @@ async def view(
 
 
 @router.post(
+    "/v1/clips/{clip_id}/see-less", status_code=202, response_model=Accepted, responses=_RESPONSES, dependencies=WRITE
+)
+async def see_less(
+    clip_id: uuid.UUID, user: CurrentUserDep, session: SessionDep, interactions: InteractionsDep
+) -> Accepted:
+    """ "See less like this" (needs a bearer token): your feed drops the clip and ranks
+    clips like it down from the next page on."""
+    return await _interaction(session, interactions, user, clip_id, "see_less")
+
+
+@router.post(
     "/v1/clips/{clip_id}/shares", status_code=201, response_model=ShareCreated, responses=_RESPONSES, dependencies=WRITE
 )
 async def share(

@@ -340,3 +340,18 @@ class AuditEntry(Base):
     previous_state: Mapped[str | None] = mapped_column(String(16), default=None)
     new_state: Mapped[str | None] = mapped_column(String(16), default=None)
     created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class FeedSteering(Base):
+    """What a user asked their feed for in words, with the phrases' CLIP text
+    embeddings (ranking/steering.py); it steers retrieval and scoring until changed."""
+
+    __tablename__ = "feed_steering"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    text: Mapped[str] = mapped_column(String(300))
+    more: Mapped[list[str]] = mapped_column(JSON, default=list)  # parsed phrases
+    less: Mapped[list[str]] = mapped_column(JSON, default=list)
+    more_vector: Mapped[list[float] | None] = mapped_column(JSON, default=None)
+    less_vector: Mapped[list[float] | None] = mapped_column(JSON, default=None)
+    model: Mapped[str] = mapped_column(String(80))  # text tower that embedded them
+    updated_at: Mapped[datetime] = mapped_column(default=_now)

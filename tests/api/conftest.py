@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core.db import migrate
-from core.settings import ApiSettings, MediaSettings, Settings
+from core.settings import ApiSettings, MediaSettings, RankingSettings, Settings
 
 
 @pytest.fixture
@@ -17,6 +17,9 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         database_url=db_url,
         media=MediaSettings(root=tmp_path / "media"),
         api=ApiSettings(run_outbox_relay=False),
+        # No broker here: the feed is newest-first from the SQL store (tests/ranking
+        # and tests/integration cover the ranked feed against a real broker).
+        ranking=RankingSettings(replica=False),
     )
 
 

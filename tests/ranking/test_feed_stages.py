@@ -208,6 +208,10 @@ def test_engagement_trending_and_affinity_from_interactions() -> None:
     assert state.engagement[cid(3)].total == {"view": 1, "complete": 1}
     assert state.trending(NOW)[0] == cid(2)
     state.apply(Interaction(user_id=me, clip_id=uuid.UUID(int=1), kind="like", occurred_at=_at(0)))
-    assert state.closeness(str(me)) == {str(author): 1.0}
+    # A view (0.1) then a like (1.0): one like says a little about the author...
+    assert state.closeness(str(me)) == {str(author): pytest.approx((0.95 * 0.1 + 1.0) / 5.0)}
+    for _ in range(6):
+        state.apply(Interaction(user_id=me, clip_id=uuid.UUID(int=2), kind="share", occurred_at=_at(0)))
+    assert state.closeness(str(me)) == {str(author): 1.0}, "...many make them as close as a friend"
     state.apply(Interaction(user_id=me, clip_id=uuid.UUID(int=1), kind="see_less", occurred_at=_at(0)))
     assert len(state.users[str(me)].avoid) == 1

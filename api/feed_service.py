@@ -1,0 +1,326 @@
+"""The personalised feed as the API serves it.
+
+Each API process holds its own :class:`~ranking.state.RankingState`, fed from the log
+by a :class:`~ranking.replica.LogTail` (published, flagged and decided clips, and
+interactions). A request reads the viewer's graph and steering from the SQL store,
+their taste, seen set, likes and "see less" list from the state, runs the staged
+ranking of :mod:`ranking.feed`, then hydrates the page from the SQL store — which is
+also the last word on what may be shown: a clip taken down a moment ago, or by an
+author the viewer just blocked, is dropped there even if this replica has not heard.
+
+Until the tail has caught up with the log (a fresh process, or no broker at all in a
+test), the feed is newest-first from the SQL store and says so (``ranking.mode``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from core import graph
+from core.db.models import Clip, ClipStats, FeedSteering, Follow, Like, User
+from core.records import Interaction
+from core.settings import Settings
+from ranking.chronological import ChronologicalFeed
+from ranking.cursor import FeedCursor, KeysetCursor, ServedSet, is_feed_cursor
+from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering, Viewer, build_feed
+from ranking.replica import LogTail
+from ranking.snapshot import load_snapshot, save_snapshot
+from ranking.state import RankingState
+from ranking.steering import parse, steering_for
+
+log = logging.getLogger(__name__)
+
+FOLLOWING_MAX = 1000  # followed authors a request looks at (the most recently followed)
+
+
+@dataclass
+class FeedOutcome:
+    clips: list[Clip]
+    stats: dict[uuid.UUID, ClipStats]
+    liked: set[uuid.UUID]
+    next_cursor: str | None
+    mode: str  # personalised | newest
+    reason: str | None
+    explain: dict[str, Any] | None = None
+
+
+class FeedService:
+    def __init__(self, settings: Settings) -> None:
+        r = settings.ranking
+        self.settings = settings
+        self.weights = FeedWeights.load(r.weights or DEFAULT_WEIGHTS_FILE)
+        self.state = RankingState(dim=r.embedding_dim)
+        positions: dict[str, int] | None = None
+        if r.snapshot_dir is not None:
+            restored = load_snapshot(r.snapshot_dir, r.embedding_dim)
+            if restored is not None:
+                self.state, positions = restored
+                log.info("ranking state restored from %s (%d clips)", r.snapshot_dir, len(self.state.catalog))
+        self.tail: LogTail | None = None
+        if r.replica:
+            self.tail = LogTail(
+                self.state, settings.kafka.servers, positions=positions, fetch_max_wait_ms=r.fetch_max_wait_ms
+            )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._chronological = ChronologicalFeed()
+        self._embed: Callable[[Sequence[str]], np.ndarray] | None = None
+        self._embed_model = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self.tail is not None:
+            self._tasks.append(asyncio.create_task(self.tail.run(), name="ranking-log-tail"))
+            if self.settings.ranking.snapshot_dir is not None:
+                self._tasks.append(asyncio.create_task(self._snapshots(), name="ranking-snapshots"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.ready:
+            await asyncio.to_thread(self.snapshot)
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ranking.snapshot_every_s)
+            if self.ready:
+                try:
+                    await asyncio.to_thread(self.snapshot)
+                except Exception:  # a failed snapshot only costs a longer catch-up
+                    log.exception("ranking snapshot failed")
+
+    def snapshot(self) -> None:
+        folder = self.settings.ranking.snapshot_dir
+        if folder is None or self.tail is None:
+            return
+        with self.state.lock:
+            save_snapshot(self.state, dict(self.tail.positions), folder)
+
+    @property
+    def ready(self) -> bool:
+        return self.tail is not None and self.tail.ready.is_set()
+
+    def status(self) -> dict[str, Any]:
+        if self.tail is None:
+            return {"mode": "newest", "reason": "the ranking replica is off (RANKING__REPLICA=false)"}
+        s = self.tail.status()
+        return {
+            "mode": "personalised" if s.ready else "newest",
+            "applied": s.applied,
+            "skipped": s.skipped,
+            "lag": s.lag,
+            "clips": len(self.state.catalog),
+            "users": len(self.state.users),
+            "last_error": s.last_error,
+            "caught_up_s": s.caught_up_s,
+        }
+
+    # ------------------------------------------------------------------ steering
+    def embedder(self) -> tuple[Callable[[Sequence[str]], np.ndarray], str]:
+        """The CLIP text tower of the frame model (loaded on first use)."""
+        if self._embed is None:
+            from moderation.frame_filter import frame_filter_for
+
+            f = frame_filter_for(self.settings.moderation.frame_filter)
+            self._embed, self._embed_model = f.embed_texts, f.clip.name[-80:]
+        return self._embed, self._embed_model
+
+    def steering_row(self, user: User, text: str) -> FeedSteering:
+        embed, model = self.embedder()
+        steering = steering_for(text, embed)
+        more, less = parse(text)
+        return FeedSteering(
+            user_id=user.id,
+            text=text,
+            more=more,
+            less=less,
+            more_vector=None if steering.more is None else [round(float(x), 6) for x in steering.more],
+            less_vector=None if steering.less is None else [round(float(x), 6) for x in steering.less],
+            model=model,
+        )
+
+    # ------------------------------------------------------------------ the request
+    def viewer_graph(self, session: Session, user_id: uuid.UUID) -> tuple[set[str], set[str], set[uuid.UUID]]:
+        """(following, friends, hidden authors) of the viewer, from the SQL store."""
+        following = session.scalars(
+            select(Follow.followee_id)
+            .where(Follow.follower_id == user_id)
+            .order_by(Follow.created_at.desc())
+            .limit(FOLLOWING_MAX)
+        )
+        back = aliased(Follow)
+        friends = session.scalars(
+            select(Follow.followee_id)
+            .join(back, (back.follower_id == Follow.followee_id) & (back.followee_id == Follow.follower_id))
+            .where(Follow.follower_id == user_id)
+        )
+        hidden = graph.hidden_authors(session, user_id)
+        return {str(u) for u in following}, {str(u) for u in friends}, hidden
+
+    @staticmethod
+    def steering_of(session: Session, user_id: uuid.UUID) -> Steering | None:
+        row = session.get(FeedSteering, user_id)
+        if row is None:
+            return None
+
+        def vec(v: list[float] | None) -> np.ndarray | None:
+            return None if v is None else np.asarray(v, np.float32)
+
+        return Steering(text=row.text, more=vec(row.more_vector), less=vec(row.less_vector))
+
+    def page(
+        self,
+        session: Session,
+        user: User | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        explain: bool = False,
+        newest: bool = False,
+    ) -> FeedOutcome:
+        hidden: set[uuid.UUID] = set()
+        if user is not None:
+            hidden = graph.hidden_authors(session, user.id)
+        if newest or not self.ready:
+            reason = "asked for newest first" if newest else self._not_ready_reason()
+            return self._newest(session, user, limit, cursor, hidden, reason)
+        feed_cursor = self._feed_cursor(cursor)
+        served = feed_cursor.served if feed_cursor else ServedSet()
+        page_no = feed_cursor.page if feed_cursor else 1
+        following: set[str] = set()
+        friends: set[str] = set()
+        steering = None
+        if user is not None:
+            following, friends, hidden = self.viewer_graph(session, user.id)
+            steering = self.steering_of(session, user.id)
+        now = time.time()
+        uid = str(user.id) if user is not None else None
+        with self.state.lock:
+            us = self.state.user(uid)
+            viewer = Viewer(
+                user_id=uid,
+                following=frozenset(following),
+                friends=frozenset(friends),
+                hidden=frozenset(str(h) for h in hidden),
+                seen=us.seen.keys() if us is not None else frozenset(),
+                vector=self.state.taste(uid),
+                steering=steering,
+                avoid=tuple(us.avoid) if us is not None else (),
+                liked=tuple(us.liked) if us is not None else (),
+                affinity=self.state.closeness(uid),
+            )
+            trending = self.state.trending(now)
+            catalog, engagement = self.state.catalog, self.state.engagement
+            result = build_feed(catalog, viewer, engagement, trending, now, limit, self.weights, served)
+            page: list[Candidate] = list(result.page)
+            if len(page) < limit and us is not None and us.seen:
+                # Everything new has been shown: fill up with the best clips seen before
+                # (never twice in one session: the cursor's served set still applies).
+                again = build_feed(
+                    catalog, dataclasses.replace(viewer, seen=frozenset()), engagement, trending, now,
+                    limit - len(page), self.weights, served.plus(c.clip.clip_id for c in page),
+                )  # fmt: skip
+                for c in again.page:
+                    c.sources.add("seen_before")
+                page += again.page
+            state_info = {
+                "taste_version": us.version if us is not None else 0,
+                "liked": list(us.liked)[:5] if us is not None else [],
+                "cold_start": viewer.vector is None,
+            }
+        ids = [c.clip.clip_id for c in page]
+        clips, stats, liked = self._hydrate(session, user, ids, hidden)
+        nxt = FeedCursor(page_no + 1, served.plus(ids)).encode() if len(page) >= limit else None
+        info = None
+        if explain:
+            removed: dict[str, int] = {}
+            for r in result.removed:
+                removed[r.filter] = removed.get(r.filter, 0) + 1
+            info = {
+                **state_info,
+                "candidates": result.candidates,
+                "by_source": result.by_source,
+                "removed": removed,
+                "steering": steering.text if steering is not None else None,
+                "items": [explain_item(c) for c in page],
+            }
+        return FeedOutcome(clips, stats, liked, nxt, "personalised", None, info)
+
+    def _not_ready_reason(self) -> str:
+        if self.tail is None:
+            return "the ranking replica is off"
+        lag = self.tail.lag()
+        return "the ranking replica is catching up with the log" + (f" ({lag} records behind)" if lag else "")
+
+    @staticmethod
+    def _feed_cursor(cursor: str | None) -> FeedCursor | None:
+        if not cursor:
+            return None
+        if not is_feed_cursor(cursor):
+            KeysetCursor.decode(cursor)  # not ours at all: a 400
+            return None  # a newest-first cursor from before the replica was ready: start afresh
+        return FeedCursor.decode(cursor)
+
+    def _newest(
+        self,
+        session: Session,
+        user: User | None,
+        limit: int,
+        cursor: str | None,
+        hidden: set[uuid.UUID],
+        reason: str,
+    ) -> FeedOutcome:
+        served = ServedSet()
+        after: KeysetCursor | None = None
+        if cursor:
+            if is_feed_cursor(cursor):
+                served = FeedCursor.decode(cursor).served  # ranked session, replica gone: skip what it served
+            else:
+                after = KeysetCursor.decode(cursor)
+        clips, nxt = self._chronological.page(session, limit, after, hidden)
+        clips = [c for c in clips if str(c.id) not in served]
+        ids = [str(c.id) for c in clips]
+        clips, stats, liked = self._hydrate(session, user, ids, hidden)
+        return FeedOutcome(clips, stats, liked, nxt.encode() if nxt else None, "newest", reason)
+
+    @staticmethod
+    def _hydrate(
+        session: Session, user: User | None, ids: list[str], hidden: set[uuid.UUID]
+    ) -> tuple[list[Clip], dict[uuid.UUID, ClipStats], set[uuid.UUID]]:
+        """Rows for ``ids`` in order; the SQL store has the last word on what is live."""
+        if not ids:
+            return [], {}, set()
+        uuids = [uuid.UUID(i) for i in ids]
+        rows = {c.id: c for c in session.scalars(select(Clip).where(Clip.id.in_(uuids), Clip.status == "published"))}
+        clips = [rows[u] for u in uuids if u in rows and rows[u].user_id not in hidden]
+        live = [c.id for c in clips]
+        stats = {s.clip_id: s for s in session.scalars(select(ClipStats).where(ClipStats.clip_id.in_(live)))}
+        liked: set[uuid.UUID] = set()
+        if user is not None and live:
+            liked = set(session.scalars(select(Like.clip_id).where(Like.user_id == user.id, Like.clip_id.in_(live))))
+        return clips, stats, liked
+
+
+def explain_item(c: Candidate) -> dict[str, Any]:
+    features = {k: round(v, 4) for k, v in c.features.items()}
+    return {"clip_id": c.clip.clip_id, "score": round(c.score, 4), "sources": sorted(c.sources), **features}
+
+
+def impressions_for(user_id: uuid.UUID, clip_ids: Sequence[uuid.UUID]) -> list[Interaction]:
+    """One impression per clip served: the seen filter and offline evaluation read them."""
+    return [Interaction(user_id=user_id, clip_id=c, kind="impression") for c in clip_ids]

@@ -1,0 +1,239 @@
+"""The personalised feed end to end: a real broker, the API's own ranking replica
+tailing it, clips published as the moderation worker and materializer would.
+
+Clip embeddings are the shipped CLIP model's text embeddings of each clip's subject
+("a photo of a cat"), so steering words land in the same space as they do live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.app import create_app
+from api.feed_service import FeedService
+from core.broker import EmbeddedBroker, ensure_topics, free_port
+from core.db import make_engine, make_sessionmaker, migrate, session_scope
+from core.db.models import User
+from core.materialize import apply_event
+from core.records import ClipPublished, GeneratorInfo, ModerationDecision
+from core.settings import ApiSettings, KafkaSettings, MediaSettings, RankingSettings, Settings
+from core.topics import CLIPS_PUBLISHED, MODERATION_DECISIONS, record_key
+from moderation.frame_filter import load_frame_filter
+from tests.support.factories import fake_media, signup
+from tests.support.stack import produce, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ("cat", "car", "beach", "forest")
+PER_TOPIC = 12
+
+
+@pytest.fixture
+def bootstrap(tmp_path: Path) -> Iterator[str]:
+    """A broker of its own: the replica reads everything in the log, and a clip another
+    test published (into another database) would be ranked here but never served."""
+    b = EmbeddedBroker("127.0.0.1", free_port(), tmp_path / "tansu.log")
+    b.start()
+    try:
+        ensure_topics(b.bootstrap_servers)
+        yield b.bootstrap_servers
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def vectors() -> dict[str, np.ndarray]:
+    """Loaded before any app starts (two threads importing the model stack at once race)."""
+    vecs = load_frame_filter().embed_texts([f"a photo of a {t}" for t in TOPICS])
+    return dict(zip(TOPICS, vecs, strict=True))
+
+
+@pytest.fixture
+def client(
+    vectors: dict[str, np.ndarray], sqlite_url: str, bootstrap: str, tmp_path: Path
+) -> Iterator[TestClient]:
+    migrate(sqlite_url)
+    settings = Settings(
+        environment="test",
+        database_url=sqlite_url,
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        media=MediaSettings(root=tmp_path / "media"),
+        api=ApiSettings(run_outbox_relay=False, rate_limits_enabled=False),
+        ranking=RankingSettings(replica=True, snapshot_dir=tmp_path / "snapshot"),
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+class World:
+    def __init__(self, client: TestClient, db: str, bootstrap: str) -> None:
+        self.client, self.bootstrap = client, bootstrap
+        self.factory: sessionmaker[Session] = make_sessionmaker(make_engine(db))
+        self.topic_of: dict[str, str] = {}
+        self.author_of: dict[str, str] = {}
+
+    def user_id(self, handle: str) -> uuid.UUID:
+        with session_scope(self.factory) as s:
+            return s.query(User).filter(User.handle_key == handle).one().id
+
+    def publish(self, handle: str, topic: str, vector: np.ndarray) -> str:
+        """What the moderation worker sends and the materializer stores."""
+        cid = uuid.uuid4()
+        rec = ClipPublished(
+            clip_id=cid,
+            prompt_id=uuid.uuid4(),
+            user_id=self.user_id(handle),
+            creator_handle=handle,
+            text=f"a {topic}",
+            media=fake_media(f"clips/{cid}"),
+            generator=GeneratorInfo(name="test", version="test", seed=1, render_ms=1),
+            checks=[],
+            embedding=[float(x) for x in vector],
+            embedding_model="frame_model",
+        )
+        apply_event(self.factory, CLIPS_PUBLISHED.name, rec)
+        produce(self.bootstrap, CLIPS_PUBLISHED.name, [(record_key(CLIPS_PUBLISHED, rec), rec.to_bytes())])
+        self.topic_of[str(cid)] = topic
+        self.author_of[str(cid)] = handle
+        return str(cid)
+
+    def feed(self, headers: dict[str, str], **params: Any) -> dict[str, Any]:
+        resp = self.client.get("/v1/feed", headers=headers, params={"limit": 10, "explain": True, **params})
+        assert resp.status_code == 200, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    def ranking(self) -> dict[str, Any]:
+        return self.client.get("/readyz").json()["ranking"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def world(vectors: dict[str, np.ndarray], client: TestClient, sqlite_url: str, bootstrap: str) -> World:
+    w = World(client, sqlite_url, bootstrap)
+    rng = np.random.default_rng(7)
+    creators = [f"maker_{i}" for i in range(6)]
+    for h in creators:
+        signup(client, h)
+    for t in TOPICS:
+        for i in range(PER_TOPIC):
+            v = vectors[t] + rng.normal(0, 0.02, vectors[t].shape)
+            w.publish(creators[(i + TOPICS.index(t)) % len(creators)], t, v / np.linalg.norm(v))
+    wait_for(lambda: w.ranking()["clips"] == len(TOPICS) * PER_TOPIC or None, 30, "the replica has every clip")
+    return w
+
+
+def test_cold_start_then_likes_change_the_next_page_and_pages_never_repeat(world: World) -> None:
+    maya = signup(world.client, "maya")
+    first = world.feed(maya)
+    assert first["ranking"]["mode"] == "personalised"
+    assert first["explain"]["cold_start"] is True
+    authors = [world.author_of[c["id"]] for c in first["data"]]
+    assert len(first["data"]) == 10
+    assert max(authors.count(a) for a in set(authors)) <= 2, "author cap on a page"
+    assert len({world.topic_of[c["id"]] for c in first["data"]}) >= 3, "a cold start is diverse"
+
+    cats = [cid for cid, t in world.topic_of.items() if t == "cat"][:3]
+    for cid in cats:
+        assert world.client.put(f"/v1/clips/{cid}/like", headers=maya).status_code == 202
+    # The like reaches this replica through the log.
+    wait_for(lambda: set(cats) <= set(world.feed(maya, limit=1)["explain"]["liked"]) or None, 10, "likes applied")
+
+    page = world.feed(maya)
+    top = [world.topic_of[c["id"]] for c in page["data"][:5]]
+    assert top.count("cat") >= 3, f"after liking cats the next page leads with cats: {top} {page['explain']}"
+    assert page["explain"]["cold_start"] is False
+    assert not set(cats) & {c["id"] for c in page["data"]}, "liked clips are seen"
+
+    # Walk a fresh session to the end: every clip once, none twice.
+    served: list[str] = []
+    cursor = None
+    for _ in range(20):
+        p = world.feed(maya, **({"cursor": cursor} if cursor else {}))
+        served += [c["id"] for c in p["data"]]
+        cursor = p["next_cursor"]
+        if cursor is None:
+            break
+    assert len(served) == len(set(served)), "no clip twice in one session"
+    assert set(served) == set(world.topic_of), "seen clips come back after the unseen ones, until the end"
+
+
+def test_see_less_steering_following_and_takedowns(world: World) -> None:
+    theo = signup(world.client, "theo")
+    cars = [cid for cid, t in world.topic_of.items() if t == "car"]
+    assert world.client.post(f"/v1/clips/{cars[0]}/see-less", headers=theo).status_code == 202
+    wait_for(lambda: world.feed(theo, limit=1)["explain"]["taste_version"] > 0 or None, 10, "see-less applied")
+    page = world.feed(theo, limit=12)
+    assert cars[0] not in {c["id"] for c in page["data"]}
+    assert [world.topic_of[c["id"]] for c in page["data"]].count("car") == 0, "see less like this"
+
+    resp = world.client.put("/v1/me/feed/steering", headers=theo, json={"text": "more beaches, less forests"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["more"] == ["beaches"] and resp.json()["less"] == ["forests"]
+    assert world.client.get("/v1/me/feed/steering", headers=theo).json()["text"] == "more beaches, less forests"
+    page = world.feed(theo)
+    top = [world.topic_of[c["id"]] for c in page["data"][:4]]
+    assert top.count("beach") >= 3, f"steered to beaches: {top}"
+    assert page["explain"]["steering"] == "more beaches, less forests"
+    assert world.client.delete("/v1/me/feed/steering", headers=theo).status_code == 204
+    assert world.client.get("/v1/me/feed/steering", headers=theo).status_code == 404
+    bad = world.client.put("/v1/me/feed/steering", headers=theo, json={"text": "   "})
+    assert bad.status_code == 422
+
+    # Following someone brings their clips onto the first page.
+    assert world.client.put("/v1/users/maker_5/follow", headers=theo).status_code in (200, 204)
+    page = world.feed(theo)
+    firsts = [c for c in page["explain"]["items"] if "following" in c["sources"]]
+    assert firsts and all(world.author_of[c["clip_id"]] == "maker_5" for c in firsts)
+
+    # A takedown on the log leaves this replica's feed at once, for everyone.
+    beach = next(c["id"] for c in world.feed({}, limit=20)["data"] if world.topic_of[c["id"]] == "beach")
+    rec = ModerationDecision(clip_id=uuid.UUID(beach), decision="takedown", decided_by="reviewer")
+    produce(world.bootstrap, MODERATION_DECISIONS.name, [(record_key(MODERATION_DECISIONS, rec), rec.to_bytes())])
+    deadline = time.monotonic() + 10
+    while world.ranking()["clips"] == len(TOPICS) * PER_TOPIC and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ids = {c["id"] for c in world.feed({}, limit=100)["data"]}
+    assert beach not in ids and len(ids) == len(TOPICS) * PER_TOPIC - 1
+
+
+def test_bad_cursor_and_newest_order(world: World) -> None:
+    resp = world.client.get("/v1/feed", params={"cursor": "bm90IGEgY3Vyc29y"})
+    assert resp.status_code == 400 and "cursor" in resp.json()["detail"]
+    newest = world.client.get("/v1/feed", params={"order": "newest", "limit": 5}).json()
+    assert newest["ranking"]["mode"] == "newest" and newest["ranking"]["reason"] == "asked for newest first"
+    assert world.client.get("/v1/feed", params={"order": "sideways"}).status_code == 422
+
+
+def test_a_restart_resumes_from_the_snapshot(world: World) -> None:
+    service = world.client.app.state.feed  # type: ignore[attr-defined]
+    maya = signup(world.client, "maya")
+    cid = next(iter(world.topic_of))
+    assert world.client.put(f"/v1/clips/{cid}/like", headers=maya).status_code == 202
+    wait_for(lambda: cid in world.feed(maya, limit=1)["explain"]["liked"] or None, 10, "like applied")
+    service.snapshot()
+    applied_before = service.tail.applied
+
+    async def restart() -> tuple[int, int, int]:
+        again = FeedService(service.settings)
+        assert again.tail is not None and again.tail.positions, "starts from the snapshot's positions"
+        assert all(at <= service.tail.positions[key] for key, at in again.tail.positions.items())
+        await again.start()
+        try:
+            assert await again.tail.wait_ready(15)
+            user = again.state.users[str(world.user_id("maya"))]
+            return len(again.state.catalog), again.tail.applied, int(cid in user.liked)
+        finally:
+            await again.stop()
+
+    clips, applied, liked = asyncio.run(restart())
+    assert clips == len(TOPICS) * PER_TOPIC and liked == 1
+    assert applied < applied_before, "only what came after the snapshot is read again"
