@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Uuid, bindparam, literal, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from core import graph
-from core.db.models import Clip, ClipStats, FeedSteering, Follow, Like, User
+from core.db.models import Block, Clip, ClipStats, FeedSteering, Follow, Like, Mute, User
 from core.records import Interaction
 from core.settings import Settings
 from ranking.chronological import ChronologicalFeed
@@ -43,6 +43,32 @@ from ranking.steering import parse, steering_for
 log = logging.getLogger(__name__)
 
 FOLLOWING_MAX = 1000  # followed authors a request looks at (the most recently followed)
+
+
+def _graph_query() -> Any:
+    """Followed (the most recent FOLLOWING_MAX), friends (mutual follows), and hidden
+    authors (blocked either way, or muted) of ``:uid``, as (kind, user id) rows."""
+    uid = bindparam("uid", type_=Uuid)
+    back = aliased(Follow)
+    following = (
+        select(literal("following").label("kind"), Follow.followee_id.label("other"))
+        .where(Follow.follower_id == uid)
+        .order_by(Follow.created_at.desc())
+        .limit(FOLLOWING_MAX)
+        .subquery()
+    )
+    return union_all(
+        select(following.c.kind, following.c.other),
+        select(literal("friend"), Follow.followee_id)
+        .join(back, (back.follower_id == Follow.followee_id) & (back.followee_id == Follow.follower_id))
+        .where(Follow.follower_id == uid),
+        select(literal("hidden"), Block.blocked_id).where(Block.blocker_id == uid),
+        select(literal("hidden"), Block.blocker_id).where(Block.blocked_id == uid),
+        select(literal("hidden"), Mute.muted_id).where(Mute.muter_id == uid),
+    )
+
+
+_GRAPH = _graph_query()
 
 
 @dataclass
@@ -155,22 +181,21 @@ class FeedService:
         )
 
     # ------------------------------------------------------------------ the request
-    def viewer_graph(self, session: Session, user_id: uuid.UUID) -> tuple[set[str], set[str], set[uuid.UUID]]:
-        """(following, friends, hidden authors) of the viewer, from the SQL store."""
-        following = session.scalars(
-            select(Follow.followee_id)
-            .where(Follow.follower_id == user_id)
-            .order_by(Follow.created_at.desc())
-            .limit(FOLLOWING_MAX)
-        )
-        back = aliased(Follow)
-        friends = session.scalars(
-            select(Follow.followee_id)
-            .join(back, (back.follower_id == Follow.followee_id) & (back.followee_id == Follow.follower_id))
-            .where(Follow.follower_id == user_id)
-        )
-        hidden = graph.hidden_authors(session, user_id)
-        return {str(u) for u in following}, {str(u) for u in friends}, hidden
+    @staticmethod
+    def viewer_graph(session: Session, user_id: uuid.UUID) -> tuple[set[str], set[str], set[uuid.UUID]]:
+        """(following, friends, hidden authors) of the viewer, from the SQL store in one
+        round trip."""
+        following: set[str] = set()
+        friends: set[str] = set()
+        hidden: set[uuid.UUID] = set()
+        for kind, other in session.execute(_GRAPH, {"uid": user_id}):
+            if kind == "following":
+                following.add(str(other))
+            elif kind == "friend":
+                friends.add(str(other))
+            else:
+                hidden.add(other if isinstance(other, uuid.UUID) else uuid.UUID(str(other)))
+        return following, friends, hidden
 
     @staticmethod
     def steering_of(session: Session, user_id: uuid.UUID) -> Steering | None:
@@ -193,12 +218,11 @@ class FeedService:
         explain: bool = False,
         newest: bool = False,
     ) -> FeedOutcome:
-        hidden: set[uuid.UUID] = set()
-        if user is not None:
-            hidden = graph.hidden_authors(session, user.id)
         if newest or not self.ready:
+            hidden = graph.hidden_authors(session, user.id) if user is not None else set()
             reason = "asked for newest first" if newest else self._not_ready_reason()
             return self._newest(session, user, limit, cursor, hidden, reason)
+        hidden = set()
         feed_cursor = self._feed_cursor(cursor)
         served = feed_cursor.served if feed_cursor else ServedSet()
         page_no = feed_cursor.page if feed_cursor else 1
@@ -306,8 +330,11 @@ class FeedService:
         if not ids:
             return [], {}, set()
         uuids = [uuid.UUID(i) for i in ids]
-        rows = {c.id: c for c in session.scalars(select(Clip).where(Clip.id.in_(uuids), Clip.status == "published"))}
-        clips = [rows[u] for u in uuids if u in rows and rows[u].user_id not in hidden]
+        # By primary key only: with a status condition SQLite may walk the feed index.
+        rows = {c.id: c for c in session.scalars(select(Clip).where(Clip.id.in_(uuids)))}
+        clips = [
+            rows[u] for u in uuids if u in rows and rows[u].status == "published" and rows[u].user_id not in hidden
+        ]
         live = [c.id for c in clips]
         stats = {s.clip_id: s for s in session.scalars(select(ClipStats).where(ClipStats.clip_id.in_(live)))}
         liked: set[uuid.UUID] = set()

@@ -48,9 +48,23 @@ class KeysetCursor:
 SERVED_MAX = 200  # clips a feed cursor remembers (10 pages of 20)
 
 
+def _probe(clip_id: str) -> str | None:
+    """What membership is tested on: 48 random bits of the id (its first 12 hex digits;
+    clip ids are uuid4 or uuid5, both random there), sliced, not hashed, because the
+    feed asks this for every candidate. None for an id that is not a uuid."""
+    return clip_id[:8] + clip_id[9:13] if len(clip_id) == 36 and clip_id[8] == "-" else None
+
+
 def served_key(clip_id: str) -> str:
-    """A short, stable stand-in for a clip id inside a cursor (48 bits of its sha256)."""
-    return base64.urlsafe_b64encode(hashlib.sha256(clip_id.encode()).digest()[:6]).decode()
+    """A short, stable stand-in for a clip id inside a cursor (8 characters)."""
+    probe = _probe(clip_id)
+    raw = bytes.fromhex(probe) if probe is not None else hashlib.sha256(clip_id.encode()).digest()[:6]
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _unkey(key: str) -> str:
+    raw = base64.urlsafe_b64decode(key)
+    return raw.hex()
 
 
 class ServedSet:
@@ -59,10 +73,14 @@ class ServedSet:
 
     def __init__(self, keys: Iterable[str] = ()) -> None:
         self.keys: list[str] = list(keys)[-SERVED_MAX:]
-        self._set = set(self.keys)
+        self._set = {_unkey(k) for k in self.keys}
+        self._hashed = set(self.keys)  # for ids that are not uuids (tests, imports)
 
     def __contains__(self, clip_id: object) -> bool:
-        return isinstance(clip_id, str) and served_key(clip_id) in self._set
+        if not isinstance(clip_id, str):
+            return False
+        probe = _probe(clip_id)
+        return probe in self._set if probe is not None else served_key(clip_id) in self._hashed
 
     def __len__(self) -> int:
         return len(self.keys)

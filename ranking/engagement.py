@@ -32,8 +32,10 @@ class ClipCounts:
     buckets: dict[int, dict[str, int]] = field(default_factory=dict)
     total: dict[str, int] = field(default_factory=dict)
     step: int = STEP_S
+    _quality: tuple[float, float] | None = field(default=None, repr=False, compare=False)
 
     def add(self, kind: str, at: float, n: int = 1) -> None:
+        self._quality = None
         start = int(at // self.step) * self.step
         bucket = self.buckets.setdefault(start, {})
         bucket[kind] = bucket.get(kind, 0) + n
@@ -74,6 +76,23 @@ def kinds_of(interaction_kind: str, watch_ms: int | None, duration_ms: int | Non
     if interaction_kind == "view" and watch_ms and duration_ms and watch_ms >= 0.9 * duration_ms:
         return ("view", "complete")
     return (interaction_kind,)
+
+
+def quality(counts: ClipCounts, prior_rate: float) -> float:
+    """The scorer's engagement feature: the smoothed rate of good reactions (likes,
+    shares, completions, less skips, "see less" and reports) per impression, relative
+    to the prior, minus one (0 for a clip nobody has reacted to). Cached on ``counts``
+    until its next event, because every feed request asks it of hundreds of clips."""
+    cached = counts._quality
+    if cached is not None and cached[0] == prior_rate:
+        return cached[1]
+    total = counts.total
+    shown = max(total.get("impression", 0), total.get("view", 0))
+    liked = total.get("like", 0) + 2 * total.get("share", 0) + total.get("complete", 0) * 0.5
+    bad = total.get("skip", 0) * 0.5 + total.get("see_less", 0) * 2 + total.get("report", 0) * 5
+    value = smoothed_rate(liked - bad, shown, prior_rate) / max(prior_rate, 1e-6) - 1.0
+    counts._quality = (prior_rate, value)
+    return value
 
 
 def smoothed_rate(hits: float, trials: float, prior_rate: float, prior_weight: float = 20.0) -> float:

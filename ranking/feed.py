@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ranking.catalog import Catalog, ClipInfo
-from ranking.engagement import ClipCounts, smoothed_rate
+from ranking.engagement import ClipCounts, quality
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_WEIGHTS_FILE = DATA_DIR / "feed_weights.json"
@@ -58,6 +58,7 @@ class Candidate:
     sources: set[str]
     features: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    vector: np.ndarray | None = field(default=None, repr=False)  # the clip's embedding, set by the scorer
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,22 @@ def apply_filters(
 
 
 # ---------------------------------------------------------------------------- scorer
-def _embedding(c: Candidate) -> np.ndarray | None:
-    return None if c.clip.embedding is None else np.asarray(c.clip.embedding, np.float32)
+def embeddings(candidates: Sequence[Candidate], catalog: Catalog | None = None) -> np.ndarray:
+    """The candidates' embeddings as one matrix (zeros where a clip has none), read from
+    the index's vector store in one gather when ``catalog`` is given; each candidate's
+    ``vector`` is set to its row."""
+    matrix: np.ndarray | None = None
+    if catalog is not None and len(catalog.index):
+        matrix = catalog.index.vectors([c.clip.clip_id for c in candidates])
+    if matrix is None:
+        dim = next((len(c.clip.embedding) for c in candidates if c.clip.embedding is not None), 1)
+        matrix = np.zeros((len(candidates), dim), np.float32)
+        for i, c in enumerate(candidates):
+            if c.clip.embedding is not None:
+                matrix[i] = c.clip.embedding
+    for i, c in enumerate(candidates):
+        c.vector = matrix[i]
+    return matrix
 
 
 def score(
@@ -239,25 +254,34 @@ def score(
     engagement: Mapping[str, ClipCounts],
     now: float,
     w: FeedWeights,
+    catalog: Catalog | None = None,
 ) -> list[Candidate]:
-    """Features and a weighted score for each candidate, best first."""
+    """Features and a weighted score for each candidate, best first. Similarities are
+    computed for all candidates at once (one matrix product each)."""
+    if not candidates:
+        return []
     decay = math.log(2) / (w.freshness_half_life_h * 3600)
-    for c in candidates:
-        e = _embedding(c)
+    e = embeddings(candidates, catalog)
+    n = len(candidates)
+    zeros = np.zeros(n, np.float32)
+
+    def cos(v: np.ndarray | None) -> np.ndarray:
+        return e @ np.asarray(v, np.float32) if v is not None else zeros
+
+    s = viewer.steering
+    similarity = cos(viewer.vector).tolist()
+    steer_more = cos(s.more if s is not None else None).tolist()
+    steer_less = cos(s.less if s is not None else None).tolist()
+    negative = (e @ np.stack(viewer.avoid).T).max(axis=1).tolist() if viewer.avoid else zeros.tolist()
+    prior = w.prior_like_rate
+    for i, c in enumerate(candidates):
         f = c.features
-        f["similarity"] = float(e @ viewer.vector) if e is not None and viewer.vector is not None else 0.0
-        s = viewer.steering
-        f["steer_more"] = float(e @ s.more) if e is not None and s is not None and s.more is not None else 0.0
-        f["steer_less"] = float(e @ s.less) if e is not None and s is not None and s.less is not None else 0.0
-        f["negative"] = (
-            max((float(e @ a) for a in viewer.avoid), default=0.0) if e is not None and viewer.avoid else 0.0
-        )
+        f["similarity"] = similarity[i]
+        f["steer_more"] = steer_more[i]
+        f["steer_less"] = steer_less[i]
+        f["negative"] = negative[i]
         counts = engagement.get(c.clip.clip_id)
-        total = counts.total if counts is not None else {}
-        shown = max(total.get("impression", 0), total.get("view", 0))
-        liked = total.get("like", 0) + 2 * total.get("share", 0) + total.get("complete", 0) * 0.5
-        bad = total.get("skip", 0) * 0.5 + total.get("see_less", 0) * 2 + total.get("report", 0) * 5
-        f["engagement"] = smoothed_rate(liked - bad, shown, w.prior_like_rate) / max(w.prior_like_rate, 1e-6) - 1.0
+        f["engagement"] = quality(counts, prior) if counts is not None else 0.0
         f["freshness"] = math.exp(-decay * max(0.0, now - c.clip.published_at))
         author = c.clip.author_id
         closeness = 1.0 if author in viewer.friends else 0.6 if author in viewer.following else 0.0
@@ -293,11 +317,10 @@ def rerank(candidates: Sequence[Candidate], limit: int, w: FeedWeights) -> list[
     # full range that would drown the diversity term.
     spread = max(float(scores.max() - scores.min()), 1.0)
     relevance = (scores - scores.min()) / spread
-    dim = next((len(c.clip.embedding) for c in pool if c.clip.embedding is not None), 0)
-    emb = np.zeros((len(pool), max(dim, 1)), np.float32)
-    for i, c in enumerate(pool):
-        if c.clip.embedding is not None:
-            emb[i] = c.clip.embedding
+    if all(c.vector is not None for c in pool):
+        emb = np.stack([c.vector for c in pool])  # type: ignore[misc]
+    else:
+        emb = embeddings(pool)
     max_sim = np.full(len(pool), -1.0, np.float32)
     chosen: list[Candidate] = []
     per_author: dict[str, int] = {}
@@ -369,6 +392,6 @@ def build_feed(
         by_source[name] = by_source.get(name, 0) + 1
     candidates = gather(catalog, raw)
     kept, removed = apply_filters(candidates, filters_for(viewer, catalog, served))
-    ranked = score(kept, viewer, engagement, now, w)
+    ranked = score(kept, viewer, engagement, now, w, catalog)
     page = rerank(ranked, limit, w)
     return FeedResult(page, removed, len(candidates), by_source)

@@ -133,6 +133,19 @@ class ClipIndex:
             return None if key is None else self._vectors[self._row_of[key]].copy()
 
     # ------------------------------------------------------------------ writes
+    def vectors(self, clip_ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of ``clip_ids`` as one (n, dim) matrix, in one gather;
+        zero rows for clips not in the index."""
+        with self._lock:
+            rows = [self._row_of.get(self._key_of.get(cid, -1), -1) for cid in clip_ids]
+            if not rows or not len(self._vectors):
+                return np.zeros((len(rows), self.dim), np.float32)
+            out = self._vectors[np.maximum(rows, 0)]
+        missing = [i for i, r in enumerate(rows) if r < 0]
+        if missing:
+            out[missing] = 0.0
+        return out
+
     def add(self, clip_id: str, vector: Sequence[float] | np.ndarray) -> None:
         self.add_many([clip_id], np.asarray(vector, np.float32).reshape(1, -1))
 
