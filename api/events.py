@@ -46,6 +46,7 @@ class InteractionPublisher:
         self._lock = asyncio.Lock()
         self.direct = 0
         self.via_outbox = 0
+        self._background: set[asyncio.Task[str]] = set()
 
     async def _ensure(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -87,13 +88,49 @@ class InteractionPublisher:
             self.relay.notify()
         return "outbox"
 
-    def _to_outbox(self, record: Interaction) -> None:
+    async def publish_many(self, records: list[Interaction]) -> str:
+        """Send a batch (a feed page's impressions) with one wait for all the acks;
+        falls back to the outbox for the whole batch like :meth:`publish`."""
+        if not records:
+            return "broker"
+        if time.monotonic() >= self._skip_until:
+            try:
+                producer = await self._ensure()
+                futures = [
+                    await producer.send(INTERACTIONS.name, value=r.to_bytes(), key=record_key(INTERACTIONS, r))
+                    for r in records
+                ]
+                await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+                self.direct += len(records)
+                return "broker"
+            except Exception as e:  # noqa: BLE001 — any broker trouble: fall back to the outbox
+                log.warning("interactions topic unreachable (%s: %s); using the outbox", type(e).__name__, e)
+                self._skip_until = time.monotonic() + self.backoff_s
+                await self._reset()
+        await run_in_threadpool(self._to_outbox, *records)
+        self.via_outbox += len(records)
+        if self.relay is not None:
+            self.relay.notify()
+        return "outbox"
+
+    def publish_later(self, records: list[Interaction]) -> None:
+        """Send in the background: the response (and the connection) does not wait.
+        A batch resent after a partial failure may repeat impressions, which only
+        count as seen twice."""
+        task = asyncio.get_running_loop().create_task(self.publish_many(records))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _to_outbox(self, *records: Interaction) -> None:
         with session_scope(self.factory) as session:
-            enqueue(session, INTERACTIONS, record)
+            for record in records:
+                enqueue(session, INTERACTIONS, record)
 
     async def _reset(self) -> None:
         producer, self._producer = self._producer, None
         await stop_quietly(producer)
 
     async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.timeout_s)
         await self._reset()

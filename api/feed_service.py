@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Uuid, bindparam, literal, select, union_all
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, defer
 
 from core import graph
 from core.db.models import Block, Clip, ClipStats, FeedSteering, Follow, Like, Mute, User
@@ -330,16 +330,33 @@ class FeedService:
         if not ids:
             return [], {}, set()
         uuids = [uuid.UUID(i) for i in ids]
-        # By primary key only: with a status condition SQLite may walk the feed index.
-        rows = {c.id: c for c in session.scalars(select(Clip).where(Clip.id.in_(uuids)))}
-        clips = [
-            rows[u] for u in uuids if u in rows and rows[u].status == "published" and rows[u].user_id not in hidden
-        ]
-        live = [c.id for c in clips]
-        stats = {s.clip_id: s for s in session.scalars(select(ClipStats).where(ClipStats.clip_id.in_(live)))}
+        # One round trip: the clip (without its embedding, which the page does not show),
+        # its counts and whether the viewer liked it. By primary key only: with a status
+        # condition SQLite may walk the feed index instead.
+        liked_by = (
+            select(Like.clip_id).where(Like.user_id == user.id, Like.clip_id == Clip.id).exists()
+            if user is not None
+            else literal(False)
+        )
+        stmt = (
+            select(Clip, ClipStats, liked_by)
+            .outerjoin(ClipStats, ClipStats.clip_id == Clip.id)
+            .where(Clip.id.in_(uuids))
+            .options(defer(Clip.embedding))
+        )
+        rows = {clip.id: (clip, counts, bool(like)) for clip, counts, like in session.execute(stmt)}
+        clips: list[Clip] = []
+        stats: dict[uuid.UUID, ClipStats] = {}
         liked: set[uuid.UUID] = set()
-        if user is not None and live:
-            liked = set(session.scalars(select(Like.clip_id).where(Like.user_id == user.id, Like.clip_id.in_(live))))
+        for u in uuids:
+            row = rows.get(u)
+            if row is None or row[0].status != "published" or row[0].user_id in hidden:
+                continue
+            clips.append(row[0])
+            if row[1] is not None:
+                stats[u] = row[1]
+            if row[2]:
+                liked.add(u)
         return clips, stats, liked
 
 

@@ -187,9 +187,7 @@ async def load(port: int, paths: list[tuple[str, str | None]], seconds: float, c
     latencies: list[float] = []
     errors: list[str] = []
     start = time.perf_counter()
-    await asyncio.gather(
-        *[_one_connection(port, paths, start + seconds, latencies, errors) for _ in range(conns)]
-    )
+    await asyncio.gather(*[_one_connection(port, paths, start + seconds, latencies, errors) for _ in range(conns)])
     elapsed = time.perf_counter() - start
     ms = [x * 1000 for x in latencies]
     return {
@@ -234,6 +232,7 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--fresh-n", type=int, default=50)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--profile", type=Path, help="py-spy the API during the feed run (collapsed stacks here)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="clipstream-feed-bench-"))
@@ -256,15 +255,19 @@ def main() -> int:
         "MEDIA__ROOT": str(work / "media"),
         "RANKING__SNAPSHOT_DIR": str(work / "snapshot"),
         "LOG_LEVEL": "WARNING",
+        # The prompt classifier loads MiniLM in a background thread at start, which
+        # would compete with the load for the two cores; no prompts are sent here.
+        "MODERATION__CLASSIFIER_ENABLED": "false",
     }
     api = subprocess.Popen([sys.executable, "-m", "core.cli", "api"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         t = time.perf_counter()
         wait_for(
-            lambda: (r := httpx.get(f"{base}/readyz", timeout=2).json().get("ranking") or {}).get("mode")
-            == "personalised"
-            or None,
+            lambda: (
+                (r := httpx.get(f"{base}/readyz", timeout=2).json().get("ranking") or {}).get("mode") == "personalised"
+                or None
+            ),
             300,
             "the API's ranking replica",
         )
@@ -274,8 +277,24 @@ def main() -> int:
 
         users = [(f"/v1/feed?limit=20", tok) for tok in world["tokens"]]
         asyncio.run(load(port, users[:200], 3, args.conns))  # warm-up
+        server_ms, client_ms = [], []
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for path, tok in users[:100]:
+                t = time.perf_counter()
+                r = http.get(path, headers={"Authorization": f"Bearer {tok}"})
+                client_ms.append((time.perf_counter() - t) * 1000)
+                server_ms.append(float(r.headers["server-timing"].split("dur=")[1]))
+        print(f"  one at a time: ranking {pct(server_ms, 50):.1f} ms, whole request {pct(client_ms, 50):.1f} ms (p50)")
         bare = asyncio.run(load(port, [("/healthz", None)], args.seconds, args.conns))
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(args.profile),
+                 "--duration", str(int(args.seconds)), "--rate", "200", "--nonblocking"]
+            )  # fmt: skip
         feed = asyncio.run(load(port, users, args.seconds, args.conns))
+        if spy is not None:
+            spy.wait(60)
         fresh = freshness(base, world["tokens"][-args.fresh_n :], world["clip_ids"], args.fresh_n)
     finally:
         api.terminate()

@@ -233,8 +233,15 @@ APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {
 }
 
 
+#: Interactions the SQL store keeps nothing of (the ranking state reads them from the
+#: log): no transaction and no processed-event row, since a feed page sends twenty.
+RANKING_ONLY_KINDS = frozenset({"impression", "skip", "see_less"})
+
+
 def apply_event(factory: sessionmaker[Session], topic: str, rec: Record) -> bool:
     """Apply one event exactly once; returns False when it was already applied."""
+    if isinstance(rec, Interaction) and rec.kind in RANKING_ONLY_KINDS:
+        return True
     applier = APPLIERS[type(rec)]
     try:
         with session_scope(factory) as session:

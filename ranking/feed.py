@@ -269,36 +269,52 @@ def score(
         return e @ np.asarray(v, np.float32) if v is not None else zeros
 
     s = viewer.steering
-    similarity = cos(viewer.vector).tolist()
-    steer_more = cos(s.more if s is not None else None).tolist()
-    steer_less = cos(s.less if s is not None else None).tolist()
-    negative = (e @ np.stack(viewer.avoid).T).max(axis=1).tolist() if viewer.avoid else zeros.tolist()
     prior = w.prior_like_rate
+    friends, following, affinity = viewer.friends, viewer.following, viewer.affinity
+    features = {
+        "similarity": cos(viewer.vector),
+        "steer_more": cos(s.more if s is not None else None),
+        "steer_less": cos(s.less if s is not None else None),
+        "negative": (e @ np.stack(viewer.avoid).T).max(axis=1) if viewer.avoid else zeros,
+        "engagement": np.fromiter(
+            (quality(k, prior) if (k := engagement.get(c.clip.clip_id)) is not None else 0.0 for c in candidates),
+            np.float64,
+            n,
+        ),
+        "freshness": np.exp(
+            -decay * np.maximum(0.0, now - np.fromiter((c.clip.published_at for c in candidates), np.float64, n))
+        ),
+        "social": np.fromiter(
+            (
+                max(1.0 if a in friends else 0.6 if a in following else 0.0, float(affinity.get(a, 0.0)))
+                for a in (c.clip.author_id for c in candidates)
+            ),
+            np.float64,
+            n,
+        ),
+        "cast_me": np.fromiter(
+            (1.0 if "cast_me" in c.sources else 0.5 if "cast_friend" in c.sources else 0.0 for c in candidates),
+            np.float64,
+            n,
+        ),
+        "exploration": np.fromiter(("fresh" in c.sources for c in candidates), np.float64, n),
+    }
+    total = (
+        w.similarity * features["similarity"]
+        + w.steer_more * features["steer_more"]
+        + w.steer_less * np.maximum(0.0, features["steer_less"])
+        + w.negative * np.maximum(0.0, features["negative"])
+        + w.engagement * features["engagement"]
+        + w.freshness * features["freshness"]
+        + w.social * features["social"]
+        + w.cast_me * features["cast_me"]
+        + w.exploration * features["exploration"]
+    ).tolist()
+    names = list(features)
+    columns = [features[k].tolist() for k in names]
     for i, c in enumerate(candidates):
-        f = c.features
-        f["similarity"] = similarity[i]
-        f["steer_more"] = steer_more[i]
-        f["steer_less"] = steer_less[i]
-        f["negative"] = negative[i]
-        counts = engagement.get(c.clip.clip_id)
-        f["engagement"] = quality(counts, prior) if counts is not None else 0.0
-        f["freshness"] = math.exp(-decay * max(0.0, now - c.clip.published_at))
-        author = c.clip.author_id
-        closeness = 1.0 if author in viewer.friends else 0.6 if author in viewer.following else 0.0
-        f["social"] = max(closeness, float(viewer.affinity.get(author, 0.0)))
-        f["cast_me"] = 1.0 if "cast_me" in c.sources else 0.5 if "cast_friend" in c.sources else 0.0
-        f["exploration"] = 1.0 if "fresh" in c.sources else 0.0
-        c.score = (
-            w.similarity * f["similarity"]
-            + w.steer_more * f["steer_more"]
-            + w.steer_less * max(0.0, f["steer_less"])
-            + w.negative * max(0.0, f["negative"])
-            + w.engagement * f["engagement"]
-            + w.freshness * f["freshness"]
-            + w.social * f["social"]
-            + w.cast_me * f["cast_me"]
-            + w.exploration * f["exploration"]
-        )
+        c.score = total[i]
+        c.features.update(zip(names, (col[i] for col in columns), strict=True))
     return sorted(candidates, key=lambda c: (-c.score, c.clip.clip_id))
 
 

@@ -235,7 +235,9 @@ class ClipIndex:
             live = len(self._key_of)
             if live == 0:
                 return [[] for _ in range(len(q))]
-            fetch = min(k + len(skip), live)
+            # Most of a heavy user's seen clips are nowhere near the top: start at 2k
+            # and widen only when the exclusions leave fewer than k.
+            fetch = min(k + min(len(skip), k), live)
             while True:
                 scores, keys = self._index.search(q, fetch)
                 out = [self._collect(s, ks, k, skip) for s, ks in zip(scores, keys, strict=True)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUserDep, InteractionsDep, OptionalUserDep, SessionDep, user_rate_limit
@@ -36,8 +38,8 @@ async def feed(
     session: SessionDep,
     viewer: OptionalUserDep,
     service: FeedDep,
+    response: Response,
     interactions: InteractionsDep,
-    background: BackgroundTasks,
     limit: LimitQ = 20,
     cursor: FeedCursorQ = None,
     order: Annotated[
@@ -54,6 +56,7 @@ async def feed(
     Each page served to a signed-in user is recorded as impressions on `interactions`.
     Steer it in words with `PUT /v1/me/feed/steering`; `order=newest` gives plain
     newest-first."""
+    started = time.perf_counter()
     try:
         out = await run_in_threadpool(
             service.page, session, viewer, limit, cursor, explain=explain, newest=order == "newest"
@@ -62,9 +65,9 @@ async def feed(
         raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
     finally:
         await run_in_threadpool(session.close)
+    response.headers["Server-Timing"] = f"rank;dur={(time.perf_counter() - started) * 1000:.1f}"
     if viewer is not None and out.mode == "personalised" and out.clips:
-        for record in impressions_for(viewer.id, [c.id for c in out.clips]):
-            background.add_task(interactions.publish, record)
+        interactions.publish_later(impressions_for(viewer.id, [c.id for c in out.clips]))
     signed_in = viewer is not None
     return FeedPage(
         data=[clip_public(c, out.stats.get(c.id), c.id in out.liked if signed_in else None) for c in out.clips],
