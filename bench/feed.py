@@ -102,11 +102,12 @@ def build_world(db_url: str, clips: int, users: int, follows: int, interactions:
         for i, cid in enumerate(clip_ids):
             at = NOW - timedelta(seconds=float(ages_s[i]))
             rows.append(
-                {"id": cid, "prompt_id": uuid.uuid4(), "user_id": user_ids[author[i]], "creator_handle": f"u{author[i]}",
-                 "text": f"clip of topic {clip_topic[i]}", "status": "published", "video_key": f"clips/{cid}/clip.mp4",
-                 "poster_key": f"clips/{cid}/poster.jpg", "mime_type": "video/mp4", "width": 288, "height": 512,
-                 "fps": 12, "frame_count": 36, "duration_s": 3.0, "sha256": "0" * 64, "generator": {}, "checks": [],
-                 "block_reasons": [], "generated_at": at, "published_at": at}
+                {"id": cid, "prompt_id": uuid.uuid4(), "user_id": user_ids[author[i]],
+                 "creator_handle": f"u{author[i]}", "text": f"clip of topic {clip_topic[i]}", "status": "published",
+                 "video_key": f"clips/{cid}/clip.mp4", "poster_key": f"clips/{cid}/poster.jpg",
+                 "mime_type": "video/mp4", "width": 288, "height": 512, "fps": 12, "frame_count": 36,
+                 "duration_s": 3.0, "sha256": "0" * 64, "generator": {}, "checks": [], "block_reasons": [],
+                 "generated_at": at, "published_at": at}
             )  # fmt: skip
             if len(rows) == 5000:
                 conn.execute(Clip.__table__.insert(), rows)
@@ -263,19 +264,17 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     try:
         t = time.perf_counter()
-        wait_for(
-            lambda: (
-                (r := httpx.get(f"{base}/readyz", timeout=2).json().get("ranking") or {}).get("mode") == "personalised"
-                or None
-            ),
-            300,
-            "the API's ranking replica",
-        )
+
+        def personalised() -> bool | None:
+            ranking = httpx.get(f"{base}/readyz", timeout=2).json().get("ranking") or {}
+            return ranking.get("mode") == "personalised" or None
+
+        wait_for(personalised, 300, "the API's ranking replica")
         ready_s = time.perf_counter() - t
         status = httpx.get(f"{base}/readyz").json()["ranking"]
         print(f"  API ready in {ready_s:.1f} s: {status}", flush=True)
 
-        users = [(f"/v1/feed?limit=20", tok) for tok in world["tokens"]]
+        users = [("/v1/feed?limit=20", tok) for tok in world["tokens"]]
         asyncio.run(load(port, users[:200], 3, args.conns))  # warm-up
         server_ms, client_ms = [], []
         with httpx.Client(base_url=base, timeout=10) as http:
@@ -303,8 +302,10 @@ def main() -> int:
 
     ratio = feed["rps"] / bare["rps"]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"world: {args.clips:,} clips, {args.users:,} users, {world['follows']:,} follows, "
-          f"{world['interactions']:,} interactions; {args.conns} connections, {args.seconds:.0f} s per run\n")  # fmt: skip
+    print(
+        f"world: {args.clips:,} clips, {args.users:,} users, {world['follows']:,} follows, "
+        f"{world['interactions']:,} interactions; {args.conns} connections, {args.seconds:.0f} s per run\n"
+    )
     print("| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in [("GET /healthz (baseline)", bare), ("GET /v1/feed?limit=20", feed)]:
@@ -315,9 +316,9 @@ def main() -> int:
     print(f"like -> next feed reflects it (n={len(fresh)}): p50 {pct(fresh, 50):.0f} ms, "
           f"p95 {pct(fresh, 95):.0f} ms, max {max(fresh):.0f} ms  (target p95 <= 1000 ms)")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"bare": bare, "feed": feed, "ratio": ratio, "fresh_ms": fresh,
-                                         "ready_s": ready_s, "world": {k: v for k, v in world.items()
-                                                                       if k not in ("tokens", "clip_ids")}}))  # fmt: skip
+        summary = {k: v for k, v in world.items() if k not in ("tokens", "clip_ids")}
+        out = {"bare": bare, "feed": feed, "ratio": ratio, "fresh_ms": fresh, "ready_s": ready_s, "world": summary}
+        args.json.write_text(json.dumps(out))
     return 0
 
 
