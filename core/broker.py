@@ -9,13 +9,15 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from core.errors import BrokerError
-from core.topics import all_topic_names
+from core.topics import all_topic_names, topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,9 @@ async def _ensure_topics(bootstrap: str, replication_factor: int, timeout: float
         wanted = [(name, parts) for name, parts in all_topic_names() if name not in existing]
         created: list[str] = []
         if wanted:
-            resp = await admin.create_topics([NewTopic(name, parts, replication_factor) for name, parts in wanted])
+            resp = await admin.create_topics(
+                [NewTopic(name, parts, replication_factor, topic_configs=topic_configs(name)) for name, parts in wanted]
+            )
             for name, code, message in resp.topic_errors:
                 if code == 0:
                     created.append(name)
@@ -150,7 +154,8 @@ async def _ensure_topics(bootstrap: str, replication_factor: int, timeout: float
 
 
 def ensure_topics(bootstrap: str, replication_factor: int = 1, timeout: float = 30.0) -> list[str]:
-    """Create every catalog topic and DLQ that is missing; returns the ones created."""
+    """Create every catalog topic, DLQ and table changelog that is missing; returns the
+    ones created."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -160,6 +165,36 @@ def ensure_topics(bootstrap: str, replication_factor: int = 1, timeout: float = 
             last = e
             time.sleep(0.5)
     raise BrokerError(f"could not create topics on {bootstrap} within {timeout:.0f}s: {last}") from last
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], timeout_s: float = 10.0
+) -> dict[TopicPartition, int]:
+    """The end offset (high watermark) of each of ``partitions``, all assigned to
+    ``consumer``, whose positions this moves.
+
+    Tansu (0.6) answers ListOffsets with the base offset + 1 of a partition's last
+    batch, so the end it reports misses the rest of a batch of several records; a
+    fetch response's high watermark is right. So each non-empty partition is fetched
+    once from just before the reported end. On Kafka both agree and this costs one
+    small fetch per partition. Raises BrokerError if a fetch does not answer in time.
+    """
+    tps = list(partitions)
+    ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(tps))
+    pending = {tp for tp in tps if ends[tp] > 0}
+    for tp in pending:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise BrokerError(f"no fetch answer for {sorted(pending)} within {timeout_s:.0f}s")
+        await consumer.getmany(*pending, timeout_ms=200)
+        for tp in list(pending):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                ends[tp] = max(ends[tp], highwater)
+                pending.discard(tp)
+    return ends
 
 
 def child_env(bootstrap: str) -> dict[str, str]:

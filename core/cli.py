@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-seed", action="store_true", help="do not create demo users and prompts")
     sub.add_parser("api", help="run the HTTP API")
     worker = sub.add_parser("worker", help="run one stream-processing worker role")
-    worker.add_argument("role", help="generation | moderation | materializer")
+    worker.add_argument("role", help="generation | moderation | materializer | ranking")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the topic catalog (idempotent)")
     sub.add_parser("broker", help="run only the embedded Tansu broker in the foreground")

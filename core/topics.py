@@ -1,14 +1,16 @@
 """The topic catalog: names, keys, records and fixed partition counts.
 
 Source topics are created by the project (``clipstream topics``) before any worker
-starts; Faust only ever creates its own internal topics. Every source topic has a
-``<name>.dlq`` twin that receives raw bytes plus error headers.
+starts. Every source topic has a ``<name>.dlq`` twin that receives raw bytes plus error
+headers. Faust may not declare topics either (``topic_allow_declare=False``), so the
+changelog of each worker's Faust table is in the catalog too (:data:`TABLES`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -55,13 +57,56 @@ INTERACTIONS = BY_NAME["interactions"]
 SOCIAL_EVENTS = BY_NAME["social.events"]
 
 
+@dataclass(frozen=True)
+class TableSpec:
+    """The changelog topic of one worker role's Faust table.
+
+    Faust co-partitions a table with the topic its agent reads (an entry written while
+    processing partition p goes to changelog partition p), so the changelog has the
+    source's partition count; it is compacted, keeping the latest value per key. The
+    name is the one Faust derives (``<app id>-<table>-changelog``, the app id being
+    ``clipstream-<role>``).
+    """
+
+    role: str
+    table: str
+    source: TopicSpec
+    description: str
+    configs: Mapping[str, str] = field(default_factory=lambda: {"cleanup.policy": "compact"})
+
+    @property
+    def name(self) -> str:
+        return f"clipstream-{self.role}-{self.table}-changelog"
+
+    @property
+    def partitions(self) -> int:
+        return self.source.partitions
+
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec(
+        "ranking",
+        "user_taste",
+        INTERACTIONS,
+        "Each user's taste vector, likes, see-less list and author affinity (ranking/taste_table.py).",
+    ),
+)
+USER_TASTE = TABLES[0]
+
+
 def all_topic_names() -> list[tuple[str, int]]:
-    """(name, partitions) for every source topic and its DLQ."""
+    """(name, partitions) for every source topic and its DLQ, and every table changelog."""
     out: list[tuple[str, int]] = []
     for spec in CATALOG:
         out.append((spec.name, spec.partitions))
         out.append((spec.dlq, DLQ_PARTITIONS))
+    out += [(table.name, table.partitions) for table in TABLES]
     return out
+
+
+def topic_configs(name: str) -> dict[str, str]:
+    """Topic-level configs the catalog asks for when creating ``name`` (none for most)."""
+    return next((dict(t.configs) for t in TABLES if t.name == name), {})
 
 
 def record_key(spec: TopicSpec, record: r.Record) -> bytes:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TopicT
 
+from core.broker import end_offsets
 from core.records import CLIPSTREAM_NAMESPACE, GenerationStatus, PromptStatusValue, Record
 from core.settings import Settings
 from core.topics import GENERATION_STATUS, TopicSpec, record_key
+
+log = logging.getLogger(__name__)
 
 _FETCH_MAX_WAIT_MS: int | None = None
 
@@ -39,10 +44,56 @@ def _install_fetch_max_wait(ms: int) -> None:
     driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
+def _install_true_highwaters() -> None:
+    """Make Faust read a table's changelog to its real end when it recovers the table.
+
+    Faust restores a table by reading its changelog up to the end offsets that
+    ListOffsets reports, which Tansu gets wrong after a batch of several records
+    (see core.broker.end_offsets); Faust batches changelog writes, so a restarted
+    worker would silently lose the latest updates of some keys. The end offsets are
+    checked with a fetch from a short-lived consumer of our own (Faust's consumer
+    must keep its positions).
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._highwaters
+    if getattr(original, "_clipstream_true_highwaters", False):
+        return
+
+    async def highwaters(self: Any, partitions: list[Any]) -> Any:
+        ends = await original(self, partitions)
+        if self.consumer.in_transaction or not any(v > 0 for v in ends.values()):
+            return ends
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=driver.server_list(self.transport.url, self.transport.default_port),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+        )
+        await probe.start()
+        try:
+            tps = [TopicPartition(tp.topic, tp.partition) for tp in ends]
+            probe.assign(tps)
+            checked = await end_offsets(probe, tps)
+        finally:
+            await probe.stop()
+        fixed = {tp: max(v, checked[TopicPartition(tp.topic, tp.partition)]) for tp, v in ends.items()}
+        if fixed != ends:
+            log.info(
+                "end offsets corrected by a fetch: %s",
+                {f"{t.topic}:{t.partition}": v for t, v in fixed.items() if v != ends[t]},
+            )
+        return fixed
+
+    highwaters._clipstream_true_highwaters = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._highwaters = highwaters  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, role: str) -> faust.App:
     """One Faust app (and consumer group) per worker role."""
     k = settings.kafka
     _install_fetch_max_wait(k.fetch_max_wait_ms)
+    _install_true_highwaters()
     return faust.App(
         f"clipstream-{role}",
         broker=[f"kafka://{server.strip()}" for server in k.servers.split(",")],

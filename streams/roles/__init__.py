@@ -9,7 +9,7 @@ import faust
 
 from core.settings import Settings
 
-ROLES = ("generation", "moderation", "materializer")
+ROLES = ("generation", "moderation", "materializer", "ranking")
 
 
 def registrar(role: str) -> Callable[[faust.App, Settings], object]:

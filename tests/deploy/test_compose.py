@@ -37,6 +37,7 @@ def test_the_production_shape_is_there(compose: dict[str, Any]) -> None:
         "generation",
         "moderation",
         "materializer",
+        "ranking",
     ):
         assert name in services, f"service {name} missing"
     assert all("KAFKA_PROCESS_ROLES" in services[f"kafka-{i}"]["environment"] for i in (1, 2, 3)), "KRaft mode"

@@ -1,0 +1,185 @@
+"""The ranking worker's ``user_taste`` table: its value format, how one interaction
+advances an entry, and a reader for anyone outside the worker (the API).
+
+Each entry is keyed by the user id (UTF-8, no quoting) and holds
+:meth:`UserState.to_json` plus where in the log it stands::
+
+    {"schema_version": 1, "vector": [...] | null, "liked": [...], "avoid": [[...]],
+     "affinity": {author: score}, "version": n, "partition": p, "offset": o}
+
+``partition``/``offset`` name the last ``interactions`` message applied to that user.
+The worker skips a redelivered message at or below that offset, so at-least-once
+delivery applies each interaction once; a reader that keeps applying the log to the
+states it read starts each user after that offset.
+
+The table lives in Faust (memory store) and its compacted changelog topic
+(:data:`core.topics.USER_TASTE`) is the durable copy: :func:`read_taste_table` reads
+that topic up to the end offsets it finds at start, keeping the latest value per key
+and dropping keys whose latest value is a tombstone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from core.broker import end_offsets
+from core.errors import BrokerError, RecordError
+from core.records import Interaction
+from core.topics import USER_TASTE
+from ranking.signals import SignalWeights
+from ranking.state import UserState, interact
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class TasteEntry(NamedTuple):
+    state: UserState
+    partition: int  # of the last interactions message applied to this user
+    offset: int
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What the taste update needs to know about a clip (the worker reads it from the
+    SQL store). ``vector`` is the normalised embedding while the clip is live."""
+
+    vector: np.ndarray | None
+    duration_ms: int | None
+    author_id: str | None
+
+
+def encode_entry(user: UserState, partition: int, offset: int) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, **user.to_json(), "partition": partition, "offset": offset}
+
+
+def decode_entry(value: Mapping[str, Any]) -> TasteEntry:
+    """A table value → TasteEntry, or RecordError saying what is wrong with it."""
+    if value.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError(f"user_taste: unknown schema_version {value.get('schema_version')!r}")
+    try:
+        return TasteEntry(UserState.from_json(value), int(value["partition"]), int(value["offset"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise RecordError(f"user_taste: invalid entry: {e!r}") from e
+
+
+def already_applied(value: Mapping[str, Any] | None, partition: int, offset: int) -> bool:
+    """Whether the message at partition/offset is already in this entry.
+
+    Offsets are only comparable within one partition; a user whose messages moved to
+    another partition (the topic was repartitioned) starts a new sequence there.
+    """
+    if value is None or value.get("partition") != partition:
+        return False
+    try:
+        return offset <= int(value["offset"])
+    except (KeyError, TypeError, ValueError):  # unreadable: advance() starts the entry afresh
+        return False
+
+
+def advance(
+    value: Mapping[str, Any] | None,
+    rec: Interaction,
+    clip: ClipFacts | None,
+    partition: int,
+    offset: int,
+    weights: SignalWeights | None = None,
+) -> dict[str, Any] | None:
+    """The entry after applying ``rec`` (read at ``partition``/``offset``) to ``value``,
+    or None when nothing changes: a redelivered message, or an interaction without a
+    clip. A clip the store does not know (``clip`` None) still counts: the user's
+    version and position move on, the taste vector does not."""
+    if rec.clip_id is None or already_applied(value, partition, offset):
+        return None
+    user = UserState()
+    if value is not None:
+        try:
+            user = decode_entry(value).state
+        except RecordError as e:  # ranking fails open: a fresh start beats a user stuck in the DLQ
+            log.warning("user %s: stored taste is unreadable, starting afresh: %s", rec.user_id, e)
+    vector = None if clip is None else clip.vector
+    if vector is not None and user.vector is not None and user.vector.shape != vector.shape:
+        # The embedding model changed: the old taste lives in another space.
+        user.vector, user.avoid = None, deque(maxlen=user.avoid.maxlen)
+    interact(
+        user,
+        rec,
+        vector,
+        duration_ms=None if clip is None else clip.duration_ms,
+        author=None if clip is None else clip.author_id,
+        weights=weights or SignalWeights(),
+    )
+    return encode_entry(user, partition, offset)
+
+
+async def read_taste_table(
+    bootstrap_servers: str, *, topic: str = USER_TASTE.name, timeout_s: float = 30.0
+) -> dict[str, TasteEntry]:
+    """Every user's latest entry in the changelog, up to the end offsets at the call.
+
+    Raises BrokerError when the topic does not exist or cannot be read to those
+    offsets within ``timeout_s``. A value that does not decode is logged and skipped
+    (the previous value of that user, if any, is kept).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise BrokerError(f"topic {topic!r} does not exist on {bootstrap_servers}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        end = await end_offsets(consumer, tps, timeout_s)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[str, TasteEntry] = {}
+        todo = {tp for tp in tps if end[tp] > 0}
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            for tp in list(todo):
+                if await consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+                    consumer.pause(tp)
+            if not todo:
+                break
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} timed out after {timeout_s:.0f}s ({len(todo)} partitions left)")
+            batch = await consumer.getmany(*todo, timeout_ms=200)
+            for tp, messages in batch.items():
+                for m in messages:
+                    if m.offset < end[tp]:
+                        _take(out, topic, m.key, m.value)
+        return out
+    except (OSError, KafkaError) as e:  # TimeoutError is an OSError
+        raise BrokerError(f"reading {topic} from {bootstrap_servers} failed: {e}") from e
+    finally:
+        await consumer.stop()
+
+
+def _take(out: dict[str, TasteEntry], topic: str, key: bytes | None, value: bytes | None) -> None:
+    if key is None:
+        return
+    user_id = key.decode("utf-8", "replace")
+    if value is None:  # tombstone: the user's entry was deleted
+        out.pop(user_id, None)
+        return
+    try:
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise RecordError(f"user_taste: value is a JSON {type(data).__name__}")
+        out[user_id] = decode_entry(data)
+    except (ValueError, RecordError) as e:
+        log.warning("skipping an undecodable entry for user %s in %s: %s", user_id, topic, e)

@@ -1,0 +1,138 @@
+"""Ranking role: interactions → each user's taste, kept in the Faust table ``user_taste``.
+
+For every interaction the agent looks the clip up in the SQL store (embedding, duration,
+author; a bounded LRU cache in front), applies the interaction to the user's entry with
+the same code every RankingState runs (ranking.taste_table.advance →
+ranking.state.interact) and writes the entry back. The table is partitioned like
+``interactions`` (keyed by user id), so one worker owns each user; its compacted
+changelog, created by the topic catalog, is what survives a restart and what the API
+reads (ranking.taste_table.read_taste_table).
+
+Each entry records the partition and offset of the last message applied to it, and a
+message at or below that offset is skipped: a redelivery after a crash (Faust flushes
+the changelog before it commits offsets, so the entry is never behind the commit)
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import faust
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, make_sessionmaker
+from core.db.models import Clip
+from core.errors import ConfigurationError
+from core.records import Interaction
+from core.settings import Settings
+from core.topics import INTERACTIONS, USER_TASTE
+from ranking.signals import SignalWeights
+from ranking.taste_table import ClipFacts, advance, already_applied
+from streams.app import RecordSender
+from streams.errors import ErrorPolicy, register_agent
+
+log = logging.getLogger(__name__)
+
+CLIP_CACHE_SIZE = 20_000
+#: How long a cached clip is trusted: a takedown stops moving taste vectors within this.
+CLIP_CACHE_TTL_S = 60.0
+
+
+def clip_facts(clip: Clip) -> ClipFacts:
+    """A clip row → what the taste update reads; only a published clip with an
+    embedding moves taste (as only live clips are in a RankingState's index)."""
+    vector = None
+    if clip.status == "published" and clip.embedding:
+        x = np.asarray(clip.embedding, np.float32)
+        norm = float(np.linalg.norm(x))
+        if np.isfinite(x).all() and norm >= 1e-6:
+            vector = x / norm  # as ClipIndex stores it
+    return ClipFacts(vector=vector, duration_ms=int(clip.duration_s * 1000), author_id=str(clip.user_id))
+
+
+class ClipLookup:
+    """Clip id → ClipFacts from the SQL store, with a bounded LRU cache of found clips.
+
+    A clip not found is not cached: an interaction can arrive before the materializer
+    has stored the clip, and the next one should find it.
+    """
+
+    def __init__(
+        self, factory: sessionmaker[Session], max_size: int = CLIP_CACHE_SIZE, ttl_s: float = CLIP_CACHE_TTL_S
+    ) -> None:
+        self.factory = factory
+        self.max_size = max_size
+        self.ttl_s = ttl_s
+        self._cache: OrderedDict[uuid.UUID, tuple[float, ClipFacts]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, clip_id: uuid.UUID) -> ClipFacts | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(clip_id)
+            if cached is not None and now - cached[0] < self.ttl_s:
+                self._cache.move_to_end(clip_id)
+                self.hits += 1
+                return cached[1]
+        self.misses += 1
+        with self.factory() as session:
+            clip = session.get(Clip, clip_id)
+            facts = None if clip is None else clip_facts(clip)
+        if facts is not None:
+            with self._lock:
+                self._cache[clip_id] = (now, facts)
+                self._cache.move_to_end(clip_id)
+                while len(self._cache) > self.max_size:
+                    self._cache.popitem(last=False)
+        return facts
+
+
+class RankingHandler:
+    """One interaction → the user's ``user_taste`` entry."""
+
+    def __init__(self, table: Any, clips: ClipLookup, weights: SignalWeights | None = None) -> None:
+        self.table = table
+        self.clips = clips
+        self.weights = weights or SignalWeights()
+        self.applied = self.duplicates = self.unknown_clips = 0
+
+    async def __call__(self, rec: Interaction, message: Any) -> None:
+        if rec.clip_id is None:
+            return
+        key = str(rec.user_id).encode()
+        value = self.table.get(key)
+        if already_applied(value, message.partition, message.offset):  # redelivered: no lookup needed
+            self.duplicates += 1
+            log.debug("skipping %s:%s for user %s: already applied", message.partition, message.offset, rec.user_id)
+            return
+        clip = await asyncio.to_thread(self.clips.get, rec.clip_id)
+        updated = advance(value, rec, clip, message.partition, message.offset, self.weights)
+        if updated is None:
+            return
+        if clip is None:
+            self.unknown_clips += 1
+        self.table[key] = updated
+        self.applied += 1
+
+
+def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
+    table = app.Table(
+        USER_TASTE.table,
+        key_type=bytes,  # the user id as UTF-8: readable by any Kafka client
+        partitions=USER_TASTE.partitions,
+        help=USER_TASTE.description,
+    )
+    if table.changelog_topic.get_topic_name() != USER_TASTE.name:  # the catalog creates it by that name
+        raise ConfigurationError(f"user_taste changelog would be {table.changelog_topic.get_topic_name()!r}")
+    clips = ClipLookup(make_sessionmaker(make_engine(settings.database_url)))
+    handler = RankingHandler(table, clips)
+    return register_agent(app, INTERACTIONS, settings, handler, name="rank", sender=RecordSender(app))

@@ -1,0 +1,124 @@
+"""The ranking role without a broker: the clip lookup (SQL store + LRU), the handler, and
+the agent through Faust's test_context() (DLQ sends captured)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, make_sessionmaker, migrate, session_scope
+from core.db.models import Clip
+from core.records import Interaction
+from core.settings import MediaSettings, Settings, WorkerSettings
+from streams.app import RecordSender
+from streams.roles.ranking import ClipLookup, RankingHandler
+from streams.worker import build
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def factory(url: str) -> sessionmaker[Session]:
+    return make_sessionmaker(make_engine(url))
+
+
+def _clip(factory: sessionmaker[Session], status: str = "published", embedding: list[float] | None = None) -> Clip:
+    now = datetime.now(UTC)
+    clip = Clip(
+        id=uuid.uuid4(), prompt_id=uuid.uuid4(), user_id=uuid.uuid4(), creator_handle="h", text="t", status=status,
+        video_key="v", poster_key="p", mime_type="video/mp4", width=288, height=512, fps=12, frame_count=30,
+        duration_s=2.5, sha256="0" * 64, generator={}, embedding=embedding if embedding is not None else [3.0, 4.0],
+        generated_at=now,
+    )  # fmt: skip
+    with session_scope(factory) as s:
+        s.add(clip)
+    return clip
+
+
+def test_a_published_clip_gives_its_normalised_embedding_author_and_duration(factory: sessionmaker[Session]) -> None:
+    clip = _clip(factory)
+    facts = ClipLookup(factory).get(clip.id)
+    assert facts is not None and facts.vector is not None
+    np.testing.assert_allclose(facts.vector, [0.6, 0.8], rtol=1e-6)
+    assert (facts.duration_ms, facts.author_id) == (2500, str(clip.user_id))
+
+
+@pytest.mark.parametrize(
+    ("status", "embedding"), [("in_review", [1.0, 0.0]), ("removed", [1.0, 0.0]), ("published", [])]
+)
+def test_a_clip_that_is_not_live_or_has_no_embedding_moves_no_vector(
+    factory: sessionmaker[Session], status: str, embedding: list[float]
+) -> None:
+    facts = ClipLookup(factory).get(_clip(factory, status, embedding).id)
+    assert facts is not None and facts.vector is None and facts.author_id is not None
+
+
+def test_a_missing_clip_is_looked_up_again_and_the_cache_is_bounded(factory: sessionmaker[Session]) -> None:
+    lookup = ClipLookup(factory, max_size=2)
+    missing = uuid.uuid4()
+    assert lookup.get(missing) is None
+    a, b, c = (_clip(factory) for _ in range(3))
+    for clip in (a, b, a, c):  # c evicts b, the least recently used
+        assert lookup.get(clip.id) is not None
+    assert lookup.hits == 1 and lookup.misses == 4
+    assert lookup.get(b.id) is not None and lookup.misses == 5
+    assert lookup.get(missing) is None and lookup.misses == 6, "a miss is never cached"
+
+
+@dataclass
+class Msg:
+    partition: int
+    offset: int
+
+
+async def test_the_handler_writes_each_message_once(factory: sessionmaker[Session]) -> None:
+    clip = _clip(factory)
+    table: dict[bytes, dict[str, object]] = {}
+    handler = RankingHandler(table, ClipLookup(factory))
+    me = uuid.uuid4()
+    like = Interaction(user_id=me, clip_id=clip.id, kind="like")
+    await handler(like, Msg(4, 0))
+    await handler(like, Msg(4, 0))  # redelivered
+    await handler(Interaction(user_id=me, clip_id=uuid.uuid4(), kind="view", watch_ms=10), Msg(4, 1))
+    await handler(Interaction(user_id=me, kind="comment"), Msg(4, 2))  # no clip: nothing to do
+    entry = table[str(me).encode()]
+    assert (entry["version"], entry["partition"], entry["offset"]) == (2, 4, 1)
+    assert (handler.applied, handler.duplicates, handler.unknown_clips) == (2, 1, 1)
+
+
+async def test_the_agent_keeps_the_table_and_dead_letters_poison(
+    tmp_path: Path, url: str, factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead: list[tuple[str, bytes | None]] = []
+
+    async def send_raw(self: RecordSender, name: str, key: bytes | None, value: bytes | None, headers: object) -> None:
+        dead.append((name, value))
+
+    monkeypatch.setattr(RecordSender, "send_raw", send_raw)
+    settings = Settings(
+        environment="test",
+        database_url=url,
+        media=MediaSettings(root=tmp_path / "media"),
+        workers=WorkerSettings(data_dir=tmp_path / "faust", retry_backoff_s=0),
+    )
+    app = build(settings, "ranking")
+    app.finalize()
+    app.flow_control.resume()
+    clip, me = _clip(factory), uuid.uuid4()
+    async with app.agents["rank"].test_context() as agent:
+        await agent.put(b"\x00 junk", key=str(me).encode())
+        await agent.put(Interaction(user_id=me, clip_id=clip.id, kind="like").to_bytes(), key=str(me).encode())
+    entry = app.tables["user_taste"][str(me).encode()]
+    assert entry["version"] == 1 and entry["liked"] == [str(clip.id)] and entry["offset"] == 1
+    assert dead == [("interactions.dlq", b"\x00 junk")]
