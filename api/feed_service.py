@@ -39,6 +39,7 @@ from ranking.replica import LogTail
 from ranking.snapshot import load_snapshot, save_snapshot
 from ranking.state import RankingState
 from ranking.steering import parse, steering_for
+from ranking.taste_table import read_taste_table
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,12 @@ class FeedService:
         self.weights = FeedWeights.load(r.weights or DEFAULT_WEIGHTS_FILE)
         self.state = RankingState(dim=r.embedding_dim)
         positions: dict[str, int] | None = None
+        self._restored = False
         if r.snapshot_dir is not None:
             restored = load_snapshot(r.snapshot_dir, r.embedding_dim)
             if restored is not None:
                 self.state, positions = restored
+                self._restored = True
                 log.info("ranking state restored from %s (%d clips)", r.snapshot_dir, len(self.state.catalog))
         self.tail: LogTail | None = None
         if r.replica:
@@ -106,10 +109,24 @@ class FeedService:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if self.tail is not None and not self._restored:
+            await self._seed_from_taste_table()
         if self.tail is not None:
             self._tasks.append(asyncio.create_task(self.tail.run(), name="ranking-log-tail"))
             if self.settings.ranking.snapshot_dir is not None:
                 self._tasks.append(asyncio.create_task(self._snapshots(), name="ranking-snapshots"))
+
+    async def _seed_from_taste_table(self) -> None:
+        """A replica without a snapshot starts its users from the ranking worker's
+        ``user_taste`` table: the log's retention may no longer hold every interaction
+        that shaped a taste, the compacted table does."""
+        try:
+            entries = await read_taste_table(self.settings.kafka.servers, timeout_s=10.0)
+        except Exception as e:  # noqa: BLE001 — no table yet (or no broker): tastes come from the log alone
+            log.warning("user_taste table not read (%s: %s); tastes are rebuilt from the log", type(e).__name__, e)
+            return
+        self.state.seed_tastes(entries)
+        log.info("ranking replica seeded %d users from the user_taste table", len(entries))
 
     async def stop(self) -> None:
         for task in self._tasks:

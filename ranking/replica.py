@@ -162,10 +162,11 @@ class LogTail:
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, messages in batches.items():
                 spec = self.topics[tp.topic]
-                records = []
+                records: list[tuple[Record, tuple[int, int] | None]] = []
+                is_interactions = tp.topic == INTERACTIONS.name
                 for m in messages:
                     try:
-                        records.append(decode(spec, m.value))
+                        records.append((decode(spec, m.value), (tp.partition, m.offset) if is_interactions else None))
                     except RecordError as e:
                         self.skipped += 1
                         log.info("ranking log tail skips %s@%d: %s", position_key(tp), m.offset, e)
@@ -182,11 +183,11 @@ class LogTail:
                 last_ends = time.monotonic()
             self._check_ready()
 
-    def _apply(self, records: Sequence[Record]) -> None:
+    def _apply(self, records: Sequence[tuple[Record, tuple[int, int] | None]]) -> None:
         with self.state.lock:
-            for rec in records:
+            for rec, position in records:
                 try:
-                    self.state.apply(rec)
+                    self.state.apply(rec, position)
                 except Exception as e:  # noqa: BLE001 — one record it cannot use must not stop the tail
                     self.skipped += 1
                     log.warning("ranking log tail cannot apply %s %s: %s", type(rec).__name__, rec.event_id, e)

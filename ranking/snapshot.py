@@ -69,6 +69,7 @@ def save_snapshot(state: RankingState, positions: dict[str, int], folder: Path) 
             "authors": state.authors,
             "engagement": {cid: c.to_json() for cid, c in state.engagement.items()},
             "users": {uid: {**u.to_json(), "seen": list(u.seen)} for uid, u in state.users.items()},
+            "seeded": {uid: list(at) for uid, at in state.seeded.items()},
         }
         with gzip.open(tmp / "state.json.gz", "wt", compresslevel=3) as f:
             json.dump(body, f, separators=(",", ":"))
@@ -112,6 +113,7 @@ def load_snapshot(folder: Path, dim: int) -> tuple[RankingState, dict[str, int]]
             for cid in data.get("seen", []):
                 user.mark_seen(cid)
             state.users[uid] = user
+        state.seeded.update({uid: (int(p), int(o)) for uid, (p, o) in body.get("seeded", {}).items()})
         state.applied = int(body.get("applied", 0))
         return state, {str(k): int(v) for k, v in body["positions"].items()}
     except (OSError, KeyError, TypeError, ValueError, ClipIndexError) as e:

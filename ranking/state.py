@@ -37,6 +37,7 @@ AFFINITY_MAX = 200
 TRENDING_SIZE = 300
 TRENDING_REFRESH_S = 5.0
 AFFINITY_SATURATION = 5.0
+SEEN_KINDS = frozenset({"impression", "view", "skip", "like", "share", "see_less", "report"})
 AFFINITY_WEIGHTS = {"like": 1.0, "share": 1.5, "comment": 1.0, "view": 0.1, "see_less": -1.0, "report": -2.0}
 
 
@@ -96,7 +97,7 @@ def interact(
     if rec.clip_id is None:
         return
     clip_id, user_id = str(rec.clip_id), str(rec.user_id)
-    if rec.kind in ("impression", "view", "skip", "like", "share", "see_less", "report"):
+    if rec.kind in SEEN_KINDS:
         user.mark_seen(clip_id)
     if rec.kind == "like":
         if clip_id in user.liked:
@@ -138,6 +139,7 @@ class RankingState:
         self.catalog = Catalog(index or ClipIndex(dim))
         self.engagement: dict[str, ClipCounts] = {}
         self.users: dict[str, UserState] = {}
+        self.seeded: dict[str, tuple[int, int]] = {}  # user → (partition, offset) of their table entry
         self.weights = weights or SignalWeights()
         self._held: dict[str, ClipInfo] = {}  # flagged or taken down: kept for publish/restore
         self.durations: dict[str, int] = {}
@@ -148,7 +150,17 @@ class RankingState:
         self.applied = 0
 
     # ------------------------------------------------------------------ log
-    def apply(self, record: Any) -> None:
+    def seed_tastes(self, entries: Mapping[str, Any]) -> None:
+        """Start users from the ranking worker's ``user_taste`` table (values unpack as
+        (UserState, partition, offset)): interactions at or before an entry's offset
+        then update only engagement and seen sets, never the taste twice."""
+        with self._lock:
+            for user_id, (user, partition, offset) in entries.items():
+                self.users[user_id] = user
+                self.seeded[user_id] = (partition, offset)
+
+    def apply(self, record: Any, position: tuple[int, int] | None = None) -> None:
+        """Apply one record; ``position`` is (partition, offset) of an interaction."""
         with self._lock:
             self.applied += 1
             if isinstance(record, ClipPublished):
@@ -160,7 +172,7 @@ class RankingState:
             elif isinstance(record, ModerationDecision):
                 self._decide(record)
             elif isinstance(record, Interaction):
-                self._interact(record)
+                self._interact(record, position)
 
     def apply_many(self, records: Iterable[Any]) -> None:
         """Apply a batch under one acquisition of the lock."""
@@ -201,7 +213,7 @@ class RankingState:
             if held is not None:
                 self._publish(dataclasses.replace(held, published_at=rec.occurred_at.timestamp()))
 
-    def _interact(self, rec: Interaction) -> None:
+    def _interact(self, rec: Interaction, position: tuple[int, int] | None = None) -> None:
         if rec.clip_id is None:
             return
         clip_id, user_id, at = str(rec.clip_id), str(rec.user_id), rec.occurred_at.timestamp()
@@ -214,6 +226,11 @@ class RankingState:
         user = self.users.get(user_id)
         if user is None:
             user = self.users[user_id] = UserState()
+        seeded = self.seeded.get(user_id)
+        if seeded is not None and position is not None and position[0] == seeded[0] and position[1] <= seeded[1]:
+            if rec.kind in SEEN_KINDS:
+                user.mark_seen(clip_id)  # the table's entry already holds this one's taste
+            return
         vector = self.catalog.index.vector(clip_id)
         interact(user, rec, vector, duration_ms=duration, author=self.authors.get(clip_id), weights=self.weights)
 

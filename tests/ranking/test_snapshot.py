@@ -11,7 +11,7 @@ from test_feed_stages import DIM, NOW, _at, cid, published
 from core.records import ClipFlagged, Interaction, ModerationDecision
 from ranking.feed import Viewer, build_feed
 from ranking.snapshot import load_snapshot, save_snapshot
-from ranking.state import RankingState
+from ranking.state import RankingState, UserState
 
 
 def _state() -> tuple[RankingState, uuid.UUID]:
@@ -63,3 +63,22 @@ def test_a_damaged_or_foreign_snapshot_is_ignored(tmp_path: Path) -> None:
     assert load_snapshot(tmp_path / "snap", DIM * 2) is None, "another embedding size"
     (tmp_path / "snap" / "state.json.gz").write_bytes(b"not gzip")
     assert load_snapshot(tmp_path / "snap", DIM) is None
+
+
+def test_tastes_seeded_from_the_worker_table_are_not_applied_twice() -> None:
+    """A replica without a snapshot starts users from the user_taste table, then replays
+    the log: interactions the entry already holds only mark clips seen."""
+    state, me = _state()
+    worker_view = state.users[str(me)]
+    fresh = RankingState(DIM)
+    for n in range(1, 31):
+        fresh.apply(published(n, uuid.uuid4(), ["cats", "beach", "horror", "cars"][n % 4], age_h=n / 10))
+    seeded_copy = UserState.from_json(worker_view.to_json())
+    fresh.seed_tastes({str(me): (seeded_copy, 4, 10)})
+    before = fresh.users[str(me)].vector.copy()  # type: ignore[union-attr]
+    covered = Interaction(user_id=me, clip_id=uuid.UUID(int=7), kind="like", occurred_at=_at(0.3))
+    fresh.apply(covered, (4, 9))
+    assert np.allclose(fresh.users[str(me)].vector, before), "already in the entry: taste unchanged"  # type: ignore[arg-type]
+    assert cid(7) in fresh.users[str(me)].seen and fresh.engagement[cid(7)].total["like"] == 1
+    fresh.apply(Interaction(user_id=me, clip_id=uuid.UUID(int=8), kind="like", occurred_at=_at(0.2)), (4, 11))
+    assert not np.allclose(fresh.users[str(me)].vector, before), "after the entry: applied"  # type: ignore[arg-type]
