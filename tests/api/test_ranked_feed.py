@@ -59,9 +59,7 @@ def vectors() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
-def client(
-    vectors: dict[str, np.ndarray], sqlite_url: str, bootstrap: str, tmp_path: Path
-) -> Iterator[TestClient]:
+def client(vectors: dict[str, np.ndarray], sqlite_url: str, bootstrap: str, tmp_path: Path) -> Iterator[TestClient]:
     migrate(sqlite_url)
     settings = Settings(
         environment="test",
