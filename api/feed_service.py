@@ -262,6 +262,7 @@ class FeedService:
                 vector=self.state.taste(uid),
                 steering=steering,
                 avoid=tuple(us.avoid) if us is not None else (),
+                rejected=us.rejected.keys() if us is not None else frozenset(),
                 liked=tuple(us.liked) if us is not None else (),
                 affinity=self.state.closeness(uid),
             )

@@ -48,6 +48,7 @@ class Viewer:
     vector: np.ndarray | None = None  # normalised taste, None while cold
     steering: Steering | None = None
     avoid: tuple[np.ndarray, ...] = ()  # clips they asked to see less like
+    rejected: Collection[str] = frozenset()  # clips they said "see less" to or reported: never shown again
     liked: tuple[str, ...] = ()  # recently liked clip ids, newest first
     affinity: Mapping[str, float] = field(default_factory=dict)  # author → closeness 0..1
 
@@ -201,6 +202,9 @@ def filters_for(viewer: Viewer, catalog: Catalog, served: Container[str] = froze
             return "already on an earlier page"
         return "already seen" if c.clip.clip_id in viewer.seen else None
 
+    def rejected(c: Candidate) -> str | None:
+        return "viewer asked to see less of it or reported it" if c.clip.clip_id in viewer.rejected else None
+
     def hidden_author(c: Candidate) -> str | None:
         return "author blocked or muted" if c.clip.author_id in viewer.hidden else None
 
@@ -210,7 +214,7 @@ def filters_for(viewer: Viewer, catalog: Catalog, served: Container[str] = froze
     def own(c: Candidate) -> str | None:
         return "viewer's own clip" if viewer.user_id is not None and c.clip.author_id == viewer.user_id else None
 
-    return [("live", live), ("hidden_author", hidden_author), ("seen", seen), ("own", own)]
+    return [("live", live), ("hidden_author", hidden_author), ("rejected", rejected), ("seen", seen), ("own", own)]
 
 
 def apply_filters(

@@ -33,6 +33,7 @@ from ranking.signals import SignalWeights, apply, query_vector
 SEEN_MAX = 5000
 LIKED_MAX = 50
 AVOID_MAX = 20
+REJECTED_MAX = 1000
 AFFINITY_MAX = 200
 TRENDING_SIZE = 300
 TRENDING_REFRESH_S = 5.0
@@ -47,6 +48,7 @@ class UserState:
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     liked: deque[str] = field(default_factory=lambda: deque(maxlen=LIKED_MAX))
     avoid: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=AVOID_MAX))
+    rejected: OrderedDict[str, None] = field(default_factory=OrderedDict)  # see-less'd or reported: never again
     affinity: dict[str, float] = field(default_factory=dict)
     version: int = 0  # bumped on every change: the API knows a page is stale
 
@@ -56,8 +58,15 @@ class UserState:
         while len(self.seen) > SEEN_MAX:
             self.seen.popitem(last=False)
 
+    def reject(self, clip_id: str) -> None:
+        self.rejected[clip_id] = None
+        self.rejected.move_to_end(clip_id)
+        while len(self.rejected) > REJECTED_MAX:
+            self.rejected.popitem(last=False)
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "rejected": list(self.rejected),
             "vector": None if self.vector is None else [round(float(x), 6) for x in self.vector],
             "liked": list(self.liked),
             "avoid": [[round(float(x), 6) for x in v] for v in self.avoid],
@@ -73,6 +82,8 @@ class UserState:
         user.liked.extend(data.get("liked", []))
         user.avoid.extend(np.asarray(v, np.float32) for v in data.get("avoid", []))
         user.affinity = {str(k): float(v) for k, v in data.get("affinity", {}).items()}
+        for clip_id in data.get("rejected", []):
+            user.reject(str(clip_id))
         user.version = int(data.get("version", 0))
         return user
 
@@ -99,6 +110,8 @@ def interact(
     clip_id, user_id = str(rec.clip_id), str(rec.user_id)
     if rec.kind in SEEN_KINDS:
         user.mark_seen(clip_id)
+    if rec.kind in ("see_less", "report"):
+        user.reject(clip_id)
     if rec.kind == "like":
         if clip_id in user.liked:
             user.liked.remove(clip_id)

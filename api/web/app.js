@@ -60,6 +60,7 @@ function clipCard(clip) {
         <button data-testid="comments">💬 ${clip.stats.comments}</button>
         <button data-testid="remix">Remix</button>
         <button data-testid="share">Share</button>
+        <button data-testid="see-less" title="See less like this">🙈</button>
       </div>
       <div class="comments" hidden></div>
     </div>`;
@@ -89,6 +90,13 @@ function clipCard(clip) {
       const { share_url } = await api("POST", `/v1/clips/${clip.id}/shares`);
       await navigator.clipboard?.writeText(share_url).catch(() => {});
       toast(`Link: ${share_url}`);
+    } catch (e) { toast(e.message); }
+  });
+  el.querySelector("[data-testid=see-less]").addEventListener("click", async () => {
+    if (!requireLogin()) return;
+    try {
+      await api("POST", `/v1/clips/${clip.id}/see-less`);
+      el.remove(); toast("Got it: less like this");
     } catch (e) { toast(e.message); }
   });
   const video = el.querySelector("video");
@@ -128,9 +136,31 @@ const observer = new IntersectionObserver((entries) => {
   }
 }, { threshold: 0.6 });
 
+async function renderSteering(box, reload) {
+  // "more cats and beaches, less horror": the feed follows these words until cleared.
+  let current = null;
+  try { current = await api("GET", "/v1/me/feed/steering"); } catch (e) { /* 404: not steered yet */ }
+  box.innerHTML = `<form class="steer" data-testid="steering-form">
+      <input name="text" maxlength="300" placeholder="Tell your feed what you want: more cats and beaches, less horror"
+        value="${esc(current?.text || "")}"><button>Steer</button>
+      <button type="button" data-testid="steering-clear" ${current ? "" : "hidden"}>Clear</button></form>`;
+  const form = box.querySelector("form");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const s = await api("PUT", "/v1/me/feed/steering", { text: form.text.value });
+      toast(`More: ${s.more.join(", ") || "—"} · Less: ${s.less.join(", ") || "—"}`); reload();
+    } catch (e) { toast(e.message); }
+  });
+  box.querySelector("[data-testid=steering-clear]").addEventListener("click", async () => {
+    try { await api("DELETE", "/v1/me/feed/steering"); form.text.value = ""; reload(); } catch (e) { toast(e.message); }
+  });
+}
+
 async function renderFeed() {
-  view.innerHTML = `<div class="feed" data-testid="feed"></div><button data-testid="more" hidden>More</button>`;
+  view.innerHTML = `<div data-testid="steering"></div><div class="feed" data-testid="feed"></div><button data-testid="more" hidden>More</button>`;
   const feed = view.querySelector(".feed"), more = view.querySelector("[data-testid=more]");
+  if (store.token) renderSteering(view.querySelector("[data-testid=steering]"), () => renderFeed());
   let cursor = null;
   async function load() {
     const page = await api("GET", `/v1/feed?limit=10${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);

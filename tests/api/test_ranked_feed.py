@@ -172,6 +172,9 @@ def test_see_less_steering_following_and_takedowns(world: World) -> None:
     page = world.feed(theo, limit=12)
     assert cars[0] not in {c["id"] for c in page["data"]}
     assert [world.topic_of[c["id"]] for c in page["data"]].count("car") == 0, "see less like this"
+    everything = world.feed(theo, limit=100)
+    assert cars[0] not in {c["id"] for c in everything["data"]}, "never again, even once all else is seen"
+    assert everything["explain"]["removed"].get("rejected") or cars[0] not in world.topic_of
 
     resp = world.client.put("/v1/me/feed/steering", headers=theo, json={"text": "more beaches, less forests"})
     assert resp.status_code == 200, resp.text

@@ -564,6 +564,47 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
         driver.quit()
 
 
+def test_the_web_client_steers_the_feed_and_sees_less(stack: Stack, tmp_path: Path) -> None:
+    """Tell the feed in words what you want, then say "see less" to a clip: in headless
+    Chromium, checked against the API as the same user."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(lambda: len(stack.http.get("/v1/feed").json()["data"]) >= 3 or None, PUBLISH_TIMEOUT, "demo clips")
+    driver, wait, by = _browser(tmp_path)
+    try:
+        driver.get(f"{stack.api}/#/login")
+        form = by("signup-form")
+        form.find_element(By.NAME, "handle").send_keys("steer_person")
+        form.find_element(By.NAME, "display_name").send_keys("Steer Person")
+        form.find_element(By.NAME, "password").send_keys("correct horse battery")
+        form.find_element(By.TAG_NAME, "button").click()
+        assert by("nav-me").text == "@steer_person"
+        by("nav-feed").click()
+        steer = by("steering-form")
+        steer.find_element(By.NAME, "text").send_keys("more foxes and snow, less robots")
+        steer.find_element(By.TAG_NAME, "button").click()
+        token = driver.execute_script("return localStorage.getItem('cs_token')")
+        auth = {"Authorization": f"Bearer {token}"}
+        wait_for(
+            lambda: stack.http.get("/v1/me/feed/steering", headers=auth).json().get("less") == ["robots"] or None,
+            30,
+            "the steering to be saved",
+        )
+        card = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=feed] [data-testid=clip]")[0])
+        clip_id = card.get_attribute("data-clip-id")
+        card.find_element(By.CSS_SELECTOR, "[data-testid=see-less]").click()
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, f"[data-clip-id='{clip_id}']"))
+
+        def gone() -> bool | None:
+            page = stack.http.get("/v1/feed", headers=auth, params={"limit": 100, "explain": True}).json()
+            steered = page["explain"] is not None and page["explain"]["steering"] is not None
+            return (clip_id not in {c["id"] for c in page["data"]} and steered) or None
+
+        wait_for(gone, 30, "the clip to leave this user's feed for good")
+    finally:
+        driver.quit()
+
+
 def test_a_reviewer_removes_a_reported_clip_in_the_console(stack: Stack, tmp_path: Path) -> None:
     """Report a clip; a reviewer claims it in the console, reveals it, removes it; it is
     gone from the feed (headless Chromium)."""
