@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from core.errors import ClipstreamError
 
@@ -29,20 +30,35 @@ class KeysetCursor:
     id: uuid.UUID
 
     def encode(self) -> str:
-        raw = json.dumps({"t": self.at.isoformat(), "id": str(self.id)}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return _pack({"t": self.at.isoformat(), "id": str(self.id)})
 
     @classmethod
     def decode(cls, value: str) -> KeysetCursor:
         try:
-            padded = value + "=" * (-len(value) % 4)
-            data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            data = _unpack(value)
             published_at = datetime.fromisoformat(data["t"])
             if published_at.tzinfo is None:
                 raise ValueError("naive timestamp")
             return cls(at=published_at, id=uuid.UUID(data["id"]))
         except (ValueError, KeyError, TypeError) as e:
-            raise InvalidCursor(f"cursor {value[:40]!r} is not valid; start again without a cursor") from e
+            raise _invalid(value) from e
+
+
+def _pack(data: dict[str, object]) -> str:
+    raw = json.dumps(data, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _unpack(value: str) -> dict[str, Any]:
+    padded = value + "=" * (-len(value) % 4)
+    data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    return data
+
+
+def _invalid(value: str) -> InvalidCursor:
+    return InvalidCursor(f"cursor {value[:40]!r} is not valid; start again without a cursor")
 
 
 SERVED_MAX = 200  # clips a feed cursor remembers (10 pages of 20)
@@ -99,27 +115,23 @@ class FeedCursor:
     served: ServedSet
 
     def encode(self) -> str:
-        raw = json.dumps({"p": self.page, "s": "".join(self.served.keys)}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return _pack({"p": self.page, "s": "".join(self.served.keys)})
 
     @classmethod
     def decode(cls, value: str) -> FeedCursor:
         try:
-            padded = value + "=" * (-len(value) % 4)
-            data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            data = _unpack(value)
             page, packed = int(data["p"]), str(data["s"])
             if page < 1 or len(packed) % 8 or len(packed) > 8 * SERVED_MAX:
                 raise ValueError("bad page or served list")
             return cls(page=page, served=ServedSet(packed[i : i + 8] for i in range(0, len(packed), 8)))
         except (ValueError, KeyError, TypeError) as e:
-            raise InvalidCursor(f"cursor {value[:40]!r} is not valid; start again without a cursor") from e
+            raise _invalid(value) from e
 
 
 def is_feed_cursor(value: str) -> bool:
     """Whether ``value`` is a :class:`FeedCursor` (as opposed to a keyset cursor)."""
     try:
-        padded = value + "=" * (-len(value) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return "p" in _unpack(value)
     except (ValueError, TypeError):
         return False
-    return isinstance(data, dict) and "p" in data

@@ -44,6 +44,17 @@ IVF_REGROW = 4.0
 SNAPSHOT_VERSION = 2
 
 
+def swap_into_place(tmp: Path, folder: Path) -> None:
+    """Replace ``folder`` by the freshly written ``tmp`` (same parent) so that a crash at
+    any point leaves either the old or the new snapshot whole."""
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 class ClipIndexError(ClipstreamError):
     """A vector or snapshot the index cannot take."""
 
@@ -299,12 +310,7 @@ class ClipIndex:
                     "settings": {"exact_below": self.exact_below, "nprobe": self.nprobe, "regrow": self.regrow},
                 }
                 (tmp / "state.json").write_text(json.dumps(state))
-                old = folder.with_name(folder.name + ".old")
-                if folder.exists():
-                    shutil.rmtree(old, ignore_errors=True)
-                    os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
+                swap_into_place(tmp, folder)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

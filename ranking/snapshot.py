@@ -15,7 +15,6 @@ import dataclasses
 import gzip
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from ranking.catalog import ClipInfo
 from ranking.engagement import ClipCounts
-from ranking.index import ClipIndex, ClipIndexError
+from ranking.index import ClipIndex, ClipIndexError, swap_into_place
 from ranking.state import RankingState, UserState
 
 log = logging.getLogger(__name__)
@@ -73,12 +72,7 @@ def save_snapshot(state: RankingState, positions: dict[str, int], folder: Path) 
         }
         with gzip.open(tmp / "state.json.gz", "wt", compresslevel=3) as f:
             json.dump(body, f, separators=(",", ":"))
-        old = folder.with_name(folder.name + ".old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.broker import EmbeddedBroker, ensure_topics, free_port
+from tests.support.stack import running_broker
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -29,15 +29,8 @@ def _provenance_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Kafka-protocol broker (Tansu) on a free loopback port, with the topic catalog."""
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    b = EmbeddedBroker("127.0.0.1", free_port(), log)
-    b.start()
-    try:
-        ensure_topics(b.bootstrap_servers)
-        yield b.bootstrap_servers
-    finally:
-        b.stop()
+    """One broker for the session (tests that need the log to themselves start their own)."""
+    yield from running_broker(tmp_path_factory.mktemp("broker") / "tansu.log")
 
 
 def _pg_admin():  # type: ignore[no-untyped-def]

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.feed_service import FeedService
-from core.broker import EmbeddedBroker, ensure_topics, free_port
 from core.db import make_engine, make_sessionmaker, migrate, session_scope
 from core.db.models import User
 from core.materialize import apply_event
@@ -30,7 +29,7 @@ from core.settings import ApiSettings, KafkaSettings, MediaSettings, RankingSett
 from core.topics import CLIPS_PUBLISHED, MODERATION_DECISIONS, record_key
 from moderation.frame_filter import load_frame_filter
 from tests.support.factories import fake_media, signup
-from tests.support.stack import produce, wait_for
+from tests.support.stack import produce, running_broker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +41,7 @@ PER_TOPIC = 12
 def bootstrap(tmp_path: Path) -> Iterator[str]:
     """A broker of its own: the replica reads everything in the log, and a clip another
     test published (into another database) would be ranked here but never served."""
-    b = EmbeddedBroker("127.0.0.1", free_port(), tmp_path / "tansu.log")
-    b.start()
-    try:
-        ensure_topics(b.bootstrap_servers)
-        yield b.bootstrap_servers
-    finally:
-        b.stop()
+    yield from running_broker(tmp_path / "tansu.log")
 
 
 @pytest.fixture(scope="module")

@@ -480,6 +480,18 @@ def _browser(tmp_path: Path) -> tuple[Any, Any, Callable[[str], Any]]:
     return driver, wait, by
 
 
+def _sign_up(by: Callable[[str], Any], handle: str, name: str) -> None:
+    """Sign up in the web client's form (the page must be #/login)."""
+    from selenium.webdriver.common.by import By
+
+    form = by("signup-form")
+    form.find_element(By.NAME, "handle").send_keys(handle)
+    form.find_element(By.NAME, "display_name").send_keys(name)
+    form.find_element(By.NAME, "password").send_keys("correct horse battery")
+    form.find_element(By.TAG_NAME, "button").click()
+    assert by("nav-me").text == f"@{handle}"
+
+
 def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
     """Sign up, register a cameo, submit a prompt casting yourself and watch it publish,
     like it, follow another creator, open their profile, see the clip among your
@@ -492,12 +504,7 @@ def test_a_person_uses_the_web_client_in_a_real_browser(stack: Stack, tmp_path: 
 
     try:
         driver.get(f"{stack.api}/#/login")
-        form = by("signup-form")
-        form.find_element(By.NAME, "handle").send_keys("web_person")
-        form.find_element(By.NAME, "display_name").send_keys("Web Person")
-        form.find_element(By.NAME, "password").send_keys("correct horse battery")
-        form.find_element(By.TAG_NAME, "button").click()
-        assert by("nav-me").text == "@web_person"
+        _sign_up(by, "web_person", "Web Person")
 
         face = tmp_path / "face.png"
         face.write_bytes(_face())
@@ -573,12 +580,7 @@ def test_the_web_client_steers_the_feed_and_sees_less(stack: Stack, tmp_path: Pa
     driver, wait, by = _browser(tmp_path)
     try:
         driver.get(f"{stack.api}/#/login")
-        form = by("signup-form")
-        form.find_element(By.NAME, "handle").send_keys("steer_person")
-        form.find_element(By.NAME, "display_name").send_keys("Steer Person")
-        form.find_element(By.NAME, "password").send_keys("correct horse battery")
-        form.find_element(By.TAG_NAME, "button").click()
-        assert by("nav-me").text == "@steer_person"
+        _sign_up(by, "steer_person", "Steer Person")
         by("nav-feed").click()
         steer = by("steering-form")
         steer.find_element(By.NAME, "text").send_keys("more foxes and snow, less robots")

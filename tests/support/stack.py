@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from core.broker import EmbeddedBroker, ensure_topics, free_port
 
 T = TypeVar("T")
 
@@ -180,3 +182,15 @@ def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
             await consumer.stop()
 
     return asyncio.run(go())
+
+
+def running_broker(log: Path) -> Iterator[str]:
+    """A real Kafka-protocol broker (Tansu) on a free loopback port, with the topic
+    catalog, until the generator is closed."""
+    b = EmbeddedBroker("127.0.0.1", free_port(), log)
+    b.start()
+    try:
+        ensure_topics(b.bootstrap_servers)
+        yield b.bootstrap_servers
+    finally:
+        b.stop()
