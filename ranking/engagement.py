@@ -32,7 +32,7 @@ class ClipCounts:
     buckets: dict[int, dict[str, int]] = field(default_factory=dict)
     total: dict[str, int] = field(default_factory=dict)
     step: int = STEP_S
-    _quality: tuple[float, float] | None = field(default=None, repr=False, compare=False)
+    _quality: tuple[float, Mapping[str, float], float] | None = field(default=None, repr=False, compare=False)
 
     def add(self, kind: str, at: float, n: int = 1) -> None:
         self._quality = None
@@ -78,20 +78,38 @@ def kinds_of(interaction_kind: str, watch_ms: int | None, duration_ms: int | Non
     return (interaction_kind,)
 
 
-def quality(counts: ClipCounts, prior_rate: float) -> float:
-    """The scorer's engagement feature: the smoothed rate of good reactions (likes,
-    shares, completions, less skips, "see less" and reports) per impression, relative
-    to the prior, minus one (0 for a clip nobody has reacted to). Cached on ``counts``
-    until its next event, because every feed request asks it of hundreds of clips."""
-    cached = counts._quality
-    if cached is not None and cached[0] == prior_rate:
-        return cached[1]
+#: What each reaction counts for in :func:`quality`, per impression; a deployment may
+#: weigh them otherwise (``FeedWeights.reactions``), say count views where a view is a
+#: choice the viewer made rather than autoplay.
+REACTION_WEIGHTS: Mapping[str, float] = {
+    "like": 1.0,
+    "share": 2.0,
+    "complete": 0.5,
+    "skip": -0.5,
+    "see_less": -2.0,
+    "report": -5.0,
+}
+
+
+def reactions_and_shown(counts: ClipCounts, reactions: Mapping[str, float] = REACTION_WEIGHTS) -> tuple[float, int]:
+    """(weighted reactions, times shown) of one clip over its whole life."""
     total = counts.total
     shown = max(total.get("impression", 0), total.get("view", 0))
-    liked = total.get("like", 0) + 2 * total.get("share", 0) + total.get("complete", 0) * 0.5
-    bad = total.get("skip", 0) * 0.5 + total.get("see_less", 0) * 2 + total.get("report", 0) * 5
-    value = smoothed_rate(liked - bad, shown, prior_rate) / max(prior_rate, 1e-6) - 1.0
-    counts._quality = (prior_rate, value)
+    return sum(w * total.get(kind, 0) for kind, w in reactions.items()), shown
+
+
+def quality(counts: ClipCounts, prior_rate: float, reactions: Mapping[str, float] = REACTION_WEIGHTS) -> float:
+    """The scorer's engagement feature: the smoothed rate of good reactions (likes,
+    shares, completions, less skips, "see less" and reports; weights ``reactions``) per
+    impression, relative to the prior, minus one (0 for a clip nobody has reacted to).
+    Cached on ``counts`` until its next event, because every feed request asks it of
+    hundreds of clips."""
+    cached = counts._quality
+    if cached is not None and cached[0] == prior_rate and cached[1] is reactions:
+        return cached[2]
+    hits, shown = reactions_and_shown(counts, reactions)
+    value = smoothed_rate(hits, shown, prior_rate) / max(prior_rate, 1e-6) - 1.0
+    counts._quality = (prior_rate, reactions, value)
     return value
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ranking.catalog import Catalog, ClipInfo
-from ranking.engagement import ClipCounts, quality
+from ranking.engagement import KINDS, REACTION_WEIGHTS, ClipCounts, quality
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_WEIGHTS_FILE = DATA_DIR / "feed_weights.json"
@@ -93,6 +93,8 @@ class FeedWeights:
     fresh: int = 60
     fresh_max_impressions: int = 50
     prior_like_rate: float = 0.05
+    #: Reaction kind → weight in the engagement feature (ranking.engagement.quality).
+    reactions: Mapping[str, float] = field(default_factory=lambda: REACTION_WEIGHTS, hash=False)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_WEIGHTS_FILE) -> FeedWeights:
@@ -101,6 +103,9 @@ class FeedWeights:
         unknown = set(data) - known - {"about"}
         if unknown:
             raise ValueError(f"{path}: unknown feed weights {sorted(unknown)}")
+        strange = set(data.get("reactions", {})) - set(KINDS)
+        if strange:
+            raise ValueError(f"{path}: reactions of unknown kinds {sorted(strange)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -273,7 +278,7 @@ def score(
         return e @ np.asarray(v, np.float32) if v is not None else zeros
 
     s = viewer.steering
-    prior = w.prior_like_rate
+    prior, reactions = w.prior_like_rate, w.reactions
     friends, following, affinity = viewer.friends, viewer.following, viewer.affinity
     features = {
         "similarity": cos(viewer.vector),
@@ -281,7 +286,10 @@ def score(
         "steer_less": cos(s.less if s is not None else None),
         "negative": (e @ np.stack(viewer.avoid).T).max(axis=1) if viewer.avoid else zeros,
         "engagement": np.fromiter(
-            (quality(k, prior) if (k := engagement.get(c.clip.clip_id)) is not None else 0.0 for c in candidates),
+            (
+                quality(k, prior, reactions) if (k := engagement.get(c.clip.clip_id)) is not None else 0.0
+                for c in candidates
+            ),
             np.float64,
             n,
         ),

@@ -27,6 +27,7 @@ import numpy as np
 from core.records import ClipFlagged, ClipPublished, Interaction, ModerationDecision
 from ranking.catalog import Catalog, ClipInfo
 from ranking.engagement import ClipCounts, kinds_of, trending_score
+from ranking.feed import Steering, Viewer
 from ranking.index import ClipIndex
 from ranking.signals import SignalWeights, apply, query_vector
 
@@ -263,6 +264,34 @@ class RankingState:
         if user is None or not user.affinity:
             return {}
         return {a: min(1.0, s / AFFINITY_SATURATION) for a, s in user.affinity.items() if s > 0}
+
+    def viewer(
+        self,
+        user_id: str | None,
+        *,
+        following: frozenset[str] = frozenset(),
+        friends: frozenset[str] = frozenset(),
+        hidden: frozenset[str] = frozenset(),
+        steering: Steering | None = None,
+    ) -> Viewer:
+        """The feed's view of a user: what this state knows of them (taste, seen set,
+        see-less list, likes, author closeness) plus the social graph and steering the
+        caller reads elsewhere. Call it under :attr:`lock`; the seen and rejected sets
+        are live views, not copies."""
+        user = self.user(user_id)
+        return Viewer(
+            user_id=user_id,
+            following=following,
+            friends=friends,
+            hidden=hidden,
+            seen=user.seen.keys() if user is not None else frozenset(),
+            vector=self.taste(user_id),
+            steering=steering,
+            avoid=tuple(user.avoid) if user is not None else (),
+            rejected=user.rejected.keys() if user is not None else frozenset(),
+            liked=tuple(user.liked) if user is not None else (),
+            affinity=self.closeness(user_id),
+        )
 
     def trending(self, now: float) -> list[str]:
         """Live clips with the most weighted engagement in the last hour, recomputed at
