@@ -34,7 +34,7 @@ from core.records import Interaction
 from core.settings import Settings
 from ranking.chronological import ChronologicalFeed
 from ranking.cursor import FeedCursor, KeysetCursor, ServedSet, is_feed_cursor
-from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering, Viewer, build_feed
+from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering, build_feed
 from ranking.replica import LogTail
 from ranking.snapshot import load_snapshot, save_snapshot
 from ranking.state import RankingState
@@ -253,18 +253,12 @@ class FeedService:
         uid = str(user.id) if user is not None else None
         with self.state.lock:
             us = self.state.user(uid)
-            viewer = Viewer(
-                user_id=uid,
+            viewer = self.state.viewer(
+                uid,
                 following=frozenset(following),
                 friends=frozenset(friends),
                 hidden=frozenset(str(h) for h in hidden),
-                seen=us.seen.keys() if us is not None else frozenset(),
-                vector=self.state.taste(uid),
                 steering=steering,
-                avoid=tuple(us.avoid) if us is not None else (),
-                rejected=us.rejected.keys() if us is not None else frozenset(),
-                liked=tuple(us.liked) if us is not None else (),
-                affinity=self.state.closeness(uid),
             )
             trending = self.state.trending(now)
             catalog, engagement = self.state.catalog, self.state.engagement
