@@ -234,13 +234,15 @@ def _by_key_random_ties(
     return sorted(shuffled, key=lambda c: -key(c))[:limit]
 
 
+@dataclass
 class _OnlineWeights:
     """The scorer's weights, with the engagement prior taken from the replayed log when
     ``prior_from_log`` (recomputed only when the state has moved on)."""
 
-    weights: FeedWeights
-    prior_from_log: bool
-    _cached: tuple[int, int, FeedWeights] | None
+    weights: FeedWeights = field(default_factory=FeedWeights.load)
+    name: str = "ranker"
+    prior_from_log: bool = False
+    _cached: tuple[int, int, FeedWeights] | None = field(default=None, init=False, repr=False)
 
     def weights_for(self, state: RankingState) -> FeedWeights:
         if not self.prior_from_log:
@@ -258,11 +260,7 @@ class FeedScorer(_OnlineWeights):
     """The online scorer and re-ranker over a given candidate list (every candidate
     tagged with one offline source, so no source-specific feature fires)."""
 
-    weights: FeedWeights = field(default_factory=FeedWeights.load)
     diversify: bool = True  # rerank (MMR, author cap) after scoring, as the feed does
-    name: str = "ranker"
-    prior_from_log: bool = False
-    _cached: tuple[int, int, FeedWeights] | None = field(default=None, init=False, repr=False)
 
     def rank(self, state: RankingState, viewer: Viewer, candidates: Sequence[str], now: float, limit: int) -> list[str]:
         with state.lock:
@@ -278,11 +276,6 @@ class FeedPages(_OnlineWeights):
     """A page from :func:`ranking.feed.build_feed`: the request the API serves, its own
     sources and filters included (the candidate list is ignored: the filters already
     leave out what the viewer has seen)."""
-
-    weights: FeedWeights = field(default_factory=FeedWeights.load)
-    name: str = "ranker"
-    prior_from_log: bool = False
-    _cached: tuple[int, int, FeedWeights] | None = field(default=None, init=False, repr=False)
 
     def rank(self, state: RankingState, viewer: Viewer, candidates: Sequence[str], now: float, limit: int) -> list[str]:
         with state.lock:
