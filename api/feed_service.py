@@ -38,7 +38,7 @@ from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering,
 from ranking.replica import LogTail
 from ranking.snapshot import load_snapshot, save_snapshot
 from ranking.state import RankingState
-from ranking.steering import parse, steering_for
+from ranking.steering import steering_for
 from ranking.taste_table import read_taste_table
 
 log = logging.getLogger(__name__)
@@ -109,12 +109,18 @@ class FeedService:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        if self.tail is not None and not self._restored:
-            await self._seed_from_taste_table()
         if self.tail is not None:
-            self._tasks.append(asyncio.create_task(self.tail.run(), name="ranking-log-tail"))
+            self._tasks.append(asyncio.create_task(self._follow_log(self.tail), name="ranking-log-tail"))
             if self.settings.ranking.snapshot_dir is not None:
                 self._tasks.append(asyncio.create_task(self._snapshots(), name="ranking-snapshots"))
+
+    async def _follow_log(self, tail: LogTail) -> None:
+        """Seed from the taste table (in the background: an unreachable broker must not
+        hold the API's start-up; the feed is newest-first until the tail is ready), then
+        follow the log."""
+        if not self._restored:
+            await self._seed_from_taste_table()
+        await tail.run()
 
     async def _seed_from_taste_table(self) -> None:
         """A replica without a snapshot starts its users from the ranking worker's
@@ -186,12 +192,11 @@ class FeedService:
     def steering_row(self, user: User, text: str) -> FeedSteering:
         embed, model = self.embedder()
         steering = steering_for(text, embed)
-        more, less = parse(text)
         return FeedSteering(
             user_id=user.id,
             text=text,
-            more=more,
-            less=less,
+            more=list(steering.more_phrases),
+            less=list(steering.less_phrases),
             more_vector=None if steering.more is None else [round(float(x), 6) for x in steering.more],
             less_vector=None if steering.less is None else [round(float(x), 6) for x in steering.less],
             model=model,

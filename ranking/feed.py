@@ -36,6 +36,8 @@ class Steering:
     text: str
     more: np.ndarray | None = None  # normalised mean of the "more of" phrases
     less: np.ndarray | None = None  # normalised mean of the "less of" phrases
+    more_phrases: tuple[str, ...] = ()  # as parsed from the text
+    less_phrases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

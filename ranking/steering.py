@@ -77,4 +77,4 @@ def steering_for(text: str, embed_texts: Callable[[Sequence[str]], np.ndarray]) 
         norm = float(np.linalg.norm(mean))
         return None if norm < 1e-6 else (mean / norm).astype(np.float32)
 
-    return Steering(text=text, more=side(more), less=side(less))
+    return Steering(text=text, more=side(more), less=side(less), more_phrases=tuple(more), less_phrases=tuple(less))
