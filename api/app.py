@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.relay = relay
             task = asyncio.create_task(relay.run(), name="outbox-relay")
         app.state.interactions = InteractionPublisher(settings.kafka.servers, app.state.sessionmaker, app.state.relay)
-        app.state.feed = FeedService(settings)
+        app.state.feed = FeedService(settings, app.state.sessionmaker)
         await app.state.feed.start()
         try:
             yield

@@ -59,7 +59,7 @@ _bearer = HTTPBearer(auto_error=False, description="Token from POST /v1/auth/sig
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _user_from(
+def user_from(
     request: Request, session: Session, settings: Settings, credentials: HTTPAuthorizationCredentials
 ) -> User:
     row = token_row(session, credentials.credentials, settings.secret_key.get_secret_value())
@@ -85,14 +85,14 @@ def get_current_user(request: Request, session: SessionDep, settings: SettingsDe
             "this endpoint needs an Authorization: Bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return _user_from(request, session, settings, credentials)
+    return user_from(request, session, settings, credentials)
 
 
 def get_optional_user(
     request: Request, session: SessionDep, settings: SettingsDep, credentials: BearerDep
 ) -> User | None:
     """Anonymous callers are welcome; a token, if sent, must be valid."""
-    return None if credentials is None else _user_from(request, session, settings, credentials)
+    return None if credentials is None else user_from(request, session, settings, credentials)
 
 
 CurrentUserDep = Annotated[User, Depends(get_current_user)]

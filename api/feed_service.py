@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +30,15 @@ import numpy as np
 from sqlalchemy import Uuid, bindparam, literal, select, union_all
 from sqlalchemy.orm import Session, aliased, defer
 
+from api.routes.clips import clip_public
 from core import graph
 from core.db.models import Block, Clip, ClipStats, FeedSteering, Follow, Like, Mute, User
 from core.records import Interaction
 from core.settings import Settings
 from ranking.chronological import ChronologicalFeed
 from ranking.cursor import FeedCursor, KeysetCursor, ServedSet, is_feed_cursor
-from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering, build_feed
+from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering, Viewer, build_feed
+from ranking.plans import Plan, PlanCache, make_plan, page_from_plan
 from ranking.replica import LogTail
 from ranking.snapshot import load_snapshot, save_snapshot
 from ranking.state import RankingState
@@ -72,11 +76,26 @@ def _graph_query() -> Any:
 _GRAPH = _graph_query()
 
 
+@dataclass(frozen=True)
+class PlanInputs:
+    user_id: uuid.UUID | None
+    plan_user: str  # the user id, or "anonymous" (one plan for every anonymous caller)
+    following: frozenset[str]
+    friends: frozenset[str]
+    hidden_ids: frozenset[str]
+    stamp: Any  # when steering was last set (None: never)
+    key: tuple[Any, ...]
+    hidden: set[uuid.UUID] = dataclasses.field(default_factory=set)
+
+    @property
+    def uid(self) -> str | None:
+        return None if self.user_id is None else str(self.user_id)
+
+
 @dataclass
 class FeedOutcome:
-    clips: list[Clip]
-    stats: dict[uuid.UUID, ClipStats]
-    liked: set[uuid.UUID]
+    data: list[dict[str, Any]]  # the page's clips as ClipPublic JSON
+    clip_ids: list[uuid.UUID]
     next_cursor: str | None
     mode: str  # personalised | newest
     reason: str | None
@@ -84,9 +103,12 @@ class FeedOutcome:
 
 
 class FeedService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sessionmaker: Callable[[], Session] | None = None) -> None:
         r = settings.ranking
         self.settings = settings
+        self._sessionmaker = sessionmaker
+        self.plans = PlanCache(max_users=r.plan_max_users, ttl_s=r.plan_ttl_s)
+        self._public = PublicClips()
         self.weights = FeedWeights.load(r.weights or DEFAULT_WEIGHTS_FILE)
         self.state = RankingState(dim=r.embedding_dim)
         positions: dict[str, int] | None = None
@@ -113,6 +135,8 @@ class FeedService:
             self._tasks.append(asyncio.create_task(self._follow_log(self.tail), name="ranking-log-tail"))
             if self.settings.ranking.snapshot_dir is not None:
                 self._tasks.append(asyncio.create_task(self._snapshots(), name="ranking-snapshots"))
+            if self._sessionmaker is not None:
+                self._tasks.append(asyncio.create_task(self._warm(self.tail), name="feed-plans"))
 
     async def _follow_log(self, tail: LogTail) -> None:
         """Seed from the taste table (in the background: an unreachable broker must not
@@ -177,6 +201,7 @@ class FeedService:
             "users": len(self.state.users),
             "last_error": s.last_error,
             "caught_up_s": s.caught_up_s,
+            "plans": self.plans.stats(),
         }
 
     # ------------------------------------------------------------------ steering
@@ -230,6 +255,12 @@ class FeedService:
 
         return Steering(text=row.text, more=vec(row.more_vector), less=vec(row.less_vector))
 
+    @staticmethod
+    def steering_stamp(session: Session, user_id: uuid.UUID) -> Any:
+        """When the viewer last changed their steering (None: never): part of the plan's
+        key, read without the vectors."""
+        return session.execute(select(FeedSteering.updated_at).where(FeedSteering.user_id == user_id)).scalar()
+
     def page(
         self,
         session: Session,
@@ -244,63 +275,140 @@ class FeedService:
             hidden = graph.hidden_authors(session, user.id) if user is not None else set()
             reason = "asked for newest first" if newest else self._not_ready_reason()
             return self._newest(session, user, limit, cursor, hidden, reason)
-        hidden = set()
         feed_cursor = self._feed_cursor(cursor)
         served = feed_cursor.served if feed_cursor else ServedSet()
         page_no = feed_cursor.page if feed_cursor else 1
-        following: set[str] = set()
-        friends: set[str] = set()
-        steering = None
-        if user is not None:
-            following, friends, hidden = self.viewer_graph(session, user.id)
-            steering = self.steering_of(session, user.id)
+        inputs = self._inputs(session, user)
         now = time.time()
-        uid = str(user.id) if user is not None else None
+        plan = self.plans.get(inputs.plan_user, inputs.key, now)
+        planned = plan is not None
+        if plan is None:
+            plan = self._make_plan(session, inputs, now)
         with self.state.lock:
-            us = self.state.user(uid)
-            viewer = self.state.viewer(
-                uid,
-                following=frozenset(following),
-                friends=frozenset(friends),
-                hidden=frozenset(str(h) for h in hidden),
-                steering=steering,
-            )
-            trending = self.state.trending(now)
-            catalog, engagement = self.state.catalog, self.state.engagement
-            result = build_feed(catalog, viewer, engagement, trending, now, limit, self.weights, served)
-            page: list[Candidate] = list(result.page)
+            us = self.state.user(inputs.uid)
+            viewer = self._viewer(inputs, None)
+            page, removed = page_from_plan(plan, viewer, self.state.catalog, served, limit, self.weights)
+            if len(page) < limit and planned:
+                # This session has scrolled past the plan: a new one, without what it served.
+                plan = self._make_plan(session, inputs, now, served)
+                planned = False
+                page, removed = page_from_plan(plan, viewer, self.state.catalog, served, limit, self.weights)
             if len(page) < limit and us is not None and us.seen:
                 # Everything new has been shown: fill up with the best clips seen before
                 # (never twice in one session: the cursor's served set still applies).
+                steering = None
+                if inputs.user_id is not None and inputs.stamp is not None:
+                    steering = self.steering_of(session, inputs.user_id)
                 again = build_feed(
-                    catalog, dataclasses.replace(viewer, seen=frozenset()), engagement, trending, now,
-                    limit - len(page), self.weights, served.plus(c.clip.clip_id for c in page),
+                    self.state.catalog, dataclasses.replace(viewer, seen=frozenset(), steering=steering),
+                    self.state.engagement,
+                    self.state.trending(now), now, limit - len(page), self.weights,
+                    served.plus(c.clip.clip_id for c in page),
                 )  # fmt: skip
                 for c in again.page:
                     c.sources.add("seen_before")
-                page += again.page
-            state_info = {
-                "taste_version": us.version if us is not None else 0,
-                "liked": list(us.liked)[:5] if us is not None else [],
-                "cold_start": viewer.vector is None,
-            }
+                page = page + again.page
         ids = [c.clip.clip_id for c in page]
-        clips, stats, liked = self._hydrate(session, user, ids, hidden)
+        data, shown = self._hydrate(session, user, ids, inputs.hidden)
         nxt = FeedCursor(page_no + 1, served.plus(ids)).encode() if len(page) >= limit else None
         info = None
         if explain:
-            removed: dict[str, int] = {}
-            for r in result.removed:
-                removed[r.filter] = removed.get(r.filter, 0) + 1
+            counts: dict[str, int] = {}
+            for r in [*plan.removed, *removed]:
+                counts[r.filter] = counts.get(r.filter, 0) + 1
             info = {
-                **state_info,
-                "candidates": result.candidates,
-                "by_source": result.by_source,
-                "removed": removed,
-                "steering": steering.text if steering is not None else None,
+                **plan.info,
+                "plan": {"from_cache": planned, "age_s": round(now - plan.made_at, 3), "size": len(plan.items)},
+                "candidates": plan.candidates,
+                "by_source": plan.by_source,
+                "removed": counts,
                 "items": [explain_item(c) for c in page],
             }
-        return FeedOutcome(clips, stats, liked, nxt, "personalised", None, info)
+        return FeedOutcome(data, shown, nxt, "personalised", None, info)
+
+    # ------------------------------------------------------------------ plans
+    def _inputs(self, session: Session, user: User | None) -> PlanInputs:
+        """What a plan is keyed on, read per request: graph and steering stamp from SQL,
+        the viewer's ranked_version from the state."""
+        if user is None:
+            return PlanInputs(None, "anonymous", frozenset(), frozenset(), frozenset(), None, (0,))
+        following, friends, hidden = self.viewer_graph(session, user.id)
+        stamp = self.steering_stamp(session, user.id)
+        uid = str(user.id)
+        us = self.state.user(uid)
+        hidden_ids = frozenset(str(h) for h in hidden)
+        f, fr = frozenset(following), frozenset(friends)
+        key = (us.ranked_version if us is not None else 0, f, fr, hidden_ids, stamp)
+        return PlanInputs(user.id, uid, f, fr, hidden_ids, stamp, key, hidden)
+
+    def _viewer(self, inputs: PlanInputs, steering: Steering | None) -> Viewer:
+        return self.state.viewer(
+            inputs.uid, following=inputs.following, friends=inputs.friends, hidden=inputs.hidden_ids, steering=steering
+        )
+
+    def _make_plan(self, session: Session, inputs: PlanInputs, now: float, served: Container[str] = ()) -> Plan:
+        """Rank the viewer's feed now and keep it as their plan."""
+        steering = None
+        if inputs.user_id is not None and inputs.stamp is not None:
+            steering = self.steering_of(session, inputs.user_id)
+        with self.state.lock:
+            us = self.state.user(inputs.uid)
+            viewer = self._viewer(inputs, steering)
+            trending = self.state.trending(now)
+            plan = make_plan(
+                inputs.key, self.state.catalog, viewer, self.state.engagement, trending, now, self.weights, served
+            )
+            plan.info = {
+                "taste_version": us.version if us is not None else 0,
+                "liked": list(us.liked)[:5] if us is not None else [],
+                "cold_start": viewer.vector is None,
+                "steering": steering.text if steering is not None else None,
+            }
+        self.plans.put(inputs.plan_user, plan)
+        return plan
+
+    def remake_plans(self, user_ids: Sequence[str]) -> int:
+        """New plans for these users (their taste moved, or their plan aged), made in the
+        background so their next request is served from one."""
+        made = 0
+        assert self._sessionmaker is not None
+        with self._sessionmaker() as session:
+            for uid in user_ids:
+                if uid == "anonymous":
+                    inputs = self._inputs(session, None)
+                else:
+                    user = session.get(User, uuid.UUID(uid))
+                    if user is None:
+                        self.plans.drop(uid)
+                        continue
+                    inputs = self._inputs(session, user)
+                self._make_plan(session, inputs, time.time())
+                made += 1
+        self.plans.made_ahead += made
+        return made
+
+    async def _warm(self, tail: LogTail) -> None:
+        """Keep plans fresh off the request path: at start, for the most recently active
+        users; then for users whose taste moved (the log said so) or whose plan aged."""
+        await tail.ready.wait()
+        warm = self.state.recent_users(self.settings.ranking.warm_users)
+        self.plans.warming = len(warm)
+        log.info("making feed plans for %d recently active users", len(warm))
+        while True:
+            self.plans.want(self.state.take_touched())
+            batch = self.plans.take_wanted(16)
+            if not batch and warm:
+                batch, warm = [u for u in warm[:16] if u not in self.plans], warm[16:]
+                self.plans.warming = len(warm)
+            if not batch:
+                await asyncio.sleep(0.02)
+                continue
+            try:
+                await asyncio.to_thread(self.remake_plans, batch)
+            except Exception:  # a plan not made ahead is made by the request
+                log.exception("feed plans for %d users failed", len(batch))
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(0)  # let requests in between batches
 
     def _not_ready_reason(self) -> str:
         if self.tail is None:
@@ -336,45 +444,75 @@ class FeedService:
         clips, nxt = self._chronological.page(session, limit, after, hidden)
         clips = [c for c in clips if str(c.id) not in served]
         ids = [str(c.id) for c in clips]
-        clips, stats, liked = self._hydrate(session, user, ids, hidden)
-        return FeedOutcome(clips, stats, liked, nxt.encode() if nxt else None, "newest", reason)
+        data, shown = self._hydrate(session, user, ids, hidden)
+        return FeedOutcome(data, shown, nxt.encode() if nxt else None, "newest", reason)
 
-    @staticmethod
     def _hydrate(
-        session: Session, user: User | None, ids: list[str], hidden: set[uuid.UUID]
-    ) -> tuple[list[Clip], dict[uuid.UUID, ClipStats], set[uuid.UUID]]:
-        """Rows for ``ids`` in order; the SQL store has the last word on what is live."""
+        self, session: Session, user: User | None, ids: list[str], hidden: set[uuid.UUID]
+    ) -> tuple[list[dict[str, Any]], list[uuid.UUID]]:
+        """The page's clips in order, as ClipPublic JSON. One light query says what may
+        change (status: the SQL store has the last word on what is live, so a clip taken
+        down a moment ago is dropped even if this replica has not heard; counts; whether
+        the viewer liked it); what never changes after publication (prompt, creator,
+        media, generator, checks) comes from a cache filled from the clips' rows."""
         if not ids:
-            return [], {}, set()
+            return [], []
         uuids = [uuid.UUID(i) for i in ids]
-        # One round trip: the clip (without its embedding, which the page does not show),
-        # its counts and whether the viewer liked it. By primary key only: with a status
-        # condition SQLite may walk the feed index instead.
         liked_by = (
             select(Like.clip_id).where(Like.user_id == user.id, Like.clip_id == Clip.id).exists()
             if user is not None
             else literal(False)
         )
+        # By primary key only: with a status condition SQLite may walk the feed index.
         stmt = (
-            select(Clip, ClipStats, liked_by)
+            select(Clip.id, Clip.status, Clip.user_id, ClipStats.likes, ClipStats.views, ClipStats.shares,
+                   ClipStats.comments, liked_by)
             .outerjoin(ClipStats, ClipStats.clip_id == Clip.id)
             .where(Clip.id.in_(uuids))
-            .options(defer(Clip.embedding))
-        )
-        rows = {clip.id: (clip, counts, bool(like)) for clip, counts, like in session.execute(stmt)}
-        clips: list[Clip] = []
-        stats: dict[uuid.UUID, ClipStats] = {}
-        liked: set[uuid.UUID] = set()
-        for u in uuids:
-            row = rows.get(u)
-            if row is None or row[0].status != "published" or row[0].user_id in hidden:
-                continue
-            clips.append(row[0])
-            if row[1] is not None:
-                stats[u] = row[1]
-            if row[2]:
-                liked.add(u)
-        return clips, stats, liked
+        )  # fmt: skip
+        rows = {r[0]: r for r in session.execute(stmt)}
+        live = [u for u in uuids if (r := rows.get(u)) is not None and r[1] == "published" and r[2] not in hidden]
+        fixed = self._public.many(live)
+        missing = [u for u in live if u not in fixed]
+        if missing:
+            for clip in session.scalars(select(Clip).where(Clip.id.in_(missing)).options(defer(Clip.embedding))):
+                fixed[clip.id] = self._public.put(clip.id, clip_public(clip).model_dump(mode="json"))
+        data = []
+        for u in live:
+            _, _, _, likes, views, shares, comments, liked = rows[u]
+            item = dict(fixed[u])
+            item["stats"] = {"likes": likes or 0, "views": views or 0, "shares": shares or 0, "comments": comments or 0}
+            item["viewer_liked"] = bool(liked) if user is not None else None
+            data.append(item)
+        return data, live
+
+
+class PublicClips:
+    """ClipPublic JSON of clips by id, the parts fixed at publication (LRU, thread-safe)."""
+
+    def __init__(self, max_clips: int = 20_000) -> None:
+        self.max_clips = max_clips
+        self._items: OrderedDict[uuid.UUID, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def many(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        with self._lock:
+            out = {}
+            for i in ids:
+                item = self._items.get(i)
+                if item is not None:
+                    self._items.move_to_end(i)
+                    out[i] = item
+            return out
+
+    def put(self, clip_id: uuid.UUID, item: dict[str, Any]) -> dict[str, Any]:
+        item.pop("stats", None)
+        item.pop("viewer_liked", None)
+        with self._lock:
+            self._items[clip_id] = item
+            while len(self._items) > self.max_clips:
+                self._items.popitem(last=False)
+        return item
 
 
 def explain_item(c: Candidate) -> dict[str, Any]:

@@ -59,9 +59,18 @@ class Viewer:
 class Candidate:
     clip: ClipInfo
     sources: set[str]
-    features: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
     vector: np.ndarray | None = field(default=None, repr=False)  # the clip's embedding, set by the scorer
+    #: (names, columns, row) of the scorer's feature table: ``features`` reads its row
+    #: when asked (explain, evaluation), so scoring hundreds of candidates builds no dicts.
+    _table: tuple[Sequence[str], Sequence[np.ndarray], int] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def features(self) -> dict[str, float]:
+        if self._table is None:
+            return {}
+        names, columns, row = self._table
+        return {k: float(col[row]) for k, col in zip(names, columns, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -325,10 +334,10 @@ def score(
         + w.exploration * features["exploration"]
     ).tolist()
     names = list(features)
-    columns = [features[k].tolist() for k in names]
+    columns = [features[k] for k in names]
     for i, c in enumerate(candidates):
         c.score = total[i]
-        c.features.update(zip(names, (col[i] for col in columns), strict=True))
+        c._table = (names, columns, i)
     return sorted(candidates, key=lambda c: (-c.score, c.clip.clip_id))
 
 
@@ -351,7 +360,11 @@ def rerank(candidates: Sequence[Candidate], limit: int, w: FeedWeights) -> list[
         emb = np.stack([c.vector for c in pool])  # type: ignore[misc]
     else:
         emb = embeddings(pool)
-    max_sim = np.full(len(pool), -1.0, np.float32)
+    # MMR = λ·relevance − (1−λ)·max(0, highest similarity to a chosen clip); the penalty
+    # only grows, so it is kept in place: one matrix-vector product a pick.
+    gain = (w.mmr_lambda * relevance).astype(np.float32)
+    penalty = np.zeros(len(pool), np.float32)
+    mmr = np.empty(len(pool), np.float32)
     chosen: list[Candidate] = []
     per_author: dict[str, int] = {}
     used = np.zeros(len(pool), bool)
@@ -361,23 +374,25 @@ def rerank(candidates: Sequence[Candidate], limit: int, w: FeedWeights) -> list[
         (limit, w.author_cap),
         (limit, limit),
     ]:
-        skipped = np.zeros(len(pool), bool)
+        closed = used.copy()  # chosen, or skipped in this pass
         while len(chosen) < limit:
-            mmr = w.mmr_lambda * relevance - (1.0 - w.mmr_lambda) * np.maximum(max_sim, 0.0)
-            mmr[used | skipped] = -np.inf
+            np.subtract(gain, penalty, out=mmr)
+            mmr[closed] = -np.inf
             best = int(np.argmax(mmr))
-            if not np.isfinite(mmr[best]):
+            if mmr[best] == -np.inf:
                 break
+            closed[best] = True
             c = pool[best]
             only_fresh = c.sources == {"fresh"}
             if per_author.get(c.clip.author_id, 0) >= author_cap or (only_fresh and explored >= explore_slots):
-                skipped[best] = True
                 continue
             chosen.append(c)
             used[best] = True
             explored += only_fresh
             per_author[c.clip.author_id] = per_author.get(c.clip.author_id, 0) + 1
-            max_sim = np.maximum(max_sim, emb @ emb[best])
+            sims = emb @ emb[best]
+            sims *= 1.0 - w.mmr_lambda
+            np.maximum(penalty, sims, out=penalty)
         if len(chosen) >= limit:
             break
     return chosen

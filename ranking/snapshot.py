@@ -102,6 +102,7 @@ def load_snapshot(folder: Path, dim: int) -> tuple[RankingState, dict[str, int]]
         state.durations.update({k: int(v) for k, v in body["durations"].items()})
         state.authors.update({k: str(v) for k, v in body["authors"].items()})
         state.engagement.update({k: ClipCounts.from_json(v) for k, v in body["engagement"].items()})
+        state.forget_activity()
         for uid, data in body["users"].items():
             user = UserState.from_json(data)
             for cid in data.get("seen", []):

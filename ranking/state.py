@@ -26,7 +26,7 @@ import numpy as np
 
 from core.records import ClipFlagged, ClipPublished, Interaction, ModerationDecision
 from ranking.catalog import Catalog, ClipInfo
-from ranking.engagement import ClipCounts, kinds_of, trending_score
+from ranking.engagement import STEP_S, WINDOWS_S, ClipCounts, kinds_of, trending_score
 from ranking.feed import Steering, Viewer
 from ranking.index import ClipIndex
 from ranking.signals import SignalWeights, apply, query_vector
@@ -52,6 +52,11 @@ class UserState:
     rejected: OrderedDict[str, None] = field(default_factory=OrderedDict)  # see-less'd or reported: never again
     affinity: dict[str, float] = field(default_factory=dict)
     version: int = 0  # bumped on every change: the API knows a page is stale
+    #: Bumped by every interaction except an impression (which only adds to the seen set,
+    #: a filter applied live): a precomputed feed plan made at another value is stale.
+    #: Process-local, not saved.
+    ranked_version: int = field(default=0, compare=False)
+    last_at: float = 0.0  # time of their latest interaction (who is active)
 
     def mark_seen(self, clip_id: str) -> None:
         self.seen[clip_id] = None
@@ -73,6 +78,7 @@ class UserState:
             "avoid": [[round(float(x), 6) for x in v] for v in self.avoid],
             "affinity": self.affinity,
             "version": self.version,
+            "last_at": self.last_at,
         }
 
     @classmethod
@@ -86,6 +92,7 @@ class UserState:
         for clip_id in data.get("rejected", []):
             user.reject(str(clip_id))
         user.version = int(data.get("version", 0))
+        user.last_at = float(data.get("last_at", 0.0))
         return user
 
 
@@ -134,6 +141,9 @@ def interact(
             ):
                 del user.affinity[weakest]
     user.version += 1
+    user.last_at = max(user.last_at, rec.occurred_at.timestamp())
+    if rec.kind != "impression":
+        user.ranked_version += 1
 
 
 def clip_info(rec: ClipPublished | ClipFlagged, published_at: float) -> ClipInfo:
@@ -161,6 +171,11 @@ class RankingState:
         self._lock = threading.RLock()
         self._trending: list[str] = []
         self._trending_at = float("-inf")
+        #: clip → time of its latest event: trending scans only these, not the catalogue.
+        #: None until the first refresh after a restore (then every clip with counts).
+        self._active: dict[str, float] | None = {}
+        #: users whose ranked_version moved since the last take_touched (plans to remake)
+        self._touched: set[str] = set()
         self.applied = 0
 
     # ------------------------------------------------------------------ log
@@ -237,6 +252,8 @@ class RankingState:
             counts = self.engagement[clip_id] = ClipCounts()
         for kind in kinds_of(rec.kind, rec.watch_ms, duration):
             counts.add(kind, at)
+        if self._active is not None:
+            self._active[clip_id] = max(at, self._active.get(clip_id, at))
         user = self.users.get(user_id)
         if user is None:
             user = self.users[user_id] = UserState()
@@ -247,6 +264,19 @@ class RankingState:
             return
         vector = self.catalog.index.vector(clip_id)
         interact(user, rec, vector, duration_ms=duration, author=self.authors.get(clip_id), weights=self.weights)
+        if rec.kind != "impression":
+            self._touched.add(user_id)
+
+    def take_touched(self) -> list[str]:
+        """Users whose ranking inputs changed since the last call."""
+        with self._lock:
+            out, self._touched = list(self._touched), set()
+            return out
+
+    def recent_users(self, n: int) -> list[str]:
+        """The ``n`` users with the latest interactions, latest first."""
+        with self._lock:
+            return heapq.nlargest(n, self.users, key=lambda u: self.users[u].last_at)
 
     # ------------------------------------------------------------------ reads
     def user(self, user_id: str | None) -> UserState | None:
@@ -295,15 +325,27 @@ class RankingState:
 
     def trending(self, now: float) -> list[str]:
         """Live clips with the most weighted engagement in the last hour, recomputed at
-        most every few seconds (a feed request never pays for the whole catalogue)."""
+        most every few seconds from the clips that had an event within the window (a
+        feed request never pays for the whole catalogue, and neither does a refresh)."""
         with self._lock:
             if now - self._trending_at >= TRENDING_REFRESH_S or now < self._trending_at:
+                if self._active is None:
+                    self._active = {cid: now for cid, counts in self.engagement.items() if counts.buckets}
+                horizon = now - WINDOWS_S["1h"] - STEP_S
+                for cid in [c for c, at in self._active.items() if at < horizon]:
+                    del self._active[cid]
                 scored = []
-                for clip_id, counts in self.engagement.items():
-                    if clip_id in self.catalog and counts.buckets:
+                for clip_id in self._active:
+                    counts = self.engagement.get(clip_id)
+                    if counts is not None and clip_id in self.catalog and counts.buckets:
                         s = trending_score(counts, now)
                         if s > 0:
                             scored.append((s, clip_id))
                 self._trending = [cid for _, cid in heapq.nlargest(TRENDING_SIZE, scored)]
                 self._trending_at = now
             return list(self._trending)
+
+    def forget_activity(self) -> None:
+        """After a restore: the next trending refresh looks at every clip with counts once."""
+        with self._lock:
+            self._active = None

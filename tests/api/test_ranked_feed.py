@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.feed_service import FeedService
+from api.schemas import FeedPage
 from core.db import make_engine, make_sessionmaker, migrate, session_scope
 from core.db.models import User
 from core.materialize import apply_event
@@ -231,3 +232,33 @@ def test_a_restart_resumes_from_the_snapshot(world: World) -> None:
     clips, applied, liked = asyncio.run(restart())
     assert clips == len(TOPICS) * PER_TOPIC and liked == 1
     assert applied < applied_before, "only what came after the snapshot is read again"
+
+
+def test_pages_come_from_a_plan_made_ahead_and_a_like_replaces_it(world: World) -> None:
+    """The second page of a session, and the next session's first, are sliced from the
+    plan the first request made; a like makes the background remake it (the next page is
+    ranked with the like), and every page still matches the documented schema."""
+    ines = signup(world.client, "ines")
+    first = world.feed(ines)
+    FeedPage.model_validate(first)
+    assert first["explain"]["plan"]["from_cache"] is False, "nothing made ahead for a new user"
+    second = world.feed(ines, cursor=first["next_cursor"])
+    FeedPage.model_validate(second)
+    assert second["explain"]["plan"]["from_cache"] is True
+    assert not {c["id"] for c in first["data"]} & {c["id"] for c in second["data"]}
+    plans = world.ranking()["plans"]
+    assert plans["hits"] >= 1 and plans["plans"] >= 1
+
+    # Impressions (the pages just served) only feed the seen filter: the plan stays.
+    time.sleep(0.5)
+    again = world.feed(ines)
+    assert again["explain"]["plan"]["from_cache"] is True
+    assert not {c["id"] for c in again["data"]} & {c["id"] for c in first["data"] + second["data"]}
+
+    cat = next(cid for cid, t in world.topic_of.items() if t == "cat")
+    made_ahead = world.ranking()["plans"]["made_ahead"]
+    assert world.client.put(f"/v1/clips/{cat}/like", headers=ines).status_code == 202
+    wait_for(lambda: world.ranking()["plans"]["made_ahead"] > made_ahead or None, 10, "a plan remade in the background")
+    page = world.feed(ines, limit=3)
+    assert page["explain"]["plan"]["from_cache"] is True, "served from the plan made ahead"
+    assert cat in page["explain"]["liked"] and page["explain"]["cold_start"] is False, "ranked with the like"

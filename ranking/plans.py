@@ -1,0 +1,162 @@
+"""Feed plans: a viewer's ranked candidates, computed ahead and sliced per page.
+
+Ranking a feed (sources, filters, scorer, diversity re-rank: :func:`ranking.feed.build_feed`)
+costs tens of milliseconds at 100k clips; serving a page from a list ranked before costs
+well under one. So a replica keeps, per active viewer, a *plan*: the first
+``pages × page size`` clips of their feed in MMR order, with what ranked them (sources,
+features, scores), made by the same stages the offline evaluator replays.
+
+A page is then: the plan's items through the live filters (seen — impressions of the
+pages before, taken down, blocked, "see less", already on an earlier page of this
+session), then the diversity re-rank over what is left for that one page (author cap,
+exploration share). The ranking inputs that change more slowly are the plan's *key*:
+
+* the viewer's ``ranked_version`` (every like, view, skip, "see less", report; not
+  impressions, which only feed the seen filter, applied live);
+* their graph (following, friends, hidden authors) and steering, read per request;
+
+a plan whose key differs is never served. One older than ``ttl_s`` (new clips from
+people they follow, trending moving on) is still served once while a fresh one is
+made in the background (:class:`PlanCache` says which users want one); one older
+than ``max_age_s`` is not served at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from collections.abc import Container, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ranking.catalog import Catalog
+from ranking.engagement import ClipCounts
+from ranking.feed import Candidate, FeedWeights, Removed, Viewer, apply_filters, build_feed, filters_for, rerank
+
+PAGES = 5  # pages of the usual size a plan holds
+PAGE_SIZE = 20
+
+
+@dataclass
+class Plan:
+    key: Hashable
+    made_at: float
+    items: list[Candidate]  # MMR order
+    candidates: int  # how many candidates the sources gave
+    by_source: dict[str, int]
+    removed: list[Removed]  # by the filters when the plan was made
+    info: dict[str, Any] = field(default_factory=dict)  # what the plan was ranked with (explain)
+
+
+def make_plan(
+    key: Hashable,
+    catalog: Catalog,
+    viewer: Viewer,
+    engagement: Mapping[str, ClipCounts],
+    trending: Sequence[str],
+    now: float,
+    weights: FeedWeights,
+    served: Container[str] = frozenset(),
+    size: int = PAGES * PAGE_SIZE,
+) -> Plan:
+    """``size`` clips of the viewer's feed in order. The author cap and the exploration
+    share are those of a page times the pages a plan holds, so the plan keeps enough of
+    every kind for each page's own re-rank to apply the page's caps."""
+    pages = max(1, size // PAGE_SIZE)
+    w = dataclasses.replace(weights, author_cap=weights.author_cap * pages)
+    result = build_feed(catalog, viewer, engagement, trending, now, size, w, served)
+    return Plan(key, now, result.page, result.candidates, result.by_source, result.removed)
+
+
+def page_from_plan(
+    plan: Plan,
+    viewer: Viewer,
+    catalog: Catalog,
+    served: Container[str],
+    limit: int,
+    weights: FeedWeights,
+) -> tuple[list[Candidate], list[Removed]]:
+    """One page: the plan's items through the live filters, re-ranked for the page."""
+    kept, removed = apply_filters(plan.items, filters_for(viewer, catalog, served))
+    return rerank(kept, limit, weights), removed
+
+
+class PlanCache:
+    """Plans by viewer (least recently used out first), and which viewers want a new one."""
+
+    def __init__(self, max_users: int = 50_000, ttl_s: float = 120.0, max_age_s: float = 1800.0) -> None:
+        self.max_users = max_users
+        self.ttl_s = ttl_s
+        self.max_age_s = max_age_s
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
+        self._wanted: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.stale_served = 0
+        self.warming = 0  # users still to get a plan made ahead at start
+        self.made_ahead = 0  # plans made in the background (not by a request)
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def __contains__(self, user: object) -> bool:
+        return user in self._plans
+
+    def get(self, user: str, key: Hashable, now: float) -> Plan | None:
+        """The user's plan if its key is ``key`` and it is young enough; a plan past
+        ``ttl_s`` is returned once more and the user is marked as wanting a new one."""
+        with self._lock:
+            plan = self._plans.get(user)
+            if plan is None or plan.key != key or now - plan.made_at > self.max_age_s or now < plan.made_at:
+                self.misses += 1
+                return None
+            self._plans.move_to_end(user)
+            if now - plan.made_at > self.ttl_s:
+                self._wanted[user] = None
+                self.stale_served += 1
+            self.hits += 1
+            return plan
+
+    def put(self, user: str, plan: Plan) -> None:
+        with self._lock:
+            self._plans[user] = plan
+            self._plans.move_to_end(user)
+            self._wanted.pop(user, None)
+            while len(self._plans) > self.max_users:
+                gone, _ = self._plans.popitem(last=False)
+                self._wanted.pop(gone, None)
+
+    def drop(self, user: str) -> None:
+        with self._lock:
+            self._plans.pop(user, None)
+            self._wanted.pop(user, None)
+
+    def want(self, users: Sequence[str]) -> None:
+        """Ask for new plans for those of ``users`` who have one (their taste moved)."""
+        with self._lock:
+            for u in users:
+                if u in self._plans:
+                    self._wanted[u] = None
+
+    def take_wanted(self, n: int) -> list[str]:
+        with self._lock:
+            out: list[str] = []
+            while self._wanted and len(out) < n:
+                out.append(self._wanted.popitem(last=False)[0])
+            return out
+
+    def wanted(self) -> int:
+        return len(self._wanted)
+
+    def stats(self) -> dict[str, Any]:
+        total = self.hits + self.misses
+        return {
+            "plans": len(self._plans),
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": round(self.hits / total, 3) if total else None,
+            "stale_served": self.stale_served,
+            "wanted": len(self._wanted),
+            "warming": self.warming,
+            "made_ahead": self.made_ahead,
+        }
