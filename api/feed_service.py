@@ -181,8 +181,8 @@ class FeedService:
         folder = self.settings.ranking.snapshot_dir
         if folder is None or self.tail is None:
             return
-        with self.state.lock:
-            save_snapshot(self.state, dict(self.tail.positions), folder)
+        tail = self.tail
+        save_snapshot(self.state, lambda: tail.positions, folder)
 
     @property
     def ready(self) -> bool:
@@ -284,6 +284,8 @@ class FeedService:
         planned = plan is not None
         if plan is None:
             plan = self._make_plan(session, inputs, now)
+        elif self._missing_news(plan, inputs):
+            self.plans.want_one(inputs.plan_user)
         with self.state.lock:
             us = self.state.user(inputs.uid)
             viewer = self._viewer(inputs, None)
@@ -340,6 +342,12 @@ class FeedService:
         f, fr = frozenset(following), frozenset(friends)
         key = (us.ranked_version if us is not None else 0, f, fr, hidden_ids, stamp)
         return PlanInputs(user.id, uid, f, fr, hidden_ids, stamp, key, hidden)
+
+    def _missing_news(self, plan: Plan, inputs: PlanInputs) -> bool:
+        """Has a clip by someone the viewer follows, or casting them, arrived since?"""
+        arrived = self.state.catalog.arrived
+        watched = (*inputs.following, inputs.uid) if inputs.uid is not None else ()
+        return any(arrived.get(u, 0.0) > plan.made_at for u in watched)
 
     def _viewer(self, inputs: PlanInputs, steering: Steering | None) -> Viewer:
         return self.state.viewer(

@@ -165,9 +165,10 @@ class RankingSettings(BaseModel):
     snapshot_dir: Path | None = None
     snapshot_every_s: float = Field(default=300.0, ge=5.0)
     #: Feed plans (ranking/plans.py): a viewer's ranked candidates, made ahead and
-    #: sliced per page. One older than ``plan_ttl_s`` is served once more while a new
-    #: one is made in the background; ``plan_max_users`` plans are kept (LRU).
-    plan_ttl_s: float = Field(default=120.0, ge=1.0)
+    #: sliced per page. One older than ``plan_ttl_s`` (trending and fresh clips move
+    #: on), or made before a followed author's new clip arrived, is served once more
+    #: while a new one is made in the background; ``plan_max_users`` plans are kept (LRU).
+    plan_ttl_s: float = Field(default=600.0, ge=1.0)
     plan_max_users: int = Field(default=50_000, ge=100)
     #: When the replica is ready, plans are made in the background for this many of the
     #: most recently active users, so their first request is served from a plan too.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +42,9 @@ class Catalog:
         self._by_cast: dict[str, list[tuple[float, str]]] = {}
         self._by_parent: dict[str, list[tuple[float, str]]] = {}
         self._recent: list[tuple[float, str]] = []  # all live clips, oldest first
+        #: author or cast member → when (wall clock) their latest clip arrived here: a
+        #: feed plan made before that is missing a followed author's new clip.
+        self.arrived: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._clips)
@@ -70,6 +74,9 @@ class Catalog:
             if clip.parent_clip_id:
                 bisect.insort(self._by_parent.setdefault(clip.parent_clip_id, []), entry)
             bisect.insort(self._recent, entry)
+            now = time.time()
+            for user in (clip.author_id, *clip.cast):
+                self.arrived[user] = now
             if clip.embedding is not None and index:
                 self.index.add(clip.clip_id, np.asarray(clip.embedding, np.float32))
 

@@ -15,10 +15,11 @@ exploration share). The ranking inputs that change more slowly are the plan's *k
   impressions, which only feed the seen filter, applied live);
 * their graph (following, friends, hidden authors) and steering, read per request;
 
-a plan whose key differs is never served. One older than ``ttl_s`` (new clips from
-people they follow, trending moving on) is still served once while a fresh one is
-made in the background (:class:`PlanCache` says which users want one); one older
-than ``max_age_s`` is not served at all.
+a plan whose key differs is never served. One made before a clip by someone the
+viewer follows (or casting them) arrived, or older than ``ttl_s`` (trending and fresh
+clips moving on), is still served once while a new one is made in the background
+(:class:`PlanCache` says which users want one); one older than ``max_age_s`` is not
+served at all.
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ class PlanCache:
             while len(self._plans) > self.max_users:
                 gone, _ = self._plans.popitem(last=False)
                 self._wanted.pop(gone, None)
+
+    def want_one(self, user: str) -> None:
+        """Ask for a new plan for ``user`` (the one served is missing something new)."""
+        with self._lock:
+            if user in self._plans:
+                self._wanted[user] = None
 
     def drop(self, user: str) -> None:
         with self._lock:

@@ -170,10 +170,13 @@ class LogTail:
                     except RecordError as e:
                         self.skipped += 1
                         log.info("ranking log tail skips %s@%d: %s", position_key(tp), m.offset, e)
+                key = position_key(tp)
                 for i in range(0, len(records), APPLY_BATCH):
-                    await asyncio.to_thread(self._apply, records[i : i + APPLY_BATCH])
-                if messages:
-                    self.positions[position_key(tp)] = messages[-1].offset + 1
+                    last = i + APPLY_BATCH >= len(records)
+                    done = (key, messages[-1].offset + 1) if last else None
+                    await asyncio.to_thread(self._apply, records[i : i + APPLY_BATCH], done)
+                if messages and not records:
+                    self.positions[key] = messages[-1].offset + 1
             if not self.ready.is_set() or time.monotonic() - last_ends > 5.0:
                 for tp in partitions:
                     # highwater() is the end offset from the last fetch response.
@@ -183,7 +186,11 @@ class LogTail:
                 last_ends = time.monotonic()
             self._check_ready()
 
-    def _apply(self, records: Sequence[tuple[Record, tuple[int, int] | None]]) -> None:
+    def _apply(
+        self, records: Sequence[tuple[Record, tuple[int, int] | None]], done: tuple[str, int] | None = None
+    ) -> None:
+        """Apply records; ``done`` (partition key, next offset) moves the position under
+        the same lock, so a snapshot never holds a record without its position."""
         with self.state.lock:
             for rec, position in records:
                 try:
@@ -191,6 +198,8 @@ class LogTail:
                 except Exception as e:  # noqa: BLE001 — one record it cannot use must not stop the tail
                     self.skipped += 1
                     log.warning("ranking log tail cannot apply %s %s: %s", type(rec).__name__, rec.event_id, e)
+            if done is not None:
+                self.positions[done[0]] = done[1]
         self.applied += len(records)
 
     def _reached(self, partitions: list[TopicPartition]) -> bool:

@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,17 @@ VERSION = 1
 
 
 def _info(info: ClipInfo, with_embedding: bool) -> dict[str, Any]:
-    d = dataclasses.asdict(info)
-    d["cast"] = list(info.cast)
-    d["embedding"] = list(info.embedding) if with_embedding and info.embedding is not None else None
-    return d
+    # Field by field: dataclasses.asdict deep-copies the embedding, and a snapshot of
+    # 100k clips spent seconds there with the state locked.
+    return {
+        "clip_id": info.clip_id,
+        "author_id": info.author_id,
+        "published_at": info.published_at,
+        "duration_ms": info.duration_ms,
+        "cast": list(info.cast),
+        "parent_clip_id": info.parent_clip_id,
+        "embedding": list(info.embedding) if with_embedding and info.embedding is not None else None,
+    }
 
 
 def _from_info(d: dict[str, Any]) -> ClipInfo:
@@ -50,26 +58,33 @@ def _from_info(d: dict[str, Any]) -> ClipInfo:
     )
 
 
-def save_snapshot(state: RankingState, positions: dict[str, int], folder: Path) -> None:
-    """Write ``state`` and the log ``positions`` it reflects; call with ``state.lock`` held."""
+def save_snapshot(
+    state: RankingState, positions: Mapping[str, int] | Callable[[], Mapping[str, int]], folder: Path
+) -> None:
+    """Write ``state`` and the log ``positions`` it reflects (a mapping, or a function
+    read under the state's lock, so both agree). The lock is held only while the index
+    is written and the state copied into plain values; the JSON is encoded and
+    compressed after it (feed requests wait for the lock)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ranking-", dir=folder.parent))
     try:
-        state.catalog.index.position = dict(positions)
-        state.catalog.index.save(tmp / "index")
-        body = {
-            "version": VERSION,
-            "positions": positions,
-            "applied": state.applied,
-            "catalog": [_info(c, False) for c in state.catalog.infos()],
-            "held": [_info(c, True) for c in state.held()],
-            "durations": state.durations,
-            "authors": state.authors,
-            "engagement": {cid: c.to_json() for cid, c in state.engagement.items()},
-            "users": {uid: {**u.to_json(), "seen": list(u.seen)} for uid, u in state.users.items()},
-            "seeded": {uid: list(at) for uid, at in state.seeded.items()},
-        }
+        with state.lock:
+            positions = dict(positions() if callable(positions) else positions)
+            state.catalog.index.position = dict(positions)
+            state.catalog.index.save(tmp / "index")
+            body = {
+                "version": VERSION,
+                "positions": positions,
+                "applied": state.applied,
+                "catalog": [_info(c, False) for c in state.catalog.infos()],
+                "held": [_info(c, True) for c in state.held()],
+                "durations": dict(state.durations),
+                "authors": dict(state.authors),
+                "engagement": {cid: c.to_json() for cid, c in state.engagement.items()},
+                "users": {uid: {**u.to_json(), "seen": list(u.seen)} for uid, u in state.users.items()},
+                "seeded": {uid: list(at) for uid, at in state.seeded.items()},
+            }
         with gzip.open(tmp / "state.json.gz", "wt", compresslevel=3) as f:
             json.dump(body, f, separators=(",", ":"))
         swap_into_place(tmp, folder)

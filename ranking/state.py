@@ -43,6 +43,11 @@ SEEN_KINDS = frozenset({"impression", "view", "skip", "like", "share", "see_less
 AFFINITY_WEIGHTS = {"like": 1.0, "share": 1.5, "comment": 1.0, "view": 0.1, "see_less": -1.0, "report": -2.0}
 
 
+def _rounded(v: np.ndarray) -> list[float]:
+    """Six decimals, vectorised (a snapshot writes thousands of these under the lock)."""
+    return np.round(np.asarray(v, np.float64), 6).tolist()  # type: ignore[no-any-return]
+
+
 @dataclass
 class UserState:
     vector: np.ndarray | None = None  # unnormalised taste (see ranking.signals)
@@ -73,9 +78,9 @@ class UserState:
     def to_json(self) -> dict[str, Any]:
         return {
             "rejected": list(self.rejected),
-            "vector": None if self.vector is None else [round(float(x), 6) for x in self.vector],
+            "vector": None if self.vector is None else _rounded(self.vector),
             "liked": list(self.liked),
-            "avoid": [[round(float(x), 6) for x in v] for v in self.avoid],
+            "avoid": [_rounded(v) for v in self.avoid],
             "affinity": self.affinity,
             "version": self.version,
             "last_at": self.last_at,
