@@ -61,6 +61,11 @@ def embed_items(
     return embeddings
 
 
+def calibration_items(model: str | Path, clips: int, vocab: Any = None) -> list[data.Item]:
+    """The ``calib`` split's first ``clips`` prompts that ``model`` did not train on."""
+    return data.build_items("calib", clips, exclude=data.training_prompts(model, vocab), vocab=vocab)
+
+
 def fit(
     margins: np.ndarray, safe: np.ndarray, flag_fp: float, block_margin: float
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"concepts {unknown} are not vocabulary subjects: calibration cannot know the truth")
     filt = FrameFilter(clip, base, check_model=False)
-    items = data.build_items("calib", args.clips, exclude=data.training_prompts(args.model, vocab), vocab=vocab)
+    items = calibration_items(args.model, args.clips, vocab)
     embeddings = embed_items(clip, filt, items, args.workers, args.cache, "render calib")
 
     care = []

@@ -284,13 +284,13 @@ def render_training_frames(
     return out
 
 
-def _init_production(transform: Callable[[Image.Image], Any]) -> None:
+def _init_production(transforms: Sequence[Callable[[Image.Image], Any]], half: bool = False) -> None:
     from generation.procedural import ProceduralRenderer
 
-    _worker.update(renderer=ProceduralRenderer(), transform=transform)
+    _worker.update(renderer=ProceduralRenderer(), transforms=tuple(transforms), half=half)
 
 
-def _render_production(item: Item) -> Any:
+def _render_production(item: Item) -> list[Any]:
     import torch
 
     from generation.base import RenderRequest
@@ -303,7 +303,28 @@ def _render_production(item: Item) -> Any:
         path = Path(tmp) / "clip.mp4"
         encode_mp4(frames, path, renderer.fps)
         images = read_frames(path)
-    return torch.stack([_worker["transform"](im) for im in images])
+    out = [torch.stack([transform(im) for im in images]) for transform in _worker["transforms"]]
+    return [x.half() for x in out] if _worker["half"] else out
+
+
+def _render_production_many(
+    items: Sequence[Item],
+    transforms: Sequence[Callable[[Image.Image], Any]],
+    workers: int,
+    desc: str,
+    half: bool = False,
+) -> list[list[Any]]:
+    """Per item, one input tensor per transform, from a single render of the clip."""
+    from tqdm import tqdm
+
+    torch_threads = _torch_threads(1)
+    try:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(workers, initializer=_init_production, initargs=(tuple(transforms), half)) as pool:
+            done = pool.imap(_render_production, items, chunksize=8)
+            return list(tqdm(done, total=len(items), desc=desc, mininterval=5))
+    finally:
+        _torch_threads(torch_threads)
 
 
 def render_production_inputs(
@@ -311,15 +332,7 @@ def render_production_inputs(
 ) -> list[Any]:
     """Per item, the model inputs of the frames the filter samples from the clip as
     production renders, encodes and decodes it (a tensor of shape (frames, 3, H, W))."""
-    from tqdm import tqdm
-
-    torch_threads = _torch_threads(1)
-    try:
-        with mp.get_context("fork").Pool(workers, initializer=_init_production, initargs=(transform,)) as pool:
-            done = pool.imap(_render_production, items, chunksize=8)
-            return list(tqdm(done, total=len(items), desc=desc, mininterval=5))
-    finally:
-        _torch_threads(torch_threads)
+    return [x[0] for x in _render_production_many(items, (transform,), workers, desc)]
 
 
 def items_digest(items: Sequence[Item], salt: str = "") -> str:
@@ -346,14 +359,44 @@ def cached_production_inputs(
 
     if folder is None:
         return render_production_inputs(items, transform, workers, desc)
-    path = folder / f"inputs-{desc.replace(' ', '-')}-{len(items)}-{items_digest(items, repr(transform))}.pt"
+    path = _inputs_path(items, transform, folder, desc)
     if path.is_file():
         print(f"inputs from {path}")
         return [x.float() for x in torch.load(path)]
     inputs = render_production_inputs(items, transform, workers, desc)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save([x.half() for x in inputs], path)
+    partial = path.with_suffix(".part")
+    torch.save([x.half() for x in inputs], partial)
+    partial.replace(path)  # whole or absent, for runs that share the folder
     return inputs
+
+
+def _inputs_path(items: Sequence[Item], transform: Callable[[Image.Image], Any], folder: Path, desc: str) -> Path:
+    return folder / f"inputs-{desc.replace(' ', '-')}-{len(items)}-{items_digest(items, repr(transform))}.pt"
+
+
+def prerender_production_inputs(
+    items: Sequence[Item],
+    transforms: Sequence[Callable[[Image.Image], Any]],
+    folder: Path,
+    workers: int = 2,
+    desc: str = "render",
+) -> list[Path]:
+    """Fill ``folder`` with what :func:`cached_production_inputs` would keep for each of
+    ``transforms`` (models of several input sizes), rendering each clip once for all of
+    them; transforms already kept are skipped. Returns the files."""
+    import torch
+
+    paths = [_inputs_path(items, t, folder, desc) for t in transforms]
+    todo = [i for i, path in enumerate(paths) if not path.is_file()]
+    if todo:
+        rendered = _render_production_many(items, [transforms[i] for i in todo], workers, desc, half=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for j, i in enumerate(todo):
+            partial = paths[i].with_suffix(".part")
+            torch.save([x[j] for x in rendered], partial)
+            partial.replace(paths[i])  # whole or absent: a reader never sees half a file
+    return paths
 
 
 def _torch_threads(n: int) -> int:

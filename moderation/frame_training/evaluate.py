@@ -51,6 +51,19 @@ def prompt_filter_passes(prompts: list[str]) -> list[bool]:
     return [moderator.check(p).allowed for p in prompts]
 
 
+def evaluation_items(
+    model: str | Path, calib_clips: int, n_test: int, n_obf: int, vocab: Any
+) -> tuple[list[data.Item], list[data.Item]]:
+    """The test and obfuscated-wording clips for a model: their own seed ranges, less
+    every prompt the model trained on and the ``calib_clips`` its thresholds were fit on."""
+    seen = data.training_prompts(model, vocab)
+    calib = data.build_items("calib", calib_clips, exclude=seen, vocab=vocab)  # as calibration_items does
+    seen |= {it.prompt for it in calib}  # exactly the clips calibration scored
+    test = data.build_items("test", n_test, exclude=seen, vocab=vocab)
+    obf = data.build_items("obf", n_obf, exclude=seen, vocab=vocab)
+    return test, obf
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
@@ -73,11 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     clip = load_clip(args.model, args.pretrained, args.device)
     concepts = ConceptSet.from_file(args.concepts)
     filt = FrameFilter(clip, concepts)
-    seen = data.training_prompts(args.model, vocab)
-    calib = data.build_items("calib", int(concepts.calibration.get("clips", 0)), exclude=seen, vocab=vocab)
-    seen |= {it.prompt for it in calib}  # exactly the clips calibration scored
-    test = data.build_items("test", args.test, exclude=seen, vocab=vocab)
-    obf = data.build_items("obf", args.obf, exclude=seen, vocab=vocab)
+    test, obf = evaluation_items(args.model, int(concepts.calibration.get("clips", 0)), args.test, args.obf, vocab)
     test_v, test_e = judge_all(filt, embed_items(clip, filt, test, args.workers, args.cache, "render test"))
     obf_v, _ = judge_all(filt, embed_items(clip, filt, obf, args.workers, args.cache, "render obf"))
 

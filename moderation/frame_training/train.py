@@ -19,7 +19,8 @@ steps fit in the time budget on a given machine):
      closest to the captions of what it shows. This is what zero-shot classification
      and the concept prompts of the filter ask of the model, and without it the small
      text tower aligns subjects far too slowly (a first run: 17% zero-shot top-1 after
-     360 steps, against 60%+ with it);
+     360 steps, against 60%+ with it). ``--unsafe-weight`` above 1 gives an unsafe
+     subject that much more of a frame's target than a safe one beside it;
    * plus two training-only heads that predict what the renderer drew (subjects,
      scene, time, style) from the image embedding and the subjects from the text
      embedding; they are dropped before saving and only shape the embeddings;
@@ -29,6 +30,10 @@ steps fit in the time budget on a given machine):
 
 Validation while training: zero-shot subject accuracy on single-subject clips from a
 separate seed range, printed every ``--eval-every`` seconds.
+
+``--steps N --device cuda`` trains exactly N steps on a GPU, with the same seeds, data
+and schedule as N steps on the CPU: how configurations are compared at the step count
+2 CPU cores reach (``step_cost`` measures it, ``gpu_sweep.sh`` runs the comparison).
 """
 
 from __future__ import annotations
@@ -113,16 +118,54 @@ def zero_shot_accuracy(model: Any, tokenizer: Any, images: Any, truth: np.ndarra
     return float((pred == truth).mean())
 
 
-def to_input(frames: np.ndarray, flip: np.ndarray | None = None) -> Any:
-    """uint8 (N, H, W, 3) → normalised float (N, 3, H, W), optionally mirrored per row."""
+def batch_loss(
+    model: Any,
+    image_head: Any,
+    text_head: Any,
+    x: Any,
+    tokens: Any,
+    caption_ids: Any,
+    subject_tokens: Any,
+    shows: Any,
+    labels: Any,
+    n_subjects: int,
+) -> tuple[Any, Any, Any]:
+    """(total, contrastive, single-subject) loss of one batch: ``x`` the normalised frames,
+    ``tokens`` their captions (equal ``caption_ids`` are positives of each other),
+    ``subject_tokens`` one template's captions of every subject, ``shows`` each frame's
+    target distribution over those captions, ``labels`` its multi-hot render labels."""
     import torch
 
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    image, text, scale = model(x, tokens)[:3]
+    logits = scale * image @ text.T
+    positive = (caption_ids[:, None] == caption_ids[None, :]).float()
+    target = positive / positive.sum(1, keepdim=True)
+    contrastive = 0.5 * (
+        -(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.T.log_softmax(1)).sum(1).mean()
+    )
+    prototypes = torch.nn.functional.normalize(model.encode_text(subject_tokens), dim=-1)
+    subject = -(shows * (scale * image @ prototypes.T).log_softmax(1)).sum(1).mean()
+    aux_image = bce(image_head(image * 10.0), labels)
+    aux_text = bce(text_head(text * 10.0), labels[:, :n_subjects])
+    return contrastive + subject + aux_image + 0.5 * aux_text, contrastive, subject
+
+
+def to_input(frames: np.ndarray, flip: np.ndarray | None = None, device: Any = None) -> Any:
+    """uint8 (N, H, W, 3) → normalised float (N, 3, H, W), optionally mirrored per row.
+    With ``device`` the uint8 frames move there first and are converted there (a quarter
+    of the bytes to copy, and no CPU time per step when training on a GPU)."""
+    import torch
+
+    x = torch.from_numpy(frames)
+    if device is not None:
+        x = x.to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if flip is not None and flip.any():
-        f = torch.from_numpy(flip)
+        f = torch.from_numpy(flip).to(x.device)
         x[f] = x[f].flip(-1)
-    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -150,6 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--device", default="cpu", help="torch device to train on (rendering stays on the CPU)")
     ap.add_argument("--unsafe-share", type=float, default=0.40, help="share of training prompts with an unsafe object")
+    ap.add_argument(
+        "--unsafe-weight",
+        type=float,
+        default=1.0,
+        help="weight of an unsafe subject against a safe one in the single-subject caption loss's target "
+        "(1: every subject a frame shows counts the same)",
+    )
     ap.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     ap.add_argument("--width", type=int, default=IMAGE_WIDTH, help="image tower width")
     ap.add_argument("--clips", type=int, default=14_000)
@@ -164,7 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib", type=int, default=2500, help="clips for threshold calibration (0: skip)")
     ap.add_argument("--concepts", type=Path, default=None, help="concept file to calibrate (default: shipped)")
     ap.add_argument("--cache", type=Path, default=None, help="keep rendered frames here for the next run")
+    ap.add_argument(
+        "--render-only", action="store_true", help="render (into --cache) and stop: for runs that share the frames"
+    )
     args = ap.parse_args(argv)
+    if args.render_only and args.cache is None:
+        ap.error("--render-only needs --cache")
 
     import torch
     from tqdm import tqdm
@@ -195,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         lambda: data.render_training_frames(val_items, size, 3, args.workers, "render val"),
     )
     rendered = time.time()
+    if args.render_only:
+        print(f"rendered {len(items)} training and {len(val_items)} validation clips in {rendered - started:.0f} s")
+        return
     subject_index = {k: i for i, k in enumerate(data.subjects(vocab))}
     val_x = to_input(val_frames[:, 1])
     val_y = np.array([subject_index[it.subjects[0]] for it in val_items])
@@ -216,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     names_plain = [data.subject_name(k) for k in data.subjects(vocab)] + ["abstract shapes"]
     subject_tokens = [tokenizer([t.format(n) for n in names_plain]).to(device) for t in SUBJECT_TEMPLATES]
     shows = np.concatenate([labels[:, :n_subjects], labels[:, [column["abstract"]]]], axis=1)
+    # --unsafe-weight > 1 pulls a frame that shows a knife beside a fox towards "a knife"
+    # more than towards "a fox": a small unsafe object should not drown in a large subject.
+    unsafe_columns = [column[f"subject:{k}"] for k in vocab.unsafe]
+    shows[:, unsafe_columns] *= args.unsafe_weight
     shows_t = torch.from_numpy(shows / shows.sum(1, keepdims=True)).to(device)
 
     dim = CONFIG["model_cfg"]["embed_dim"]
@@ -223,7 +285,6 @@ def main(argv: list[str] | None = None) -> None:
     text_head = torch.nn.Linear(dim, n_subjects).to(device)
     params = [*model.parameters(), *image_head.parameters(), *text_head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.02)
-    bce = torch.nn.BCEWithLogitsLoss()
     budget = args.minutes * 60.0
 
     def progress(elapsed: float) -> float:
@@ -244,26 +305,15 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = lr
         idx = rng.choice(len(items), size=args.batch, replace=False)
         which = rng.integers(0, args.frames_per_clip, size=args.batch)
-        x = to_input(frames[idx, which], flip=rng.random(args.batch) < 0.5).to(device)
+        x = to_input(frames[idx, which], flip=rng.random(args.batch) < 0.5, device=device)
         cap = rng.choice(3, size=args.batch, p=CAPTION_MIX)
         t = tokens[torch.from_numpy(idx).to(device), torch.from_numpy(cap).to(device)]
         cid = torch.from_numpy(caption_id[idx, cap]).to(device)
-        image, text, scale = model(x, t)[:3]
-        logits = scale * image @ text.T
-        positive = (cid[:, None] == cid[None, :]).float()
-        target = positive / positive.sum(1, keepdim=True)
-        contrastive = 0.5 * (
-            -(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.T.log_softmax(1)).sum(1).mean()
-        )
-        prototypes = torch.nn.functional.normalize(
-            model.encode_text(subject_tokens[int(rng.integers(len(subject_tokens)))]), dim=-1
-        )
+        template = subject_tokens[int(rng.integers(len(subject_tokens)))]
         rows = torch.from_numpy(idx).to(device)
-        subject = -(shows_t[rows] * (scale * image @ prototypes.T).log_softmax(1)).sum(1).mean()
-        y = labels_t[rows]
-        aux_image = bce(image_head(image * 10.0), y)
-        aux_text = bce(text_head(text * 10.0), y[:, :n_subjects])
-        loss = contrastive + subject + aux_image + 0.5 * aux_text
+        loss, contrastive, subject = batch_loss(
+            model, image_head, text_head, x, t, cid, template, shows_t[rows], labels_t[rows], n_subjects
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
