@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,6 +47,8 @@ Errors are RFC 9457 problem details (`application/problem+json`).
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.api.gil_switch_interval_ms is not None:
+            sys.setswitchinterval(settings.api.gil_switch_interval_ms / 1000)
         engine = make_engine(settings.database_url)
         app.state.settings = settings
         app.state.engine = engine

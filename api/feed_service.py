@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Uuid, bindparam, literal, select, union_all
+from sqlalchemy import String, Uuid, bindparam, cast, literal, select, union_all
 from sqlalchemy.orm import Session, aliased, defer
 
 from api.routes.clips import clip_public
@@ -51,10 +51,13 @@ FOLLOWING_MAX = 1000  # followed authors a request looks at (the most recently f
 
 
 def _graph_query() -> Any:
-    """Followed (the most recent FOLLOWING_MAX), friends (mutual follows), and hidden
-    authors (blocked either way, or muted) of ``:uid``, as (kind, user id) rows."""
+    """Followed (the most recent FOLLOWING_MAX), friends (mutual follows), hidden authors
+    (blocked either way, or muted) of ``:uid``, as (kind, user id, None) rows, and when
+    they last set their steering as ("steering", None, time): one round trip for
+    everything a feed plan is keyed on."""
     uid = bindparam("uid", type_=Uuid)
     back = aliased(Follow)
+    none = literal(None, String)
     following = (
         select(literal("following").label("kind"), Follow.followee_id.label("other"))
         .where(Follow.follower_id == uid)
@@ -63,13 +66,16 @@ def _graph_query() -> Any:
         .subquery()
     )
     return union_all(
-        select(following.c.kind, following.c.other),
-        select(literal("friend"), Follow.followee_id)
+        select(following.c.kind, following.c.other, none.label("stamp")),
+        select(literal("friend"), Follow.followee_id, none)
         .join(back, (back.follower_id == Follow.followee_id) & (back.followee_id == Follow.follower_id))
         .where(Follow.follower_id == uid),
-        select(literal("hidden"), Block.blocked_id).where(Block.blocker_id == uid),
-        select(literal("hidden"), Block.blocker_id).where(Block.blocked_id == uid),
-        select(literal("hidden"), Mute.muted_id).where(Mute.muter_id == uid),
+        select(literal("hidden"), Block.blocked_id, none).where(Block.blocker_id == uid),
+        select(literal("hidden"), Block.blocker_id, none).where(Block.blocked_id == uid),
+        select(literal("hidden"), Mute.muted_id, none).where(Mute.muter_id == uid),
+        select(literal("steering"), literal(None, Uuid), cast(FeedSteering.updated_at, String)).where(
+            FeedSteering.user_id == uid
+        ),
     )
 
 
@@ -229,20 +235,23 @@ class FeedService:
 
     # ------------------------------------------------------------------ the request
     @staticmethod
-    def viewer_graph(session: Session, user_id: uuid.UUID) -> tuple[set[str], set[str], set[uuid.UUID]]:
-        """(following, friends, hidden authors) of the viewer, from the SQL store in one
-        round trip."""
+    def viewer_graph(session: Session, user_id: uuid.UUID) -> tuple[set[str], set[str], set[uuid.UUID], str | None]:
+        """(following, friends, hidden authors, steering stamp) of the viewer, from the
+        SQL store in one round trip."""
         following: set[str] = set()
         friends: set[str] = set()
         hidden: set[uuid.UUID] = set()
-        for kind, other in session.execute(_GRAPH, {"uid": user_id}):
+        stamp: str | None = None
+        for kind, other, at in session.execute(_GRAPH, {"uid": user_id}):
             if kind == "following":
                 following.add(str(other))
             elif kind == "friend":
                 friends.add(str(other))
+            elif kind == "steering":
+                stamp = at
             else:
                 hidden.add(other if isinstance(other, uuid.UUID) else uuid.UUID(str(other)))
-        return following, friends, hidden
+        return following, friends, hidden, stamp
 
     @staticmethod
     def steering_of(session: Session, user_id: uuid.UUID) -> Steering | None:
@@ -254,12 +263,6 @@ class FeedService:
             return None if v is None else np.asarray(v, np.float32)
 
         return Steering(text=row.text, more=vec(row.more_vector), less=vec(row.less_vector))
-
-    @staticmethod
-    def steering_stamp(session: Session, user_id: uuid.UUID) -> Any:
-        """When the viewer last changed their steering (None: never): part of the plan's
-        key, read without the vectors."""
-        return session.execute(select(FeedSteering.updated_at).where(FeedSteering.user_id == user_id)).scalar()
 
     def page(
         self,
@@ -334,8 +337,7 @@ class FeedService:
         the viewer's ranked_version from the state."""
         if user is None:
             return PlanInputs(None, "anonymous", frozenset(), frozenset(), frozenset(), None, (0,))
-        following, friends, hidden = self.viewer_graph(session, user.id)
-        stamp = self.steering_stamp(session, user.id)
+        following, friends, hidden, stamp = self.viewer_graph(session, user.id)
         uid = str(user.id)
         us = self.state.user(uid)
         hidden_ids = frozenset(str(h) for h in hidden)

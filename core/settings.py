@@ -58,6 +58,10 @@ class ApiSettings(BaseModel):
     outbox_poll_interval_s: float = 0.5
     # Per-user and per-IP token buckets (api/ratelimit.py), kept in each API process.
     rate_limits_enabled: bool = True
+    # How often (ms) Python may hand the GIL between threads (sys.setswitchinterval);
+    # None keeps Python's 5 ms. Requests that go from the event loop to a worker thread
+    # and back wait up to this long at each hand-over while another thread computes.
+    gil_switch_interval_ms: float | None = Field(default=None, gt=0, le=100)
 
 
 class AuthSettings(BaseModel):
