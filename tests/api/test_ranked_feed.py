@@ -262,3 +262,17 @@ def test_pages_come_from_a_plan_made_ahead_and_a_like_replaces_it(world: World) 
     page = world.feed(ines, limit=3)
     assert page["explain"]["plan"]["from_cache"] is True, "served from the plan made ahead"
     assert cat in page["explain"]["liked"] and page["explain"]["cold_start"] is False, "ranked with the like"
+
+
+def test_a_followed_authors_new_clip_gets_a_plan_remade(world: World, vectors: dict[str, np.ndarray]) -> None:
+    noor = signup(world.client, "noor")
+    assert world.client.put("/v1/users/maker_2/follow", headers=noor).status_code in (200, 204)
+    world.feed(noor)  # a plan for the new graph
+    made_ahead = world.ranking()["plans"]["made_ahead"]
+    fresh = world.publish("maker_2", "forest", vectors["forest"])
+    wait_for(lambda: world.ranking()["clips"] == len(TOPICS) * PER_TOPIC + 1 or None, 10, "the new clip on the replica")
+    world.feed(noor, limit=1)  # served from the old plan, which asks for a new one
+    wait_for(lambda: world.ranking()["plans"]["made_ahead"] > made_ahead or None, 10, "the plan remade")
+    page = world.feed(noor, limit=20)
+    assert page["explain"]["plan"]["from_cache"] is True
+    assert fresh in {c["id"] for c in page["data"]}, "the followed author's new clip is on the next page"
