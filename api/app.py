@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -47,8 +47,7 @@ Errors are RFC 9457 problem details (`application/problem+json`).
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.api.gil_switch_interval_ms is not None:
-            sys.setswitchinterval(settings.api.gil_switch_interval_ms / 1000)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api.threads
         engine = make_engine(settings.database_url)
         app.state.settings = settings
         app.state.engine = engine

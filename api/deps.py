@@ -20,7 +20,7 @@ from core.settings import Settings
 from moderation.text_moderation import TextModerator
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -32,19 +32,19 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_media(request: Request) -> LocalMediaStore:
+async def get_media(request: Request) -> LocalMediaStore:
     return request.app.state.media  # type: ignore[no-any-return]
 
 
-def get_policy(request: Request) -> TextModerator:
+async def get_policy(request: Request) -> TextModerator:
     return request.app.state.prompt_policy  # type: ignore[no-any-return]
 
 
-def get_relay(request: Request) -> OutboxRelay | None:
+async def get_relay(request: Request) -> OutboxRelay | None:
     return request.app.state.relay  # type: ignore[no-any-return]
 
 
-def get_interactions(request: Request) -> InteractionPublisher:
+async def get_interactions(request: Request) -> InteractionPublisher:
     return request.app.state.interactions  # type: ignore[no-any-return]
 
 

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -233,15 +234,36 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--fresh-n", type=int, default=50)
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--profile", type=Path, help="py-spy the API during the feed run (collapsed stacks here)")
+    ap.add_argument("--keep", type=Path, help="build the world into this folder once and reuse it on later runs")
+    ap.add_argument(
+        "--profile", type=Path, help="py-spy the API during each load run (collapsed stacks in FILE.feed, FILE.floor)"
+    )
+    ap.add_argument(
+        "--floor", action="store_true",
+        help="also load order=newest (auth, SQL page, hydration, JSON: everything but ranking)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="clipstream-feed-bench-"))
-    db_url = f"sqlite:///{work / 'bench.db'}"
-    migrate(db_url)
-    print(f"building {args.clips:,} clips, {args.users:,} users ...", flush=True)
-    world = build_world(db_url, args.clips, args.users, args.follows, args.interactions, work / "snapshot")
-    print(f"  SQL store {world['sql_s']:.1f} s, ranking state + snapshot {world['state_s']:.1f} s", flush=True)
+    kept = args.keep / "world.json" if args.keep else None
+    if kept is not None and kept.is_file():
+        # A world built by an earlier run: its SQL store, and the snapshot as it was built
+        # (the API rewrites its own copy on the way out, with this run's log positions).
+        world = json.loads(kept.read_text())
+        db_url = f"sqlite:///{args.keep / 'bench.db'}"
+        shutil.copytree(args.keep / "snapshot", work / "snapshot")
+        print(f"world from {args.keep}", flush=True)
+    else:
+        home = args.keep or work
+        home.mkdir(parents=True, exist_ok=True)
+        db_url = f"sqlite:///{home / 'bench.db'}"
+        migrate(db_url)
+        print(f"building {args.clips:,} clips, {args.users:,} users ...", flush=True)
+        world = build_world(db_url, args.clips, args.users, args.follows, args.interactions, home / "snapshot")
+        print(f"  SQL store {world['sql_s']:.1f} s, ranking state + snapshot {world['state_s']:.1f} s", flush=True)
+        if kept is not None:
+            kept.write_text(json.dumps(world))
+            shutil.copytree(home / "snapshot", work / "snapshot")
 
     broker = EmbeddedBroker("127.0.0.1", free_port(), work / "tansu.log")
     broker.start()
@@ -271,6 +293,14 @@ def main() -> int:
 
         wait_for(personalised, 300, "the API's ranking replica")
         ready_s = time.perf_counter() - t
+
+        def plans_made() -> bool | None:
+            plans = httpx.get(f"{base}/readyz", timeout=2).json()["ranking"]["plans"]
+            return (plans["warming"] == 0 and plans["plans"] > 0) or None
+
+        wait_for(plans_made, 1200, "feed plans for the active users")
+        plans_s = time.perf_counter() - t - ready_s
+        print(f"  feed plans for {args.users:,} users made ahead in {plans_s:.0f} s", flush=True)
         status = httpx.get(f"{base}/readyz").json()["ranking"]
         print(f"  API ready in {ready_s:.1f} s: {status}", flush=True)
 
@@ -285,19 +315,29 @@ def main() -> int:
                 server_ms.append(float(r.headers["server-timing"].split("dur=")[1]))
         print(f"  one at a time: ranking {pct(server_ms, 50):.1f} ms, whole request {pct(client_ms, 50):.1f} ms (p50)")
         bare = asyncio.run(load(port, [("/healthz", None)], args.seconds, args.conns))
-        spy = None
-        if args.profile:
-            spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(args.profile),
-                 "--duration", str(int(args.seconds)), "--rate", "200", "--nonblocking"]
-            )  # fmt: skip
-        feed = asyncio.run(load(port, users, args.seconds, args.conns))
-        if spy is not None:
-            spy.wait(60)
+
+        def run(paths: list[tuple[str, str | None]], name: str) -> dict:
+            spy = None
+            if args.profile:
+                out = args.profile.with_name(f"{args.profile.name}.{name}")
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(out),
+                     "--duration", str(int(args.seconds)), "--rate", "200", "--nonblocking"]
+                )  # fmt: skip
+            result = asyncio.run(load(port, paths, args.seconds, args.conns))
+            if spy is not None:
+                spy.wait(60)
+            return result
+
+        feed = run(users, "feed")
+        floor = None
+        if args.floor:
+            floor = run([("/v1/feed?limit=20&order=newest", tok) for tok in world["tokens"]], "floor")
+        plan_stats = httpx.get(f"{base}/readyz").json()["ranking"]["plans"]
         fresh = freshness(base, world["tokens"][-args.fresh_n :], world["clip_ids"], args.fresh_n)
     finally:
         api.terminate()
-        api.wait(30)
+        api.wait(120)  # it writes its snapshot on the way out
         broker.stop()
 
     ratio = feed["rps"] / bare["rps"]
@@ -308,10 +348,14 @@ def main() -> int:
     )
     print("| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, r in [("GET /healthz (baseline)", bare), ("GET /v1/feed?limit=20", feed)]:
+    rows = [("GET /healthz (baseline)", bare), ("GET /v1/feed?limit=20", feed)]
+    if floor is not None:
+        rows.append(("GET /v1/feed?limit=20&order=newest (floor)", floor))
+    for name, r in rows:
         print(f"| {name} | {r['requests']:,} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
               f"| {r['errors']} |")  # fmt: skip
-    print(f"\nfeed / baseline throughput: {ratio:.2f}  (target >= 0.3)")
+    print(f"\nfeed plans after the load: {plan_stats}")
+    print(f"feed / baseline throughput: {ratio:.2f}  (target >= 0.3)")
     print(f"feed p99: {feed['p99']:.1f} ms  (target <= 50 ms)")
     print(f"like -> next feed reflects it (n={len(fresh)}): p50 {pct(fresh, 50):.0f} ms, "
           f"p95 {pct(fresh, 95):.0f} ms, max {max(fresh):.0f} ms  (target p95 <= 1000 ms)")  # fmt: skip

@@ -58,10 +58,11 @@ class ApiSettings(BaseModel):
     outbox_poll_interval_s: float = 0.5
     # Per-user and per-IP token buckets (api/ratelimit.py), kept in each API process.
     rate_limits_enabled: bool = True
-    # How often (ms) Python may hand the GIL between threads (sys.setswitchinterval);
-    # None keeps Python's 5 ms. Requests that go from the event loop to a worker thread
-    # and back wait up to this long at each hand-over while another thread computes.
-    gil_switch_interval_ms: float | None = Field(default=None, gt=0, le=100)
+    # Worker threads for blocking request work (SQL, ranking). The work is CPU-bound
+    # under one GIL, so many threads only add hand-overs: at 8 connections the feed
+    # served 50 req/s with anyio's default 40 threads, 66 with 2, 76 with 1
+    # (docs/performance.md). A few stay so one slow request does not stall the rest.
+    threads: int = Field(default=4, ge=1, le=400)
 
 
 class AuthSettings(BaseModel):

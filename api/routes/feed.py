@@ -25,7 +25,7 @@ FeedCursorQ = Annotated[
 ]
 
 
-def get_feed_service(request: Request) -> FeedService:
+async def get_feed_service(request: Request) -> FeedService:
     return request.app.state.feed  # type: ignore[no-any-return]
 
 
