@@ -38,7 +38,7 @@ from core.settings import Settings
 from ranking.chronological import ChronologicalFeed
 from ranking.cursor import FeedCursor, KeysetCursor, ServedSet, is_feed_cursor
 from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering, Viewer, build_feed
-from ranking.plans import Plan, PlanCache, make_plan, page_from_plan
+from ranking.plans import Plan, PlanCache, make_plan, page_from_plan, removed_counts
 from ranking.replica import LogTail
 from ranking.snapshot import load_snapshot, save_snapshot
 from ranking.state import RankingState
@@ -318,9 +318,7 @@ class FeedService:
         nxt = FeedCursor(page_no + 1, served.plus(ids)).encode() if len(page) >= limit else None
         info = None
         if explain:
-            counts: dict[str, int] = {}
-            for r in [*plan.removed, *removed]:
-                counts[r.filter] = counts.get(r.filter, 0) + 1
+            counts = removed_counts(removed, plan.removed)
             info = {
                 **plan.info,
                 "plan": {"from_cache": planned, "age_s": round(now - plan.made_at, 3), "size": len(plan.items)},

@@ -174,7 +174,7 @@ class RankingSettings(BaseModel):
     #: on), or made before a followed author's new clip arrived, is served once more
     #: while a new one is made in the background; ``plan_max_users`` plans are kept (LRU).
     plan_ttl_s: float = Field(default=600.0, ge=1.0)
-    plan_max_users: int = Field(default=50_000, ge=100)
+    plan_max_users: int = Field(default=20_000, ge=100)  # about 90 KB a plan
     #: When the replica is ready, plans are made in the background for this many of the
     #: most recently active users, so their first request is served from a plan too.
     warm_users: int = Field(default=10_000, ge=0)

@@ -342,11 +342,14 @@ def score(
 
 
 # ---------------------------------------------------------------------------- re-rank
-def rerank(candidates: Sequence[Candidate], limit: int, w: FeedWeights) -> list[Candidate]:
-    """Maximal marginal relevance over clip embeddings, at most ``author_cap`` clips per
-    author and a bounded share of exploration slots for fresh clips. When the caps would
-    leave the page short (a new user, a small catalogue), the exploration cap is lifted
-    first, then the author cap: a full page beats an empty one."""
+def rerank(
+    candidates: Sequence[Candidate], limit: int, w: FeedWeights, emb: np.ndarray | None = None
+) -> list[Candidate]:
+    """Maximal marginal relevance over clip embeddings (``emb``, one row per candidate,
+    or the candidates' own vectors), at most ``author_cap`` clips per author and a
+    bounded share of exploration slots for fresh clips. When the caps would leave the
+    page short (a new user, a small catalogue), the exploration cap is lifted first,
+    then the author cap: a full page beats an empty one."""
     pool = list(candidates)
     if not pool:
         return []
@@ -356,10 +359,11 @@ def rerank(candidates: Sequence[Candidate], limit: int, w: FeedWeights) -> list[
     # full range that would drown the diversity term.
     spread = max(float(scores.max() - scores.min()), 1.0)
     relevance = (scores - scores.min()) / spread
-    if all(c.vector is not None for c in pool):
-        emb = np.stack([c.vector for c in pool])  # type: ignore[misc]
-    else:
-        emb = embeddings(pool)
+    if emb is None:
+        if all(c.vector is not None for c in pool):
+            emb = np.stack([c.vector for c in pool])  # type: ignore[misc]
+        else:
+            emb = embeddings(pool)
     # MMR = λ·relevance − (1−λ)·max(0, highest similarity to a chosen clip); the penalty
     # only grows, so it is kept in place: one matrix-vector product a pick.
     gain = (w.mmr_lambda * relevance).astype(np.float32)

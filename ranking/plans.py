@@ -31,6 +31,8 @@ from collections.abc import Container, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ranking.catalog import Catalog
 from ranking.engagement import ClipCounts
 from ranking.feed import Candidate, FeedWeights, Removed, Viewer, apply_filters, build_feed, filters_for, rerank
@@ -43,11 +45,15 @@ PAGE_SIZE = 20
 class Plan:
     key: Hashable
     made_at: float
-    items: list[Candidate]  # MMR order
+    items: list[Candidate]  # MMR order; their vectors are not kept (see ``vectors``)
     candidates: int  # how many candidates the sources gave
     by_source: dict[str, int]
-    removed: list[Removed]  # by the filters when the plan was made
+    removed: dict[str, int]  # filter → clips it removed when the plan was made
     info: dict[str, Any] = field(default_factory=dict)  # what the plan was ranked with (explain)
+    #: the items' embeddings, one row each, in float16: a plan holds only its own rows
+    #: and features (about 40 KB), not the matrices of every candidate it was made from.
+    vectors: np.ndarray | None = field(default=None, repr=False)
+    rows: dict[str, int] = field(default_factory=dict, repr=False)  # clip id → row
 
 
 def make_plan(
@@ -67,7 +73,32 @@ def make_plan(
     pages = max(1, size // PAGE_SIZE)
     w = dataclasses.replace(weights, author_cap=weights.author_cap * pages)
     result = build_feed(catalog, viewer, engagement, trending, now, size, w, served)
-    return Plan(key, now, result.page, result.candidates, result.by_source, result.removed)
+    items = result.page
+    vectors = None
+    if items and all(c.vector is not None for c in items):
+        vectors = np.stack([c.vector for c in items]).astype(np.float16)  # type: ignore[misc]
+    # Keep the items' own feature values, not the scorer's table of every candidate
+    # (one table: build_feed scores once).
+    tables = [c._table for c in items]
+    if tables and all(t is not None for t in tables):
+        names, columns, _ = tables[0]  # type: ignore[misc]
+        rows = [t[2] for t in tables]  # type: ignore[index]
+        own = [np.asarray(col)[rows] for col in columns]
+        for i, c in enumerate(items):
+            c._table = (names, own, i)
+    for c in items:
+        c.vector = None
+    return Plan(
+        key, now, items, result.candidates, result.by_source, removed_counts(result.removed),
+        vectors=vectors, rows={c.clip.clip_id: i for i, c in enumerate(items)},
+    )  # fmt: skip
+
+
+def removed_counts(removed: Sequence[Removed], into: dict[str, int] | None = None) -> dict[str, int]:
+    counts = dict(into or {})
+    for r in removed:
+        counts[r.filter] = counts.get(r.filter, 0) + 1
+    return counts
 
 
 def page_from_plan(
@@ -80,7 +111,10 @@ def page_from_plan(
 ) -> tuple[list[Candidate], list[Removed]]:
     """One page: the plan's items through the live filters, re-ranked for the page."""
     kept, removed = apply_filters(plan.items, filters_for(viewer, catalog, served))
-    return rerank(kept, limit, weights), removed
+    emb = None
+    if plan.vectors is not None and kept:
+        emb = plan.vectors[[plan.rows[c.clip.clip_id] for c in kept]].astype(np.float32)
+    return rerank(kept, limit, weights, emb), removed
 
 
 class PlanCache:
