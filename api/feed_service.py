@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,7 +288,7 @@ class FeedService:
         if plan is None:
             plan = self._make_plan(session, inputs, now)
         elif self._missing_news(plan, inputs):
-            self.plans.want_one(inputs.plan_user)
+            self.plans.want([inputs.plan_user])
         with self.state.lock:
             us = self.state.user(inputs.uid)
             viewer = self._viewer(inputs, None)
@@ -301,9 +301,7 @@ class FeedService:
             if len(page) < limit and us is not None and us.seen:
                 # Everything new has been shown: fill up with the best clips seen before
                 # (never twice in one session: the cursor's served set still applies).
-                steering = None
-                if inputs.user_id is not None and inputs.stamp is not None:
-                    steering = self.steering_of(session, inputs.user_id)
+                steering = self._steering(session, inputs)
                 again = build_feed(
                     self.state.catalog, dataclasses.replace(viewer, seen=frozenset(), steering=steering),
                     self.state.engagement,
@@ -349,6 +347,12 @@ class FeedService:
         watched = (*inputs.following, inputs.uid) if inputs.uid is not None else ()
         return any(arrived.get(u, 0.0) > plan.made_at for u in watched)
 
+    def _steering(self, session: Session, inputs: PlanInputs) -> Steering | None:
+        """The viewer's steering with its vectors (read only when a feed is ranked)."""
+        if inputs.user_id is None or inputs.stamp is None:
+            return None
+        return self.steering_of(session, inputs.user_id)
+
     def _viewer(self, inputs: PlanInputs, steering: Steering | None) -> Viewer:
         return self.state.viewer(
             inputs.uid, following=inputs.following, friends=inputs.friends, hidden=inputs.hidden_ids, steering=steering
@@ -356,9 +360,7 @@ class FeedService:
 
     def _make_plan(self, session: Session, inputs: PlanInputs, now: float, served: Container[str] = ()) -> Plan:
         """Rank the viewer's feed now and keep it as their plan."""
-        steering = None
-        if inputs.user_id is not None and inputs.stamp is not None:
-            steering = self.steering_of(session, inputs.user_id)
+        steering = self._steering(session, inputs)
         with self.state.lock:
             us = self.state.user(inputs.uid)
             viewer = self._viewer(inputs, steering)
@@ -451,6 +453,7 @@ class FeedService:
                 after = KeysetCursor.decode(cursor)
         clips, nxt = self._chronological.page(session, limit, after, hidden)
         clips = [c for c in clips if str(c.id) not in served]
+        self._public.fill(clips)  # the rows are loaded already: hydration need not read them again
         ids = [str(c.id) for c in clips]
         data, shown = self._hydrate(session, user, ids, hidden)
         return FeedOutcome(data, shown, nxt.encode() if nxt else None, "newest", reason)
@@ -483,8 +486,8 @@ class FeedService:
         fixed = self._public.many(live)
         missing = [u for u in live if u not in fixed]
         if missing:
-            for clip in session.scalars(select(Clip).where(Clip.id.in_(missing)).options(defer(Clip.embedding))):
-                fixed[clip.id] = self._public.put(clip.id, clip_public(clip).model_dump(mode="json"))
+            loaded = session.scalars(select(Clip).where(Clip.id.in_(missing)).options(defer(Clip.embedding)))
+            fixed.update(self._public.fill(loaded))
         data = []
         for u in live:
             _, _, _, likes, views, shares, comments, liked = rows[u]
@@ -513,14 +516,20 @@ class PublicClips:
                     out[i] = item
             return out
 
-    def put(self, clip_id: uuid.UUID, item: dict[str, Any]) -> dict[str, Any]:
-        item.pop("stats", None)
-        item.pop("viewer_liked", None)
-        with self._lock:
-            self._items[clip_id] = item
-            while len(self._items) > self.max_clips:
-                self._items.popitem(last=False)
-        return item
+    def fill(self, clips: Iterable[Clip]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Cache the fixed JSON of those ``clips`` not cached yet; returns it for all of them."""
+        out: dict[uuid.UUID, dict[str, Any]] = {}
+        for clip in clips:
+            with self._lock:
+                item = self._items.get(clip.id)
+            if item is None:
+                item = clip_public(clip).model_dump(mode="json", exclude={"stats", "viewer_liked"})
+                with self._lock:
+                    self._items[clip.id] = item
+                    while len(self._items) > self.max_clips:
+                        self._items.popitem(last=False)
+            out[clip.id] = item
+        return out
 
 
 def explain_item(c: Candidate) -> dict[str, Any]:

@@ -161,19 +161,14 @@ class PlanCache:
                 gone, _ = self._plans.popitem(last=False)
                 self._wanted.pop(gone, None)
 
-    def want_one(self, user: str) -> None:
-        """Ask for a new plan for ``user`` (the one served is missing something new)."""
-        with self._lock:
-            if user in self._plans:
-                self._wanted[user] = None
-
     def drop(self, user: str) -> None:
         with self._lock:
             self._plans.pop(user, None)
             self._wanted.pop(user, None)
 
     def want(self, users: Sequence[str]) -> None:
-        """Ask for new plans for those of ``users`` who have one (their taste moved)."""
+        """Ask for new plans for those of ``users`` who have one (their taste moved, or
+        the plan served is missing a followed author's new clip)."""
         with self._lock:
             for u in users:
                 if u in self._plans:
