@@ -342,10 +342,13 @@ class FeedService:
         return PlanInputs(user.id, uid, f, fr, hidden_ids, stamp, key, hidden)
 
     def _missing_news(self, plan: Plan, inputs: PlanInputs) -> bool:
-        """Has a clip by someone the viewer follows, or casting them, arrived since?"""
-        arrived = self.state.catalog.arrived
-        watched = (*inputs.following, inputs.uid) if inputs.uid is not None else ()
-        return any(arrived.get(u, 0.0) > plan.made_at for u in watched)
+        """Has a clip by someone the viewer follows, or casting them, arrived since? For
+        anonymous callers (one shared plan, no graph), has any clip arrived since?"""
+        catalog = self.state.catalog
+        if inputs.uid is None:
+            return catalog.last_arrival > plan.made_at
+        arrived = catalog.arrived
+        return any(arrived.get(u, 0.0) > plan.made_at for u in (*inputs.following, inputs.uid))
 
     def _steering(self, session: Session, inputs: PlanInputs) -> Steering | None:
         """The viewer's steering with its vectors (read only when a feed is ranked)."""

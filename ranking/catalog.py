@@ -45,6 +45,7 @@ class Catalog:
         #: author or cast member → when (wall clock) their latest clip arrived here: a
         #: feed plan made before that is missing a followed author's new clip.
         self.arrived: dict[str, float] = {}
+        self.last_arrival = 0.0  # when (wall clock) any clip last arrived
 
     def __len__(self) -> int:
         return len(self._clips)
@@ -77,6 +78,7 @@ class Catalog:
             now = time.time()
             for user in (clip.author_id, *clip.cast):
                 self.arrived[user] = now
+            self.last_arrival = now
             if clip.embedding is not None and index:
                 self.index.add(clip.clip_id, np.asarray(clip.embedding, np.float32))
 

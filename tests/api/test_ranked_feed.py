@@ -276,3 +276,16 @@ def test_a_followed_authors_new_clip_gets_a_plan_remade(world: World, vectors: d
     page = world.feed(noor, limit=20)
     assert page["explain"]["plan"]["from_cache"] is True
     assert fresh in {c["id"] for c in page["data"]}, "the followed author's new clip is on the next page"
+
+
+def test_a_new_clip_reaches_the_anonymous_feed(world: World, vectors: dict[str, np.ndarray]) -> None:
+    """Anonymous callers share one plan; any new clip gets it remade in the background."""
+    world.feed({}, limit=1)  # the shared plan
+    made_ahead = world.ranking()["plans"]["made_ahead"]
+    fresh = world.publish("maker_3", "cat", vectors["cat"])
+    wait_for(lambda: world.ranking()["clips"] == len(TOPICS) * PER_TOPIC + 1 or None, 10, "the new clip on the replica")
+    world.feed({}, limit=1)  # served from the old plan, which asks for a new one
+    wait_for(lambda: world.ranking()["plans"]["made_ahead"] > made_ahead or None, 10, "the plan remade")
+    page = world.feed({}, limit=len(TOPICS) * PER_TOPIC + 1)
+    assert page["explain"]["plan"]["from_cache"] is True
+    assert fresh in {c["id"] for c in page["data"]}
