@@ -592,7 +592,11 @@ def test_the_web_client_steers_the_feed_and_sees_less(stack: Stack, tmp_path: Pa
             30,
             "the steering to be saved",
         )
-        card = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=feed] [data-testid=clip]")[0])
+        # Saving the steering re-renders the feed: wait for its first card (an empty list
+        # while the page reloads must not end the wait).
+        card = wait.until(
+            lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, "[data-testid=feed] [data-testid=clip]")), None)
+        )
         clip_id = card.get_attribute("data-clip-id")
         card.find_element(By.CSS_SELECTOR, "[data-testid=see-less]").click()
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, f"[data-clip-id='{clip_id}']"))
