@@ -89,11 +89,63 @@ def _install_true_highwaters() -> None:
     driver.AIOKafkaConsumerThread._highwaters = highwaters  # type: ignore[method-assign]
 
 
+async def seek_to_committed_offsets(consumer: Any, reset: str, changelogs: set[str]) -> dict[Any, int | None]:
+    """Seek every partition ``consumer`` (an AIOKafkaConsumer) is assigned to its
+    group's committed offset, 0 included; a partition of a topic in ``changelogs`` only
+    when that offset is above 0 (as aiokafka does), and a stream partition without a
+    commit as ``reset`` ("earliest" / "latest") says. Returns the committed offsets."""
+    committed: dict[Any, int | None] = {}
+    for tp in consumer.assignment():
+        offset = await consumer.committed(tp)
+        committed[tp] = offset
+        if tp.topic in changelogs:
+            if offset:
+                consumer.seek(tp, offset)
+        elif offset is not None and offset >= 0:
+            consumer.seek(tp, offset)
+        elif reset == "earliest":
+            await consumer.seek_to_beginning(tp)
+        elif reset == "latest":
+            await consumer.seek_to_end(tp)
+    return committed
+
+
+def _install_seek_to_committed_zero() -> None:
+    """Make Faust's recovery seek really rewind a stream partition committed at
+    offset 0, or not committed at all.
+
+    After a rebalance Faust resumes the stream partitions, seeks them to their
+    committed offsets, then lets records through; records its fetcher handed over in
+    between (or took for a partition recovery had paused) are skipped, and the seek
+    is what brings them back. aiokafka's ``seek_to_committed`` seeks only where the
+    committed offset is above 0, so a partition committed at 0, or new to the group,
+    kept its position past the skipped records: a restarted worker silently lost
+    them (the ranking role test caught a worker that never applied three users'
+    interactions). Here offset 0 is sought like any other, and a stream partition
+    without a commit goes where the reset policy puts a new consumer. Changelog
+    partitions are left as aiokafka leaves them (recovery reads them itself).
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread.seek_to_committed
+    if getattr(original, "_clipstream_seek_zero", False):
+        return
+
+    async def seek_to_committed(self: Any) -> Any:
+        reset = str(self.app.conf.consumer_auto_offset_reset)
+        changelogs = set(self.app.tables.changelog_topics)
+        return await self.call_thread(seek_to_committed_offsets, self._ensure_consumer(), reset, changelogs)
+
+    seek_to_committed._clipstream_seek_zero = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, role: str) -> faust.App:
     """One Faust app (and consumer group) per worker role."""
     k = settings.kafka
     _install_fetch_max_wait(k.fetch_max_wait_ms)
     _install_true_highwaters()
+    _install_seek_to_committed_zero()
     return faust.App(
         f"clipstream-{role}",
         broker=[f"kafka://{server.strip()}" for server in k.servers.split(",")],

@@ -111,13 +111,14 @@ def produce(
     topic: str,
     items: list[tuple[bytes | None, bytes | None]],
     headers: list[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
 ) -> None:
     async def go() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
         await producer.start()
         try:
             for key, value in items:
-                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+                await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=partition)
         finally:
             await producer.stop()
 
