@@ -8,14 +8,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 from fastapi.responses import FileResponse
-from sqlalchemy import and_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUserDep, MediaDep, RelayDep, SessionDep, user_rate_limit
 from api.images import MAX_IMAGE_BYTES, ImageRejected, NormalizedImage, normalize_image
 from api.media import clip_file
-from api.pagination import CursorQ, LimitQ, decode_cursor
+from api.pagination import CursorQ, LimitQ, decode_cursor, keyset_page
 from api.problems import RATE_LIMITED, ApiError, Problem
 from api.routes.users import find_user, summary
 from api.schemas import (
@@ -34,7 +34,6 @@ from core.errors import ConflictError, NotFoundError
 from core.media import LocalMediaStore
 from core.records import clip_id_for_prompt, utcnow
 from moderation.restrictions import MAX_RESTRICTIONS_CHARS, compile_restrictions
-from ranking.cursor import KeysetCursor
 
 router = APIRouter(prefix="/v1", tags=["cameos"])
 _WRITES = [Depends(user_rate_limit("writes"))]
@@ -213,17 +212,10 @@ def list_approvals(user: CurrentUserDep, session: SessionDep, limit: LimitQ = 20
     """People you approved to cast you (used when consent is `approved`), newest first."""
     after = decode_cursor(cursor)
     stmt = (
-        select(User, CameoApproval.created_at)
-        .join(CameoApproval, CameoApproval.grantee_id == User.id)
-        .where(CameoApproval.owner_id == user.id)
+        select(User).join(CameoApproval, CameoApproval.grantee_id == User.id).where(CameoApproval.owner_id == user.id)
     )
-    if after is not None:
-        stmt = stmt.where(
-            (CameoApproval.created_at < after.at) | and_(CameoApproval.created_at == after.at, User.id < after.id)
-        )
-    rows = session.execute(stmt.order_by(CameoApproval.created_at.desc(), User.id.desc()).limit(limit + 1)).all()
-    nxt = KeysetCursor(rows[limit - 1][1], rows[limit - 1][0].id).encode() if len(rows) > limit else None
-    return UserPage(data=[summary(u) for u, _ in rows[:limit]], next_cursor=nxt)
+    users, nxt = keyset_page(session, stmt, CameoApproval.created_at, User.id, after, limit, scalars=True)
+    return UserPage(data=[summary(u) for u in users], next_cursor=nxt)
 
 
 @router.put(
@@ -314,19 +306,8 @@ def appearances(
         .outerjoin(Clip, Clip.prompt_id == Prompt.id)
         .where(PromptCameo.user_id == user.id)
     )
-    if after is not None:
-        stmt = stmt.where(
-            (PromptCameo.created_at < after.at)
-            | and_(PromptCameo.created_at == after.at, PromptCameo.prompt_id < after.id)
-        )
-    rows = session.execute(
-        stmt.order_by(PromptCameo.created_at.desc(), PromptCameo.prompt_id.desc()).limit(limit + 1)
-    ).all()
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1][0]
-        nxt = KeysetCursor(last.created_at, last.prompt_id).encode()
-    return CameoAppearancePage(data=[_appearance(*r) for r in rows[:limit]], next_cursor=nxt)
+    rows, nxt = keyset_page(session, stmt, PromptCameo.created_at, PromptCameo.prompt_id, after, limit)
+    return CameoAppearancePage(data=[_appearance(*r) for r in rows], next_cursor=nxt)
 
 
 def _my_appearance(session: Session, user: User, prompt_id: uuid.UUID) -> tuple[PromptCameo, Clip | None]:

@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUserDep, InteractionsDep, OptionalUserDep, PolicyDep, RelayDep, SessionDep, user_rate_limit
-from api.pagination import CursorQ, LimitQ, decode_cursor
+from api.pagination import CursorQ, LimitQ, decode_cursor, keyset_page
 from api.problems import RATE_LIMITED, ApiError, Problem
 from api.routes.clips import published_clip
 from api.routes.users import summary
@@ -30,7 +30,6 @@ from core.errors import NotFoundError, PermissionDeniedError
 from core.outbox import enqueue
 from core.records import Interaction
 from core.topics import INTERACTIONS
-from ranking.cursor import KeysetCursor
 
 router = APIRouter(tags=["engagement"])
 WRITE = [Depends(user_rate_limit("writes"))]
@@ -182,13 +181,7 @@ def list_comments(
     )
     if viewer is not None and (hidden := graph.hidden_authors(session, viewer.id)):
         stmt = stmt.where(Comment.user_id.not_in(hidden))
-    if after is not None:
-        stmt = stmt.where(
-            or_(Comment.created_at < after.at, and_(Comment.created_at == after.at, Comment.id < after.id))
-        )
-    rows = list(session.execute(stmt.order_by(Comment.created_at.desc(), Comment.id.desc()).limit(limit + 1)))
-    more, rows = len(rows) > limit, rows[:limit]
-    nxt = KeysetCursor(rows[-1][0].created_at, rows[-1][0].id).encode() if more else None
+    rows, nxt = keyset_page(session, stmt, Comment.created_at, Comment.id, after, limit)
     return CommentPage(data=[comment_public(c, u) for c, u in rows], next_cursor=nxt)
 
 

@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import AdminDep, CurrentUserDep, MediaDep, OptionalUserDep, RelayDep, SessionDep, user_rate_limit
 from api.handles import validate_handle
-from api.pagination import CursorQ, LimitQ, decode_cursor
+from api.pagination import CursorQ, LimitQ, decode_cursor, keyset_page
 from api.problems import Problem
 from api.routes.auth import avatar_url, user_private
 from api.routes.clips import clip_public
@@ -30,7 +30,6 @@ from api.schemas import (
 from core import graph
 from core.db.models import Clip, Follow, User, UserStats
 from core.errors import NotFoundError
-from ranking.cursor import KeysetCursor
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -110,24 +109,16 @@ def user_clips(
     if viewer is not None and graph.blocked_between(session, viewer.id, user.id):
         return FeedPage(data=[], next_cursor=None)
     stmt = select(Clip).where(Clip.user_id == user.id, Clip.status == "published")
-    if after is not None:
-        stmt = stmt.where(or_(Clip.published_at < after.at, and_(Clip.published_at == after.at, Clip.id < after.id)))
-    rows = list(session.scalars(stmt.order_by(Clip.published_at.desc(), Clip.id.desc()).limit(limit + 1)))
-    more, rows = len(rows) > limit, rows[:limit]
-    nxt = KeysetCursor(rows[-1].published_at, rows[-1].id).encode() if more and rows[-1].published_at else None
+    rows, nxt = keyset_page(session, stmt, Clip.published_at, Clip.id, after, limit, scalars=True)
     return FeedPage(data=[clip_public(c) for c in rows], next_cursor=nxt)
 
 
 def _follow_page(session: Session, user: User, *, followers: bool, limit: int, cursor: str | None) -> UserPage:
     after = decode_cursor(cursor)
     mine, other = (Follow.followee_id, Follow.follower_id) if followers else (Follow.follower_id, Follow.followee_id)
-    stmt = select(User, Follow.created_at).join(Follow, other == User.id).where(mine == user.id)
-    if after is not None:
-        stmt = stmt.where(or_(Follow.created_at < after.at, and_(Follow.created_at == after.at, User.id < after.id)))
-    rows = list(session.execute(stmt.order_by(Follow.created_at.desc(), User.id.desc()).limit(limit + 1)))
-    more, rows = len(rows) > limit, rows[:limit]
-    nxt = KeysetCursor(rows[-1][1], rows[-1][0].id).encode() if more else None
-    return UserPage(data=[summary(u) for u, _ in rows], next_cursor=nxt)
+    stmt = select(User).join(Follow, other == User.id).where(mine == user.id)
+    users, nxt = keyset_page(session, stmt, Follow.created_at, User.id, after, limit, scalars=True)
+    return UserPage(data=[summary(u) for u in users], next_cursor=nxt)
 
 
 @router.get(
