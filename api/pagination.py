@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
-from sqlalchemy import and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from api.problems import ApiError
-from ranking.cursor import InvalidCursor, KeysetCursor
+from ranking.cursor import InvalidCursor, KeysetCursor, keyset_rows
 
 LimitQ = Annotated[int, Query(ge=1, le=100, description="Items per page")]
 CursorQ = Annotated[str | None, Query(max_length=500, description="next_cursor from the previous page")]
@@ -25,7 +24,7 @@ def decode_cursor(cursor: str | None) -> KeysetCursor | None:
 
 def keyset_page(
     session: Session,
-    stmt: Any,  # a Select of any columns
+    stmt: Any,
     at: InstrumentedAttribute[Any],
     id_: InstrumentedAttribute[Any],
     after: KeysetCursor | None,
@@ -33,19 +32,6 @@ def keyset_page(
     *,
     scalars: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """One page of ``stmt`` newest first by (``at``, ``id_``), both selected by the
-    statement: the rows after ``after`` (a decoded cursor) and the next page's cursor
-    (None on the last page). Rows are Row tuples, or the first column's objects with ``scalars``.
-
-    The cursor holds the last row's (``at``, ``id_``) values, read back from the rows
-    by the columns' keys, so the page never skips or repeats rows that share a time."""
-    if after is not None:
-        stmt = stmt.where(or_(at < after.at, and_(at == after.at, id_ < after.id)))
-    stmt = stmt.add_columns(at.label("_keyset_at"), id_.label("_keyset_id"))
-    rows = list(session.execute(stmt.order_by(at.desc(), id_.desc()).limit(limit + 1)))
-    more, rows = len(rows) > limit, rows[:limit]
-    nxt = None
-    if more and rows[-1]._keyset_at is not None:
-        nxt = KeysetCursor(rows[-1]._keyset_at, rows[-1]._keyset_id).encode()
-    page = [r[0] if scalars else tuple(r)[:-2] for r in rows]
-    return page, nxt
+    """:func:`ranking.cursor.keyset_rows` with the next cursor encoded for the client."""
+    rows, nxt = keyset_rows(session, stmt, at, id_, after, limit, scalars=scalars)
+    return rows, nxt.encode() if nxt is not None else None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db.models import Clip
-from ranking.cursor import KeysetCursor
+from ranking.cursor import KeysetCursor, keyset_rows
 
 
 class ChronologicalFeed:
@@ -31,17 +31,4 @@ class ChronologicalFeed:
             stmt = stmt.where(Clip.parent_clip_id == parent_clip_id)
         if hidden_authors:
             stmt = stmt.where(Clip.user_id.not_in(hidden_authors))
-        if cursor is not None:
-            stmt = stmt.where(
-                or_(
-                    Clip.published_at < cursor.at,
-                    and_(Clip.published_at == cursor.at, Clip.id < cursor.id),
-                )
-            )
-        stmt = stmt.order_by(Clip.published_at.desc(), Clip.id.desc()).limit(limit + 1)
-        rows = list(session.scalars(stmt))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if rows else None
-        next_cursor = KeysetCursor(last.published_at, last.id) if more and last and last.published_at else None
-        return rows, next_cursor
+        return keyset_rows(session, stmt, Clip.published_at, Clip.id, cursor, limit, scalars=True)

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import and_, or_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
 from core.errors import ClipstreamError
 
 
@@ -135,3 +138,30 @@ def is_feed_cursor(value: str) -> bool:
         return "p" in _unpack(value)
     except (ValueError, TypeError):
         return False
+
+
+def keyset_rows(
+    session: Session,
+    stmt: Any,  # a Select of any columns
+    at: InstrumentedAttribute[Any],
+    id_: InstrumentedAttribute[Any],
+    after: KeysetCursor | None,
+    limit: int,
+    *,
+    scalars: bool = False,
+) -> tuple[list[Any], KeysetCursor | None]:
+    """One page of ``stmt``, newest first by (``at``, ``id_``): the rows after ``after``
+    and the cursor of the next page (None on the last one). Rows are the statement's
+    Row tuples, or its first column's objects with ``scalars``.
+
+    Ordering by the id after the time means rows that share a time are neither
+    skipped nor repeated across pages; a last row without a time ends the list."""
+    if after is not None:
+        stmt = stmt.where(or_(at < after.at, and_(at == after.at, id_ < after.id)))
+    stmt = stmt.add_columns(at.label("_keyset_at"), id_.label("_keyset_id"))
+    rows = list(session.execute(stmt.order_by(at.desc(), id_.desc()).limit(limit + 1)))
+    more, rows = len(rows) > limit, rows[:limit]
+    nxt = None
+    if more and rows[-1]._keyset_at is not None:
+        nxt = KeysetCursor(rows[-1]._keyset_at, rows[-1]._keyset_id)
+    return [r[0] if scalars else tuple(r)[:-2] for r in rows], nxt

@@ -10,6 +10,7 @@ the replicas must move a user's taste the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -161,8 +162,12 @@ class Rig:
             return wait_for(reached, timeout, f"user_taste versions {versions}", interval=0.3)
         except AssertionError:
             print(self.log.read_text(errors="replace")[-6000:])
-            table = self.table()
-            print("versions now:", {str(u): table[str(u)].state.version if str(u) in table else None for u in versions})
+            with contextlib.suppress(Exception):  # a diagnostic: never hide the timeout
+                table = self.table()
+                print(
+                    "versions now:",
+                    {str(u): table[str(u)].state.version if str(u) in table else None for u in versions},
+                )
             raise
 
     def check(self, entry: TasteEntry, user: uuid.UUID) -> None:
