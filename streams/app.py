@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -93,20 +94,28 @@ async def seek_to_committed_offsets(consumer: Any, reset: str, changelogs: set[s
     """Seek every partition ``consumer`` (an AIOKafkaConsumer) is assigned to its
     group's committed offset, 0 included; a partition of a topic in ``changelogs`` only
     when that offset is above 0 (as aiokafka does), and a stream partition without a
-    commit as ``reset`` ("earliest" / "latest") says. Returns the committed offsets."""
-    committed: dict[Any, int | None] = {}
-    for tp in consumer.assignment():
-        offset = await consumer.committed(tp)
-        committed[tp] = offset
+    commit as ``reset`` ("earliest" / "latest") says. Returns the committed offsets.
+
+    Every offset is looked up first and the partitions are then sought together, with
+    no await in between: the consumer keeps fetching meanwhile, and a record fetched
+    from a partition already sought must not reach Faust before Faust has reset its
+    read offsets from what this returns (Faust drops a record below its read offset).
+    """
+    assigned = list(consumer.assignment())
+    committed: dict[Any, int | None] = {tp: await consumer.committed(tp) for tp in assigned}
+    fresh = [tp for tp, c in committed.items() if tp.topic not in changelogs and (c is None or c < 0)]
+    starts = await consumer.beginning_offsets(fresh) if fresh and reset == "earliest" else {}
+    for tp in assigned:
+        offset = committed[tp]
         if tp.topic in changelogs:
             if offset:
                 consumer.seek(tp, offset)
         elif offset is not None and offset >= 0:
             consumer.seek(tp, offset)
-        elif reset == "earliest":
-            await consumer.seek_to_beginning(tp)
-        elif reset == "latest":
-            await consumer.seek_to_end(tp)
+        elif tp in starts:
+            consumer.seek(tp, starts[tp])
+    if fresh and reset == "latest":  # nothing before the end is delivered again: order does not matter
+        await consumer.seek_to_end(*fresh)
     return committed
 
 
@@ -114,16 +123,16 @@ def _install_seek_to_committed_zero() -> None:
     """Make Faust's recovery seek really rewind a stream partition committed at
     offset 0, or not committed at all.
 
-    After a rebalance Faust resumes the stream partitions, seeks them to their
-    committed offsets, then lets records through; records its fetcher handed over in
-    between (or took for a partition recovery had paused) are skipped, and the seek
-    is what brings them back. aiokafka's ``seek_to_committed`` seeks only where the
-    committed offset is above 0, so a partition committed at 0, or new to the group,
-    kept its position past the skipped records: a restarted worker silently lost
-    them (the ranking role test caught a worker that never applied three users'
-    interactions). Here offset 0 is sought like any other, and a stream partition
-    without a commit goes where the reset policy puts a new consumer. Changelog
-    partitions are left as aiokafka leaves them (recovery reads them itself).
+    During a rebalance Faust skips records its fetcher has already taken (for a
+    partition it paused, from an earlier generation, while flow control was off) and
+    relies on the seek to the committed offsets at the end of recovery to deliver them
+    again. aiokafka's ``seek_to_committed`` seeks only where the committed offset is
+    above 0, so a partition committed at 0, or new to the group, kept its position past
+    the skipped records: a restarted worker silently lost them (the ranking role test
+    caught a worker that never applied three users' interactions). Here offset 0 is
+    sought like any other, and a stream partition without a commit goes where the
+    reset policy puts a new consumer. Changelog partitions are left as aiokafka leaves
+    them (recovery reads them itself).
     """
     from faust.transport.drivers import aiokafka as driver
 
@@ -140,12 +149,75 @@ def _install_seek_to_committed_zero() -> None:
     driver.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
 
 
+def holding_stream_resumes(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """Faust's ``Consumer.resume_partitions``, except that while the consumer holds a
+    set in ``_clipstream_held`` stream partitions go there instead of resuming."""
+
+    def resume_partitions(self: Any, tps: Any) -> None:
+        held: set[Any] | None = getattr(self, "_clipstream_held", None)
+        tps = set(tps)
+        if held is not None:
+            streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
+            held |= streams
+            tps -= streams
+        original(self, tps)
+
+    return resume_partitions
+
+
+def resuming_after(method: Any, resume: Callable[[Any, Any], None]) -> Any:
+    """A Recovery method that ends a rebalance, with the stream partitions it resumes
+    held back until it has returned (and so sought them), then resumed with
+    ``resume`` unless another rebalance has begun."""
+
+    async def run(self: Any, generation_id: int = 0) -> None:
+        consumer = self.app.consumer
+        held: set[Any] = set()
+        consumer._clipstream_held = held
+        try:
+            await method(self, generation_id)
+        finally:
+            consumer._clipstream_held = None
+        if held and self.app.consumer_generation_id == generation_id:
+            resume(consumer, held & set(consumer.assignment()))
+
+    return run
+
+
+def _install_resume_after_seek() -> None:
+    """Keep a worker's stream partitions paused until recovery has sought them.
+
+    At the end of a rebalance Faust resumes the stream partitions first and seeks them
+    to the committed offsets after. In between, the fetcher can already hand the agent
+    records that lie past the ones skipped during the rebalance; the agent applies
+    them, and when the seek delivers the skipped ones again, a handler that ignores
+    what is at or below the last offset it applied (the ranking worker) drops them as
+    duplicates. Here the resume that recovery asks for is held back for stream
+    partitions and done when recovery returns: after the seek and the reset of Faust's
+    read offsets, with flow control back on. Changelog partitions resume as before. If
+    recovery fails or another rebalance starts, they stay paused (the next rebalance
+    pauses and resumes them anyway).
+    """
+    from faust.tables.recovery import Recovery
+    from faust.transport.consumer import Consumer
+
+    original = Consumer.resume_partitions
+    if getattr(original, "_clipstream_after_seek", False):
+        return
+    patched = holding_stream_resumes(original)
+    patched._clipstream_after_seek = True  # type: ignore[attr-defined]
+    Consumer.resume_partitions = patched  # type: ignore[method-assign,assignment]
+    Recovery.on_recovery_completed = resuming_after(Recovery.on_recovery_completed, original)  # type: ignore[method-assign]
+    Recovery._resume_streams = resuming_after(Recovery._resume_streams, original)  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, role: str) -> faust.App:
     """One Faust app (and consumer group) per worker role."""
     k = settings.kafka
     _install_fetch_max_wait(k.fetch_max_wait_ms)
     _install_true_highwaters()
     _install_seek_to_committed_zero()
+    _install_resume_after_seek()
     return faust.App(
         f"clipstream-{role}",
         broker=[f"kafka://{server.strip()}" for server in k.servers.split(",")],

@@ -161,7 +161,10 @@ class Rig:
         try:
             return wait_for(reached, timeout, f"user_taste versions {versions}", interval=0.3)
         except AssertionError:
-            print(self.log.read_text(errors="replace")[-6000:])
+            if self.worker is not None and self.worker.poll() is None:
+                self.worker.send_signal(signal.SIGUSR1)  # mode's Worker logs every task's stack
+                time.sleep(2)
+            print(self.log.read_text(errors="replace")[-20000:])
             with contextlib.suppress(Exception):  # a diagnostic: never hide the timeout
                 table = self.table()
                 print(
@@ -328,7 +331,7 @@ def test_a_restart_resumes_every_user_once_redelivered_or_not(rig: Rig) -> None:
     batch ends: streams.app._install_true_highwaters). The other users' partitions are
     delivered again from offset 0 (which aiokafka alone would not seek to:
     streams.app._install_seek_to_committed_zero), and the worker must skip what it
-    already applied."""
+    already applied, and nothing else (streams.app._install_resume_after_seek)."""
     x, y, _ = rig.clips
     rig.interact(*(_i(EVE, (x, y)[n % 2], "view", watch_ms=500 * n) for n in range(30)))
     before = rig.wait_versions({EVE: 30})

@@ -1,9 +1,10 @@
 """Recovery's seek to the committed offsets, on a real broker (Tansu).
 
-Faust skips the records its fetcher hands over while a worker recovers and relies on
+During a rebalance Faust skips records its fetcher has already taken and relies on
 this seek to deliver them again; a partition the seek leaves alone loses them. These
-tests pin where each kind of partition ends up (streams.app.seek_to_committed_offsets)
-and show the aiokafka behaviour it replaces.
+tests pin where each kind of partition ends up (streams.app.seek_to_committed_offsets),
+show the aiokafka behaviour it replaces, and that no partition is sought before every
+offset is known.
 """
 
 from __future__ import annotations
@@ -85,6 +86,42 @@ def test_offset_zero_and_no_commit_are_sought_and_changelogs_left_alone(broker: 
             await consumer.commit({s0: OffsetAndMetadata(2, ""), c0: OffsetAndMetadata(1, "")})
             await seek_to_committed_offsets(consumer, "latest", {changelog})
             assert [await consumer.position(tp) for tp in (s0, s1, c0)] == [2, 2, 1]
+        finally:
+            await consumer.stop()
+
+    asyncio.run(go())
+
+
+class _Spy:
+    """The consumer, with its calls recorded in order."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        attr = getattr(self.consumer, name)
+        if name not in {"committed", "beginning_offsets", "seek"}:
+            return attr
+        self.calls.append(name)
+        return attr
+
+
+def test_every_offset_is_looked_up_before_any_partition_is_sought(broker: str, topics: tuple[str, str]) -> None:
+    """The consumer keeps fetching while the lookups await the broker; a partition
+    sought before them would hand over records that Faust, whose read offsets are
+    reset only when the seek returns, drops as already read."""
+    stream, changelog = topics
+
+    async def go() -> None:
+        consumer = await _consumed_to_the_end(broker, stream, changelog)
+        try:
+            await consumer.commit({TopicPartition(stream, 0): OffsetAndMetadata(1, "")})
+            spy = _Spy(consumer)
+            await seek_to_committed_offsets(spy, "earliest", {changelog})
+            first_seek = spy.calls.index("seek")
+            assert set(spy.calls[first_seek:]) == {"seek"}, spy.calls
+            assert spy.calls.count("seek") == 2  # the stream partitions; the changelog has no commit
         finally:
             await consumer.stop()
 
