@@ -16,9 +16,10 @@ COPY moderation ./moderation
 COPY ranking ./ranking
 COPY schemas ./schemas
 # The gpu extra brings torch (CUDA build), diffusers and transformers for the GPU backend.
-RUN pip install --no-cache-dir ".[gpu]"
+# The s3 extra lets the lake sink write to an object store (LAKE_ROOT=s3://…).
+RUN pip install --no-cache-dir ".[gpu,s3]"
 
-RUN useradd --create-home --uid 10001 clipstream && mkdir -p /data/media /data/faust && chown -R clipstream /data
+RUN useradd --create-home --uid 10001 clipstream && mkdir -p /data/media /data/faust /data/lake && chown -R clipstream /data
 USER clipstream
 ENV PYTHONUNBUFFERED=1 MEDIA__ROOT=/data/media WORKERS__DATA_DIR=/data/faust
 ENTRYPOINT ["clipstream"]

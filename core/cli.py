@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     rescan.add_argument(
         "--after", type=uuid.UUID, default=None, help="resume after this clip id (clips are walked in id order)"
     )
+    lake = sub.add_parser("lake", help="the Parquet archive of every topic (LAKE__ROOT)")
+    lake_sub = lake.add_subparsers(dest="lake_command", required=True)
+    lake_sub.add_parser("sink", help="archive every topic until stopped (`up` runs it)")
+    compact = lake_sub.add_parser("compact", help="merge each partition's small files of an hour into one")
+    compact.add_argument("--topic", default=None, help="only this topic")
+    compact.add_argument("--min-files", type=int, default=2, help="merge runs of at least this many files")
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
@@ -73,6 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         from streams.worker import run
 
         run(settings, args.role)
+        return 0
+    if args.command == "lake":
+        if args.lake_command == "sink":
+            from streams.lake_sink import run as run_sink
+
+            run_sink(settings)
+            return 0
+        from core.lake import Lake
+
+        lk = Lake(settings.lake.root)
+        removed = lk.remove_leftovers()
+        made = lk.compact(args.topic, min_files=args.min_files)
+        print(f"{len(made)} file(s) made by merging; {removed} leftover(s) removed")
         return 0
     if args.command == "tiny-pipeline":
         from generation.tiny_pipeline import save_tiny_pipeline

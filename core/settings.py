@@ -180,6 +180,15 @@ class RankingSettings(BaseModel):
     warm_users: int = Field(default=10_000, ge=0)
 
 
+class LakeSettings(BaseModel):
+    """The Parquet archive of every topic (core/lake.py, streams/lake_sink.py)."""
+
+    root: str = Field(default="var/lake", description="A folder, or an fsspec URL such as s3://bucket/prefix.")
+    roll_rows: int = Field(default=50_000, ge=1)
+    roll_bytes: int = Field(default=64 << 20, ge=1)
+    roll_seconds: float = Field(default=60.0, gt=0)
+
+
 class SeedSettings(BaseModel):
     enabled: bool = True
     prompts_per_user: int = 2
@@ -207,6 +216,7 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = ModerationSettings()
     seed: SeedSettings = SeedSettings()
     ranking: RankingSettings = RankingSettings()
+    lake: LakeSettings = LakeSettings()
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -72,6 +72,8 @@ def absolute_settings_env(settings: Settings, bootstrap: str, var_dir: Path) -> 
     env["MEDIA__ROOT"] = str(settings.media.root.resolve())
     env["WORKERS__DATA_DIR"] = str(settings.workers.data_dir.resolve())
     env["PROVENANCE__DIR"] = str(settings.provenance.dir.resolve())
+    if "://" not in settings.lake.root:
+        env["LAKE__ROOT"] = str(Path(settings.lake.root).resolve())
     url = settings.database_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
@@ -110,6 +112,8 @@ class Stack:
         self.children += [
             self._child(f"worker-{role}", ["worker", role], f"consumer group clipstream-{role}") for role in ROLES
         ]
+        lake = self.env.get("LAKE__ROOT", self.settings.lake.root)
+        self.children.append(self._child("lake-sink", ["lake", "sink"], f"Parquet under {lake}"))
         for child in self.children:
             child.start(self.env)
         if self.seed_enabled:

@@ -24,9 +24,11 @@ from typing import Any
 
 import av
 import httpx
+import polars as pl
 import pytest
 
 from core.broker import free_port, port_open
+from core.lake import Lake
 from core.topics import (
     CATALOG,
     CLIPS_BLOCKED,
@@ -77,8 +79,9 @@ class Stack:
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cwd = tmp_path_factory.mktemp(request.param)
     api_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA__", "DATABASE_URL", "API__", "MEDIA__"))}
-    env.update({"API__PORT": str(api_port), "ENVIRONMENT": "test", "LOG_LEVEL": "INFO"})
+    ours = ("KAFKA__", "DATABASE_URL", "API__", "MEDIA__", "LAKE__")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    env.update({"API__PORT": str(api_port), "ENVIRONMENT": "test", "LOG_LEVEL": "INFO", "LAKE__ROLL_SECONDS": "1"})
     pg_db = None
     if request.param == "sqlite-embedded":
         bootstrap = f"127.0.0.1:{free_port()}"
@@ -164,6 +167,30 @@ v.play().catch(e => {{ document.title = 'PLAYFAIL ' + e; }});
 </script></body></html>"""
 
 
+def test_the_lake_archives_the_prompt_and_its_clip(stack: Stack) -> None:
+    """The lake sink `up` runs writes each topic to Parquet under var/lake."""
+    auth = stack.user("e2e_lake")
+    pid = stack.http.post("/v1/prompts", json={"text": "a lighthouse at dusk"}, headers=auth).json()["id"]
+    prompt = stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})
+    assert prompt["status"] == "published"
+    lake = Lake(stack.up.cwd / "var" / "lake")
+
+    def archived(topic: str, column: str, value: str) -> pl.DataFrame:
+        return lake.scan(topic).filter(pl.col(column) == value).collect()
+
+    wait_for(lambda: archived("prompts", "prompt_id", pid).height or None, 60, "the prompt in the lake")
+    clip = prompt["clip_id"]
+    wait_for(lambda: archived("clips.published", "clip_id", clip).height or None, 60, "the clip in the lake")
+    prompts, clips = archived("prompts", "prompt_id", pid), archived("clips.published", "clip_id", clip)
+    assert prompts["text"].to_list() == ["a lighthouse at dusk"] and prompts["moderation"][0]["action"] == "allow"
+    assert clips.height == 1 and clips["media"][0]["width"] == 288 and len(clips["embedding"][0]) > 0
+
+    def published_status() -> bool | None:
+        return "published" in archived("generation.status", "prompt_id", pid)["status"].to_list() or None
+
+    wait_for(published_status, 60, "the published status in the lake")
+
+
 def test_a_published_clip_proves_where_it_was_made(stack: Stack) -> None:
     clip = wait_for(lambda: stack.http.get("/v1/feed").json()["data"], PUBLISH_TIMEOUT, "a clip")[0]
     assert any(c["name"] == "provenance" and c["passed"] for c in clip["safety_checks"])
@@ -236,17 +263,17 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(sta
     marker = POISON_KEY
     poisons = [b"{not json", b'{"schema_version": 99}', b"\xff\xfe\x00", b'{"schema_version": 1, "prompt_id": 5}']
     # Each consumer group dead-letters what it cannot read, so a topic read by two
-    # groups gets two copies, told apart by x-dlq-consumer.
+    # groups gets two copies, told apart by x-dlq-consumer. The lake sink reads them all.
     consumed = {
-        PROMPTS: {"generation"},
-        CLIPS_GENERATED: {"moderation", "materializer"},
-        GENERATION_STATUS: {"materializer"},
-        CLIPS_PUBLISHED: {"materializer"},
-        CLIPS_BLOCKED: {"materializer"},
-        CLIPS_FLAGGED: {"materializer"},
-        MODERATION_DECISIONS: {"materializer"},
-        INTERACTIONS: {"materializer", "ranking"},
-        SOCIAL_EVENTS: {"materializer"},
+        PROMPTS: {"generation", "lake"},
+        CLIPS_GENERATED: {"moderation", "materializer", "lake"},
+        GENERATION_STATUS: {"materializer", "lake"},
+        CLIPS_PUBLISHED: {"materializer", "lake"},
+        CLIPS_BLOCKED: {"materializer", "lake"},
+        CLIPS_FLAGGED: {"materializer", "lake"},
+        MODERATION_DECISIONS: {"materializer", "lake"},
+        INTERACTIONS: {"materializer", "ranking", "lake"},
+        SOCIAL_EVENTS: {"materializer", "lake"},
     }
     for spec in consumed:
         produce(stack.bootstrap, spec.name, [(marker, p) for p in poisons])
