@@ -541,5 +541,11 @@ def explain_item(c: Candidate) -> dict[str, Any]:
 
 
 def impressions_for(user_id: uuid.UUID, clip_ids: Sequence[uuid.UUID]) -> list[Interaction]:
-    """One impression per clip served: the seen filter and offline evaluation read them."""
-    return [Interaction(user_id=user_id, clip_id=c, kind="impression") for c in clip_ids]
+    """One impression per clip served, naming the page (one id per response) and the
+    clip's position on it: the seen filter and offline evaluation read them, and
+    ``analytics.feed_quality`` scores each page against what the viewer did next."""
+    page = str(uuid.uuid4())
+    return [
+        Interaction(user_id=user_id, clip_id=c, kind="impression", attributes={"page": page, "position": i})
+        for i, c in enumerate(clip_ids)
+    ]

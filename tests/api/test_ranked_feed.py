@@ -8,6 +8,7 @@ Clip embeddings are the shipped CLIP model's text embeddings of each clip's subj
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,10 +28,10 @@ from core.db.models import User
 from core.materialize import apply_event
 from core.records import ClipPublished, GeneratorInfo, ModerationDecision
 from core.settings import ApiSettings, KafkaSettings, MediaSettings, RankingSettings, Settings
-from core.topics import CLIPS_PUBLISHED, MODERATION_DECISIONS, record_key
+from core.topics import CLIPS_PUBLISHED, INTERACTIONS, MODERATION_DECISIONS, record_key
 from moderation.frame_filter import load_frame_filter
 from tests.support.factories import fake_media, signup
-from tests.support.stack import produce, running_broker, wait_for
+from tests.support.stack import produce, read_topic, running_broker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +105,12 @@ class World:
         assert resp.status_code == 200, resp.text
         return resp.json()  # type: ignore[no-any-return]
 
+    def impressions(self, handle: str) -> list[dict[str, Any]]:
+        """The impressions the API recorded for ``handle``, in the order it sent them."""
+        key = str(self.user_id(handle)).encode()
+        values = [json.loads(m.value) for m in read_topic(self.bootstrap, INTERACTIONS.name) if m.key == key]
+        return [v for v in values if v["kind"] == "impression"]
+
     def ranking(self) -> dict[str, Any]:
         return self.client.get("/readyz").json()["ranking"]  # type: ignore[no-any-return]
 
@@ -132,6 +139,11 @@ def test_cold_start_then_likes_change_the_next_page_and_pages_never_repeat(world
     assert len(first["data"]) == 10
     assert max(authors.count(a) for a in set(authors)) <= 2, "author cap on a page"
     assert len({world.topic_of[c["id"]] for c in first["data"]}) >= 3, "a cold start is diverse"
+    # The page is recorded as impressions: one page id, each clip's position on it.
+    shown = wait_for(lambda: (i := world.impressions("maya")) and len(i) >= 10 and i, 10, "impressions recorded")
+    assert [x["clip_id"] for x in shown] == [c["id"] for c in first["data"]]
+    assert [x["attributes"]["position"] for x in shown] == list(range(10))
+    assert len({x["attributes"]["page"] for x in shown}) == 1
 
     cats = [cid for cid, t in world.topic_of.items() if t == "cat"][:3]
     for cid in cats:

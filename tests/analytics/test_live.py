@@ -1,0 +1,47 @@
+"""Reading a live topic into polars (analytics.read_live), on a broker of its own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from analytics import read_live
+from core.broker import EmbeddedBroker, ensure_topics, free_port
+from core.records import Interaction
+from core.topics import INTERACTIONS
+from tests.support.stack import produce
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp: Path = tmp_path_factory.mktemp("live")
+    broker = EmbeddedBroker("127.0.0.1", free_port(), tmp / "tansu.log")
+    broker.start()
+    try:
+        ensure_topics(broker.bootstrap_servers)
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+def test_a_live_topic_reads_to_its_end_with_typed_columns(bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    recs = [Interaction(user_id=uuid.uuid4(), clip_id=uuid.uuid4(), kind="view", watch_ms=n) for n in range(25)]
+    produce(bootstrap, INTERACTIONS.name, [(str(x.user_id).encode(), x.to_bytes()) for x in recs])
+    produce(bootstrap, INTERACTIONS.name, [(b"k", b"{not json")])
+    df = read_live(bootstrap, INTERACTIONS.name)
+    assert sorted(df["watch_ms"].to_list()) == list(range(25)) and df.schema["watch_ms"] == pl.Int64
+    assert df.schema["occurred_at"] == pl.Datetime("us", "UTC")
+    assert "1 record(s) that do not decode left out" in caplog.text
+    raw = read_live(bootstrap, INTERACTIONS.dlq)  # a raw topic: bytes and headers
+    assert raw.height == 0 and raw.schema["value"] == pl.Binary
+
+
+def test_an_unknown_topic_is_a_clear_error(bootstrap: str) -> None:
+    with pytest.raises(ValueError, match="no topic 'nope'"):
+        read_live(bootstrap, "nope", timeout_s=5)
