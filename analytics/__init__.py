@@ -10,6 +10,7 @@ read until ``collect()``. Records are deduplicated by ``event_id`` (the pipeline
 at-least-once and a redelivered input re-emits byte-identical events).
 """
 
+from analytics.calibration import PromptScores, prompt_scores
 from analytics.live import read_live
 from analytics.queries import (
     COMPLETED_SHARE,
@@ -25,11 +26,13 @@ from analytics.queries import (
     moderation_summary,
     open_lake,
     render_times,
+    stage_latencies,
     watch_time,
 )
 
 __all__ = [
     "COMPLETED_SHARE",
+    "PromptScores",
     "creation_funnel",
     "engagement",
     "events",
@@ -41,7 +44,9 @@ __all__ = [
     "moderation_outcomes",
     "moderation_summary",
     "open_lake",
+    "prompt_scores",
     "read_live",
     "render_times",
+    "stage_latencies",
     "watch_time",
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 
@@ -24,7 +25,13 @@ def read_live(bootstrap: str, topic: str, timeout_s: float = 30.0) -> pl.DataFra
     when called, with the lake's columns (core.lake.frame). A record that does not
     decode is left out and counted in a warning: the pipeline has dead-lettered it
     (read ``<topic>.dlq`` for the bytes)."""
-    return asyncio.run(_read(bootstrap, topic, timeout_s))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_read(bootstrap, topic, timeout_s))
+    # Called from a running event loop (a Jupyter kernel has one): read in a thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(_read(bootstrap, topic, timeout_s))).result()
 
 
 async def _read(bootstrap: str, topic: str, timeout_s: float) -> pl.DataFrame:

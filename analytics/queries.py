@@ -54,6 +54,26 @@ def creation_funnel(lake: Lake) -> pl.LazyFrame:
     return out.with_columns(seconds_to_end=(end - pl.col("submitted_at")).dt.total_microseconds() / 1e6)
 
 
+def stage_latencies(lake: Lake) -> pl.LazyFrame:
+    """Per prompt that got past rendering, seconds spent in each stage: waiting for a
+    generation worker (queued → generating), rendering (→ moderating), moderation (→
+    published, rejected or in review) and end to end."""
+    f = creation_funnel(lake)
+    decided = pl.coalesce("published_at", "rejected_at", "in_review_at")
+
+    def seconds(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+        return (b - a).dt.total_microseconds() / 1e6
+
+    return f.filter(pl.col("moderating_at").is_not_null()).select(
+        "prompt_id",
+        "final",
+        queue_wait_s=seconds(pl.col("queued_at"), pl.col("generating_at")),
+        render_s=seconds(pl.col("generating_at"), pl.col("moderating_at")),
+        moderation_s=seconds(pl.col("moderating_at"), decided),
+        end_to_end_s=seconds(pl.col("submitted_at"), decided),
+    )
+
+
 def funnel_summary(lake: Lake) -> pl.LazyFrame:
     """Prompts by where they ended: count, share, and seconds to get there (p50, p95)."""
     f = creation_funnel(lake)

@@ -86,11 +86,13 @@ def split_of(text: str) -> str:
     return next(n for n, (lo, hi) in SPLITS.items() if lo <= h < hi)
 
 
-def load() -> dict:
+def load(data: Path | None = None) -> dict:
     """I2P duplicates (same prompt collected for several categories) are merged:
-    categories = union, pct = mean, hard = mean pct >= 50 (the original definition)."""
+    categories = union, pct = mean, hard = mean pct >= 50 (the original definition).
+    ``data``: the folder of the CSVs (default ``../shared/data/moderation``)."""
+    data = data or DATA
     g: dict = collections.OrderedDict()
-    with open(DATA / "i2p_dev.csv", encoding="utf-8") as fh:
+    with open(data / "i2p_dev.csv", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
             e = g.setdefault(normalise(r["prompt"]), {"prompt": r["prompt"], "cats": set(), "pct": []})
             e["cats"].update(c.strip() for c in r["categories"].split(",") if c.strip())
@@ -104,7 +106,7 @@ def load() -> dict:
     out: dict[str, dict[str, Any]] = {"i2p": i2p}
     for src, fn in [("coco", "coco_captions_dev.csv"), ("art", "art_prompts_safe.csv")]:
         seen, texts = set(), []
-        with open(DATA / fn, encoding="utf-8") as fh:
+        with open(data / fn, encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
                 k = normalise(r["prompt"])
                 if k and k not in seen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,3 +46,12 @@ def test_a_live_topic_reads_to_its_end_with_typed_columns(bootstrap: str, caplog
 def test_an_unknown_topic_is_a_clear_error(bootstrap: str) -> None:
     with pytest.raises(ValueError, match="no topic 'nope'"):
         read_live(bootstrap, "nope", timeout_s=5)
+
+
+def test_it_reads_from_inside_a_running_event_loop_too(bootstrap: str) -> None:
+    """A Jupyter kernel runs one: the read goes to a thread of its own."""
+
+    async def from_a_loop() -> int:
+        return read_live(bootstrap, INTERACTIONS.name).height
+
+    assert asyncio.run(from_a_loop()) == read_live(bootstrap, INTERACTIONS.name).height > 0

@@ -122,6 +122,15 @@ def test_the_funnel_follows_each_prompt_to_where_it_ended(world: dict[str, objec
     assert set(reasons["reason"]) == {"render timed out", "frame filter: knife"}
 
 
+def test_stage_latencies_split_each_prompt_by_stage(world: dict[str, object]) -> None:
+    p = world["p"]
+    assert isinstance(p, dict)
+    lat = {row["prompt_id"]: row for row in an.stage_latencies(_lake(world)).collect().iter_rows(named=True)}
+    assert set(lat) == {str(p["published"])}, "only prompts that reached moderation"
+    one = lat[str(p["published"])]
+    assert (one["queue_wait_s"], one["render_s"], one["moderation_s"], one["end_to_end_s"]) == (1.0, 4.0, 2.0, 7.0)
+
+
 def test_generation_stages_and_render_times(world: dict[str, object]) -> None:
     stages = an.generation_stages(_lake(world)).collect()
     assert dict(zip(stages["status"], stages["p50_ms"], strict=True)) == {"generating": 2000.0, "moderating": 4000.0}

@@ -689,6 +689,38 @@ def test_a_reviewer_removes_a_reported_clip_in_the_console(stack: Stack, tmp_pat
     assert (decision["decision"], decision["decided_by"]) == ("takedown", "reviewer")
 
 
+@pytest.mark.parametrize("name", ["engagement", "generation_ops", "moderation_quality"])
+def test_the_notebooks_run_on_what_this_module_made(stack: Stack, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """notebooks/<name>.ipynb, executed headless against this stack's lake: the data
+    the real pipeline made for the tests above (one stack is enough)."""
+    if stack.variant != "sqlite-embedded":
+        pytest.skip("the notebooks run once, on the embedded stack")
+    import nbclient
+    import nbformat
+
+    root = Path(__file__).resolve().parents[2]
+    notebook = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), "commit it with outputs cleared"
+    lake = Lake(stack.up.cwd / "var" / "lake")
+    wait_for(lambda: lake.scan("interactions").collect().height or None, 60, "interactions in the lake")
+    time.sleep(2)  # the sink writes each partition's waiting rows a second after the first
+    monkeypatch.setenv("LAKE__ROOT", str(lake.root))
+    monkeypatch.setenv("KAFKA__BOOTSTRAP_SERVERS", stack.bootstrap)
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}
+    ).execute()
+    outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1, "plots"
+    assert str(lake.root) in text
+    if name == "engagement":
+        assert "published" in text and "ndcg@10" in text and "impression" in text, "funnel, feed quality, live read"
+    if name == "generation_ops":
+        assert "procedural" in text and "render_s" in text
+    if name == "moderation_quality":
+        assert "flagged" in text, "the review console test above flagged and removed a clip"
+
+
 def test_no_legitimate_event_was_dead_lettered(stack: Stack) -> None:
     """Only the poison test's messages may be in any DLQ: everything the system itself
     produced during this module's tests was processed."""
