@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from core.lake import Lake
@@ -317,4 +319,41 @@ def moderation_summary(lake: Lake) -> pl.LazyFrame:
         )
         .with_columns(removed_share=pl.col("removed") / pl.col("clips"))
         .sort("automatic")
+    )
+
+
+def frame_scores(lake: Lake) -> pl.LazyFrame:
+    """One row per clip the frame filter judged and concept: the highest score its
+    frames reached (what the concept's thresholds apply to), what automation did with
+    the clip, and whether it ended removed (reviewers' decisions included)."""
+    verdicts = (("clips.published", "published"), ("clips.flagged", "flagged"), ("clips.blocked", "blocked"))
+    checks = pl.concat(
+        [events(lake, t).select("clip_id", "checks", automatic=pl.lit(label)) for t, label in verdicts]
+    ).unique("clip_id", keep="first")
+    scores = (
+        checks.explode("checks")
+        .unnest("checks")
+        .filter(pl.col("name") == "frame_safety")
+        .select("clip_id", "automatic", "scores")
+        .explode("scores")
+        .drop_nulls("scores")
+        .unnest("scores")
+    )
+    outcome = moderation_outcomes(lake).select("clip_id", "reviewed", "removed")
+    return scores.join(outcome, on="clip_id", how="left")
+
+
+def frame_thresholds(concepts: Path | None = None) -> pl.DataFrame:
+    """The frame filter's thresholds per concept (the shipped concept file by default)."""
+    from moderation.frame_filter import DEFAULT_CONCEPTS, ConceptSet
+
+    cs = ConceptSet.from_file(concepts or DEFAULT_CONCEPTS)
+    return pl.DataFrame(
+        {
+            "concept": [c.name for c in cs.concepts],
+            "category": [c.category for c in cs.concepts],
+            "flag": [c.flag for c in cs.concepts],
+            "block": [c.block for c in cs.concepts],
+        },
+        schema={"concept": pl.String, "category": pl.String, "flag": pl.Float64, "block": pl.Float64},
     )

@@ -159,11 +159,21 @@ class ClipGenerated(_RenderedClipRecord):
     """Moderation verifies the file at ``media.video_key`` against ``media.sha256``."""
 
 
+class ConceptScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    concept: str
+    score: float
+
+
 class SafetyCheck(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
     passed: bool
     detail: str
+    scores: list[ConceptScore] = Field(
+        default_factory=list,
+        description="frame_safety: every concept's highest score over the frames (what its thresholds apply to).",
+    )
 
 
 class ClipPublished(_RenderedClipRecord):

@@ -27,7 +27,16 @@ from core.cameos import recheck
 from core.db import make_engine, make_sessionmaker
 from core.errors import NotFoundError
 from core.media import LocalMediaStore
-from core.records import ClipBlocked, ClipFlagged, ClipGenerated, ClipPublished, PromptStatusValue, Record, SafetyCheck
+from core.records import (
+    ClipBlocked,
+    ClipFlagged,
+    ClipGenerated,
+    ClipPublished,
+    ConceptScore,
+    PromptStatusValue,
+    Record,
+    SafetyCheck,
+)
 from core.settings import Settings
 from core.topics import CLIPS_BLOCKED, CLIPS_FLAGGED, CLIPS_GENERATED, CLIPS_PUBLISHED
 from generation.provenance import credentials_from, verify_video
@@ -94,7 +103,7 @@ class ModerationHandler:
         except (FrameFilterError, OSError, NotFoundError, ValueError) as e:  # fail closed
             failed = CheckResult("frame_safety", False, f"frame filter could not run: {e}")
             return ClipVerdict(action="block", checks=(*checks, failed)), None
-        check = CheckResult("frame_safety", frames.action == "publish", frames.detail)
+        check = CheckResult("frame_safety", frames.action == "publish", frames.detail, tuple(frames.scores.items()))
         return ClipVerdict(action=frames.action, checks=(*checks, check)), frames
 
     def _provenance(self, rec: ClipGenerated) -> CheckResult:
@@ -128,7 +137,15 @@ class ModerationHandler:
             asyncio.to_thread(self._verdict, rec), self.settings.workers.moderation_timeout_s
         )
         stage_ms = int((time.perf_counter() - started) * 1000)
-        checks = [SafetyCheck(name=c.name, passed=c.passed, detail=c.detail) for c in verdict.checks]
+        checks = [
+            SafetyCheck(
+                name=c.name,
+                passed=c.passed,
+                detail=c.detail,
+                scores=[ConceptScore(concept=k, score=v) for k, v in c.scores],
+            )
+            for c in verdict.checks
+        ]
         clip: dict[str, Any] = rec.model_dump(exclude={"event_id", "occurred_at", "schema_version"})
         clip["embedding"] = list(frames.embedding) if frames else None
         clip["embedding_model"] = frames.model if frames else None

@@ -65,14 +65,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     c1, c2, c3, c4, c5 = (uuid.uuid4() for _ in range(5))
     write_records(lake, "clips.generated", [_rendered(r.ClipGenerated, c1, ANN, at(5), render_ms=1000),
                                              _rendered(r.ClipGenerated, c2, BEN, at(6), render_ms=3000)])  # fmt: skip
-    check = [r.SafetyCheck(name="frames", passed=True, detail="ok")]
+    check = [r.SafetyCheck(name="media_format", passed=True, detail="ok")]
+
+    def frames(**scores: float) -> list[r.SafetyCheck]:
+        top = [r.ConceptScore(concept=k, score=v) for k, v in scores.items()]
+        return [*check, r.SafetyCheck(name="frame_safety", passed=max(scores.values()) < 0.5, detail="", scores=top)]
+
     write_records(lake, "clips.published", [
-        _rendered(r.ClipPublished, c1, ANN, at(7), checks=check),  # 3 s long (fake_media)
+        _rendered(r.ClipPublished, c1, ANN, at(7), checks=frames(knife=0.2, gun=0.1)),  # 3 s long (fake_media)
         _rendered(r.ClipPublished, c2, BEN, at(7 * 86400), checks=check),  # a week later: the next cohort
     ])  # fmt: skip
     write_records(lake, "clips.flagged", [
-        _rendered(r.ClipFlagged, c3, BEN, at(20), reasons=["knife?"], checks=check),
-        _rendered(r.ClipFlagged, c4, BEN, at(21), reasons=["pills?"], checks=check),
+        _rendered(r.ClipFlagged, c3, BEN, at(20), reasons=["knife?"], checks=frames(knife=0.6, gun=0.1)),
+        _rendered(r.ClipFlagged, c4, BEN, at(21), reasons=["pills?"], checks=frames(knife=0.1, gun=0.55)),
     ])  # fmt: skip
     blocked = r.ClipBlocked(clip_id=c5, prompt_id=uuid.uuid4(), user_id=BEN, reasons=["gun"], checks=check,
                             occurred_at=at(22))  # fmt: skip
@@ -173,3 +178,19 @@ def test_an_empty_lake_answers_every_query_with_no_rows(tmp_path: Path) -> None:
     for query in (an.creation_funnel, an.funnel_summary, an.engagement, an.moderation_summary, an.feed_quality,
                   an.generation_stages, an.render_times, an.like_rate_by_cohort, an.watch_time):  # fmt: skip
         assert query(lake).collect().height == 0, query.__name__
+
+
+def test_frame_scores_per_clip_and_concept_with_how_the_clip_ended(world: dict[str, object]) -> None:
+    c1, _, c3, c4, _ = world["clips"]  # type: ignore[misc]
+    got = an.frame_scores(_lake(world)).collect()
+    rows = {(row["clip_id"], row["concept"]): row for row in got.iter_rows(named=True)}
+    assert set(rows) == {(str(c), k) for c in (c1, c3, c4) for k in ("knife", "gun")}, "c2 has no frame scores"
+    assert rows[(str(c3), "knife")]["score"] == 0.6 and rows[(str(c3), "knife")]["automatic"] == "flagged"
+    assert rows[(str(c3), "knife")]["removed"] is True and rows[(str(c4), "gun")]["removed"] is False
+    assert rows[(str(c1), "gun")]["automatic"] == "published" and rows[(str(c1), "gun")]["removed"] is True
+
+
+def test_frame_thresholds_come_from_the_shipped_concept_file() -> None:
+    t = an.frame_thresholds()
+    assert t.height >= 7 and {"knife", "gun"} <= set(t["concept"])
+    assert (t.filter(pl.col("block").is_not_null()).select((pl.col("flag") <= pl.col("block")).all())).item()

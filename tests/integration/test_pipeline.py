@@ -718,7 +718,9 @@ def test_the_notebooks_run_on_what_this_module_made(stack: Stack, name: str, mon
     if name == "generation_ops":
         assert "procedural" in text and "render_s" in text
     if name == "moderation_quality":
-        assert "flagged" in text, "the review console test above flagged and removed a clip"
+        # The obfuscated-prompt test above had a gun clip blocked by the frame filter.
+        assert "blocked" in text and "gun" in text and "at_block" in text
+        assert "ROC-AUC" in text or "not found" in text, "calibration ran, or said why not"
 
 
 def test_no_legitimate_event_was_dead_lettered(stack: Stack) -> None:
