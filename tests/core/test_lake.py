@@ -39,7 +39,9 @@ def test_every_archived_topic_has_typed_columns() -> None:
     assert isinstance(published["media"], pl.Struct) and published["media"].to_schema()["width"] == pl.Int64
     assert published["media"].to_schema()["duration_s"] == pl.Float64  # type: ignore[attr-defined]
     assert published["embedding"] == pl.List(pl.Float64)
-    assert published["checks"] == pl.List(pl.Struct({"name": pl.String, "passed": pl.Boolean, "detail": pl.String}))
+    scores = pl.List(pl.Struct({"concept": pl.String, "score": pl.Float64}))
+    check = pl.Struct({"name": pl.String, "passed": pl.Boolean, "detail": pl.String, "scores": scores})
+    assert published["checks"] == pl.List(check)
     assert topic_schema("interactions")["attributes"] == pl.String  # free-form: JSON text
 
 
