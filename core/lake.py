@@ -23,6 +23,7 @@ dead-letter topics and table changelogs) keep ``value`` as bytes and their heade
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import types
@@ -37,7 +38,7 @@ from typing import Any
 
 import fsspec
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from core import records as r
 from core.topics import BY_NAME, CATALOG, TABLES
@@ -106,6 +107,11 @@ def _json_fields(model: type[BaseModel]) -> list[str]:
     return [name for name, f in model.model_fields.items() if _dtype(f.annotation)[1]]
 
 
+@functools.cache
+def _adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
 def record_model(topic: str) -> type[r.Record] | None:
     spec = BY_NAME.get(topic)
     return spec.record if spec else None
@@ -153,7 +159,7 @@ def frame(topic: str, rows: Sequence[Row], records: Sequence[BaseModel] | None =
         }
     else:
         assert records is not None and len(records) == len(rows)
-        dumped = [rec.model_dump(mode="json") for rec in records]
+        dumped = _adapter(model).dump_python(list(records), mode="json")  # one call: half the time of a loop
         for name in _json_fields(model):
             for d in dumped:
                 d[name] = json.dumps(d[name], sort_keys=True)

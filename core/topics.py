@@ -117,6 +117,10 @@ def decode(spec: TopicSpec, raw: bytes | None) -> r.Record:
     """Bytes from the wire → the topic's record, or RecordError saying why not."""
     if raw is None:
         raise RecordError(f"{spec.name}: message has no value")
+    try:  # the common case, parsed and validated in pydantic's Rust core
+        return spec.record.model_validate_json(raw)
+    except ValidationError:
+        pass  # find out why, below, for an error a person can read
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
