@@ -242,6 +242,8 @@ class Lake:
         """Every data file, ``topic``'s only if given; leftovers of interrupted writes
         (``.tmp-*``) are not data."""
         pattern = f"{self.base}/topic={topic or '*'}/date=*/hour=*/p*.parquet"
+        if not self.local:
+            self.fs.invalidate_cache()  # object stores' listings are cached: another process may have written
         out = []
         for path in self.fs.glob(pattern):
             path = str(path)
