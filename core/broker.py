@@ -9,8 +9,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -195,6 +196,47 @@ async def end_offsets(
                 ends[tp] = max(ends[tp], highwater)
                 pending.discard(tp)
     return ends
+
+
+async def read_to_end(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> AsyncIterator[Any]:
+    """Every record in ``topic`` now: each partition from its first retained offset to
+    the end it has at the call (see :func:`end_offsets`), in offset order within a
+    partition, as aiokafka ``ConsumerRecord``s. No consumer group is involved.
+
+    Raises BrokerError when the topic does not exist, or cannot be read to those ends
+    within ``timeout_s``.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise BrokerError(f"topic {topic!r} does not exist on {bootstrap_servers}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        end = await end_offsets(consumer, tps, timeout_s)
+        await consumer.seek_to_beginning(*tps)
+        todo = {tp for tp in tps if end[tp] > 0}
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            for tp in list(todo):
+                if await consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+                    consumer.pause(tp)
+            if not todo:
+                break
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} timed out after {timeout_s:.0f}s ({len(todo)} partitions left)")
+            batch = await consumer.getmany(*todo, timeout_ms=200)
+            for tp, messages in batch.items():
+                for m in messages:
+                    if m.offset < end[tp]:
+                        yield m
+    except (OSError, KafkaError) as e:  # TimeoutError is an OSError
+        raise BrokerError(f"reading {topic} from {bootstrap_servers} failed: {e}") from e
+    finally:
+        await consumer.stop()
 
 
 def child_env(bootstrap: str) -> dict[str, str]:

@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
-from core.broker import end_offsets
-from core.errors import BrokerError, RecordError
+from core.broker import read_to_end
+from core.errors import RecordError
 from core.records import Interaction
 from core.topics import USER_TASTE
 from ranking.signals import SignalWeights
@@ -132,41 +129,10 @@ async def read_taste_table(
     offsets within ``timeout_s``. A value that does not decode is logged and skipped
     (the previous value of that user, if any, is kept).
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise BrokerError(f"topic {topic!r} does not exist on {bootstrap_servers}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        end = await end_offsets(consumer, tps, timeout_s)
-        await consumer.seek_to_beginning(*tps)
-        out: dict[str, TasteEntry] = {}
-        todo = {tp for tp in tps if end[tp] > 0}
-        deadline = time.monotonic() + timeout_s
-        while todo:
-            for tp in list(todo):
-                if await consumer.position(tp) >= end[tp]:
-                    todo.discard(tp)
-                    consumer.pause(tp)
-            if not todo:
-                break
-            if time.monotonic() > deadline:
-                raise BrokerError(f"reading {topic} timed out after {timeout_s:.0f}s ({len(todo)} partitions left)")
-            batch = await consumer.getmany(*todo, timeout_ms=200)
-            for tp, messages in batch.items():
-                for m in messages:
-                    if m.offset < end[tp]:
-                        _take(out, topic, m.key, m.value)
-        return out
-    except (OSError, KafkaError) as e:  # TimeoutError is an OSError
-        raise BrokerError(f"reading {topic} from {bootstrap_servers} failed: {e}") from e
-    finally:
-        await consumer.stop()
+    out: dict[str, TasteEntry] = {}
+    async for m in read_to_end(bootstrap_servers, topic, timeout_s):
+        _take(out, topic, m.key, m.value)
+    return out
 
 
 def _take(out: dict[str, TasteEntry], topic: str, key: bytes | None, value: bytes | None) -> None:

@@ -5,30 +5,22 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import polars as pl
 import pytest
 
 from analytics import read_live
-from core.broker import EmbeddedBroker, ensure_topics, free_port
+from core.errors import BrokerError
 from core.records import Interaction
 from core.topics import INTERACTIONS
-from tests.support.stack import produce
+from tests.support.stack import produce, running_broker
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp: Path = tmp_path_factory.mktemp("live")
-    broker = EmbeddedBroker("127.0.0.1", free_port(), tmp / "tansu.log")
-    broker.start()
-    try:
-        ensure_topics(broker.bootstrap_servers)
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
+    yield from running_broker(tmp_path_factory.mktemp("live") / "tansu.log")
 
 
 def test_a_live_topic_reads_to_its_end_with_typed_columns(bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -44,7 +36,7 @@ def test_a_live_topic_reads_to_its_end_with_typed_columns(bootstrap: str, caplog
 
 
 def test_an_unknown_topic_is_a_clear_error(bootstrap: str) -> None:
-    with pytest.raises(ValueError, match="no topic 'nope'"):
+    with pytest.raises(BrokerError, match="topic 'nope' does not exist"):
         read_live(bootstrap, "nope", timeout_s=5)
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from core.broker import EmbeddedBroker, ensure_topics, free_port
 from core.lake import Lake
 from core.records import Interaction
 from core.topics import INTERACTIONS
-from tests.support.stack import produce, read_topic, wait_for
+from tests.support.stack import produce, read_topic, running_broker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +28,7 @@ POISON = b"\x00 not an interaction"
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("lake-broker")
-    broker = EmbeddedBroker("127.0.0.1", free_port(), tmp / "tansu.log")
-    broker.start()
-    try:
-        ensure_topics(broker.bootstrap_servers)
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
+    yield from running_broker(tmp_path_factory.mktemp("lake-broker") / "tansu.log")
 
 
 def _sink(bootstrap: str, root: Path, log: Path, roll_rows: int, roll_seconds: float) -> subprocess.Popen[bytes]:
