@@ -122,24 +122,40 @@ class ErrorPolicy(Generic[R]):
         return "dead-lettered"
 
     async def dead_letter(self, message: Any, exc: BaseException, attempts: int) -> None:
-        value = message.value
-        headers = dlq_headers(message, exc, attempts, self.consumer)
-        if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
-            headers["x-dlq-original-size"] = str(len(value)).encode()
-            headers["x-dlq-truncated"] = b"true"
-            value = value[:MAX_DLQ_VALUE_BYTES]
-        delay = self.dlq_retry_s
-        while True:
-            try:
-                await self.sender.send_raw(self.spec.dlq, message.key, value, headers)
-                self.dead_lettered += 1
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 — never drop: keep trying until the broker takes it
-                log.error("could not dead-letter to %s (%s); retrying in %.1fs", self.spec.dlq, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        send = self.sender.send_raw
+        await send_dead_letter(send, self.spec.dlq, message, exc, attempts, self.consumer, self.dlq_retry_s)
+        self.dead_lettered += 1
+
+
+async def send_dead_letter(
+    send: Callable[[str, bytes | None, bytes | None, dict[str, bytes]], Awaitable[Any]],
+    dlq: str,
+    message: Any,
+    exc: BaseException,
+    attempts: int,
+    consumer: str,
+    retry_s: float = 0.5,
+) -> None:
+    """Send ``message`` (its key and bytes, cut to MAX_DLQ_VALUE_BYTES with its original
+    size recorded) to ``dlq`` with the ``x-dlq-*`` headers, retrying with backoff until
+    the broker takes it: a dead letter is never dropped."""
+    value = message.value
+    headers = dlq_headers(message, exc, attempts, consumer)
+    if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
+        headers["x-dlq-original-size"] = str(len(value)).encode()
+        headers["x-dlq-truncated"] = b"true"
+        value = value[:MAX_DLQ_VALUE_BYTES]
+    delay = retry_s
+    while True:
+        try:
+            await send(dlq, message.key, value, headers)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 — never drop: keep trying until the broker takes it
+            log.error("could not dead-letter to %s (%s); retrying in %.1fs", dlq, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def policy_for(

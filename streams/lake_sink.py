@@ -39,7 +39,7 @@ from core.lake import Lake, Row, archived_topics, frame
 from core.records import Record
 from core.settings import Settings
 from core.topics import BY_NAME, decode
-from streams.errors import dlq_headers
+from streams.errors import send_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -171,19 +171,15 @@ class LakeSink:
             await self.flush([tp])
 
     async def _dead_letter(self, dlq: str, m: Any, exc: BaseException) -> None:
-        assert self.producer is not None
-        headers = dlq_headers(m, exc, 0, GROUP)
-        delay = 0.5
-        while True:
-            try:
-                await self.producer.send_and_wait(dlq, m.value, key=m.key, headers=list(headers.items()))
-                self.stats.dead_lettered += 1
-                log.warning("lake: dead-lettered %s:%s@%s: %s", m.topic, m.partition, m.offset, exc)
-                return
-            except Exception as e:  # noqa: BLE001 — never drop: keep trying until the broker takes it
-                log.error("lake: could not dead-letter to %s (%s); retrying in %.1fs", dlq, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        producer = self.producer
+        assert producer is not None
+
+        async def send(topic: str, key: bytes | None, value: bytes | None, headers: dict[str, bytes]) -> None:
+            await producer.send_and_wait(topic, value, key=key, headers=list(headers.items()))
+
+        await send_dead_letter(send, dlq, m, exc, 0, GROUP)
+        self.stats.dead_lettered += 1
+        log.warning("lake: dead-lettered %s:%s@%s: %s", m.topic, m.partition, m.offset, exc)
 
     async def _flush_due(self) -> None:
         now = time.monotonic()

@@ -18,7 +18,8 @@ import pytest
 
 from core.lake import Lake
 from core.records import Interaction
-from core.topics import INTERACTIONS
+from core.topics import INTERACTIONS, SOCIAL_EVENTS
+from streams.errors import MAX_DLQ_VALUE_BYTES
 from tests.support.stack import produce, read_topic, running_broker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -71,6 +72,7 @@ def test_every_record_is_archived_once_across_a_kill_mid_file(own_broker: str, t
     first = _interactions(240)
     _send(own_broker, first)
     produce(own_broker, INTERACTIONS.name, [(b"poison", POISON)], partition=0)
+    produce(own_broker, SOCIAL_EVENTS.name, [(b"huge", b"\xff" * 1_500_000)])  # past what a DLQ message may hold
     # Files of 5 rows, and no file by time: each partition keeps its last few rows in
     # memory, which the kill loses.
     sink = _sink(own_broker, root, log, roll_rows=5, roll_seconds=3600)
@@ -98,6 +100,7 @@ def test_every_record_is_archived_once_across_a_kill_mid_file(own_broker: str, t
         sent = {str(x.event_id) for x in first + second}
         wait_for(lambda: len(_archived(lake, INTERACTIONS.name)) >= len(sent) or None, 90, "every interaction archived")
         wait_for(lambda: _archived(lake, INTERACTIONS.dlq).height or None, 60, "the poison archived")
+        wait_for(lambda: _archived(lake, SOCIAL_EVENTS.dlq).height or None, 60, "the huge one archived, cut")
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(30)
@@ -116,6 +119,9 @@ def test_every_record_is_archived_once_across_a_kill_mid_file(own_broker: str, t
     for (p,), offsets in got.group_by(["kafka_partition"]):
         have = sorted(offsets["kafka_offset"].to_list() + ([at[1]] if p == at[0] else []))
         assert have == list(range(len(have))), f"partition {p}: a gap or a repeat"
+    huge = _archived(lake, SOCIAL_EVENTS.dlq)
+    assert huge.height >= 1 and len(huge["value"][0]) == MAX_DLQ_VALUE_BYTES
+    assert {h["key"]: h["value"] for h in huge["headers"][0]}["x-dlq-original-size"] == b"1500000"
     # The files name what they hold, and a restarted sink starts after them.
     files = lake.files(INTERACTIONS.name)
     assert all(f.hour.minute == 0 for f in files)
