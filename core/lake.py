@@ -183,6 +183,12 @@ def frame(topic: str, rows: Sequence[Row], records: Sequence[BaseModel] | None =
 # --- files -------------------------------------------------------------------------
 
 
+# Records change by adding optional fields (and Record ignores unknown ones), so files
+# written before a change are read in today's schema: a field they lack is null, one
+# since removed is left out.
+_EVOLVE = pl.ScanCastOptions(missing_struct_fields="insert", extra_struct_fields="ignore")
+
+
 @dataclass(frozen=True, order=True)
 class LakeFile:
     topic: str
@@ -293,8 +299,12 @@ class Lake:
         if self.local:
             return pl.scan_parquet(
                 [f.path for f in files],
+                schema=topic_schema(topic),
                 hive_partitioning=True,
                 hive_schema={"topic": pl.String(), "date": pl.Date(), "hour": pl.Int8()},
+                missing_columns="insert",
+                extra_columns="ignore",
+                cast_options=_EVOLVE,
             ).drop("topic")
         # Any other fsspec store: read through fsspec (polars reads s3:// itself, but
         # not every store fsspec knows).
@@ -330,5 +340,13 @@ class Lake:
         return made
 
     def _read(self, f: LakeFile) -> pl.DataFrame:
+        """One file, in its topic's schema of today (see ``_EVOLVE``)."""
         with self.fs.open(f.path, "rb") as fh:
-            return pl.read_parquet(fh)
+            df = pl.read_parquet(fh)
+        return df.match_to_schema(
+            topic_schema(f.topic),
+            missing_columns="insert",
+            missing_struct_fields="insert",
+            extra_columns="ignore",
+            extra_struct_fields="ignore",
+        )

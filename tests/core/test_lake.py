@@ -132,3 +132,27 @@ def test_files_not_named_as_the_sink_names_them_are_not_data(tmp_path: Path, nam
     folder.mkdir(parents=True)
     (folder / name).write_bytes(b"")
     assert lake.files() == []
+
+
+@pytest.mark.parametrize("store", ["local", "memory"])
+def test_files_written_before_a_record_gained_a_field_are_read_with_it_null(tmp_path: Path, store: str) -> None:
+    """SafetyCheck gained ``scores`` (and records may gain optional fields): a lake
+    holding files from before and after reads, and compacts, as one."""
+    lake = Lake(tmp_path if store == "local" else f"memory://lake-{uuid.uuid4().hex[:8]}")
+    rec = r.ClipBlocked(clip_id=uuid.uuid4(), prompt_id=uuid.uuid4(), user_id=uuid.uuid4(), reasons=["gun"],
+                        checks=[r.SafetyCheck(name="frame_safety", passed=False, detail="gun 0.9",
+                                              scores=[r.ConceptScore(concept="gun", score=0.9)])])  # fmt: skip
+    new = frame("clips.blocked", [Row(0, 1, T0 + 1, b"k", rec.to_bytes())], [rec])
+    old = new.with_columns(
+        pl.col("checks").list.eval(pl.element().struct.field("name", "passed", "detail").pipe(pl.struct)),
+        pl.lit("gone").alias("a_field_since_removed"),
+    ).with_columns(pl.col("kafka_offset") - 1)
+    assert "scores" not in str(old.schema["checks"])
+    lake.write("clips.blocked", old, HOUR)
+    lake.write("clips.blocked", new, HOUR)
+    got = lake.scan("clips.blocked").collect().sort("kafka_offset")
+    assert got["checks"].to_list()[0][0]["scores"] is None
+    assert got["checks"].to_list()[1][0]["scores"] == [{"concept": "gun", "score": 0.9}]
+    assert "a_field_since_removed" not in got.columns
+    assert [(f.first, f.last) for f in lake.compact()] == [(0, 1)]
+    assert lake.scan("clips.blocked").collect().height == 2
