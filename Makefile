@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-fast lint typecheck schemas clean
+.PHONY: up test test-fast lint typecheck schemas notebooks lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ typecheck: $(STAMP)
 
 schemas: $(STAMP)
 	$(VENV)/bin/clipstream export-schemas
+
+# The notebooks over the lake, run headless with their plots into var/notebooks/
+# (after `make up` has run a while); `make lab` opens them in JupyterLab.
+notebooks: $(STAMP)
+	$(PY) -m analytics.notebooks --out var/notebooks
+
+lab: $(STAMP)
+	$(PY) -m pip install -e '.[notebooks]'
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf var

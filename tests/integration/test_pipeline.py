@@ -695,20 +695,18 @@ def test_the_notebooks_run_on_what_this_module_made(stack: Stack, name: str, mon
     the real pipeline made for the tests above (one stack is enough)."""
     if stack.variant != "sqlite-embedded":
         pytest.skip("the notebooks run once, on the embedded stack")
-    import nbclient
     import nbformat
 
-    root = Path(__file__).resolve().parents[2]
-    notebook = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
-    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), "commit it with outputs cleared"
+    from analytics.notebooks import NOTEBOOKS, execute
+
+    committed = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert all(not c.get("outputs") for c in committed.cells if c.cell_type == "code"), "commit it with outputs cleared"
     lake = Lake(stack.up.cwd / "var" / "lake")
     wait_for(lambda: lake.scan("interactions").collect().height or None, 60, "interactions in the lake")
     time.sleep(2)  # the sink writes each partition's waiting rows a second after the first
     monkeypatch.setenv("LAKE__ROOT", str(lake.root))
     monkeypatch.setenv("KAFKA__BOOTSTRAP_SERVERS", stack.bootstrap)
-    nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}
-    ).execute()
+    notebook = execute(name, timeout_s=300)
     outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
     text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1, "plots"
