@@ -178,8 +178,14 @@ def resuming_after(method: Any, resume: Callable[[Any, Any], None]) -> Any:
             await method(self, generation_id)
         finally:
             consumer._clipstream_held = None
-        if held and self.app.consumer_generation_id == generation_id:
-            resume(consumer, held & set(consumer.assignment()))
+        if not held:
+            return
+        if self.app.consumer_generation_id != generation_id:
+            log.info("another rebalance began: %d stream partition(s) stay paused for it", len(held))
+            return
+        assigned = held & set(consumer.assignment())
+        resume(consumer, assigned)
+        log.info("resumed %d stream partition(s) after the seek to committed offsets", len(assigned))
 
     return run
 
