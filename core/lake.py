@@ -350,3 +350,20 @@ class Lake:
             extra_columns="ignore",
             extra_struct_fields="ignore",
         )
+
+
+def set_aside(root: str | Path, now: datetime | None = None) -> Path | None:
+    """Move a local lake that holds files to ``<root>-<UTC time>`` beside it, so that a
+    sink starts a fresh one; returns where it went (None: nothing to move).
+
+    For a broker whose topics start empty (the embedded default keeps them in memory):
+    the file names record offsets of topics that no longer exist, and a sink resuming
+    after them would skip the new topics' first records.
+    """
+    path = Path(root)
+    if "://" in str(root) or not path.is_dir() or not any(path.rglob("*.parquet")):
+        return None
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}-{stamp}")
+    path.rename(target)
+    return target

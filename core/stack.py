@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from core.broker import EmbeddedBroker, die_with_parent, ensure_topics
 from core.db import migrate
+from core.lake import set_aside
 from core.settings import Settings
 from generation.provenance import credentials_from
 from streams.roles import ROLES
@@ -101,6 +102,10 @@ class Stack:
         if k.embedded:
             self.broker = EmbeddedBroker(k.embedded_host, k.embedded_port, self.logs / "broker.log")
             self.broker.start()
+            # Its topics start empty: the last run's lake names offsets that no longer exist.
+            kept = set_aside(self.settings.lake.root)
+            if kept is not None:
+                log.info("the previous run's lake is kept in %s; this run archives into a new one", kept)
         bootstrap = k.servers
         created = ensure_topics(bootstrap, k.replication_factor)
         log.info("topics ready (%d created)", len(created))

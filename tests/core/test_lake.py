@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from core import records as r
-from core.lake import Lake, Row, archived_topics, frame, topic_schema
+from core.lake import Lake, Row, archived_topics, frame, set_aside, topic_schema
 from core.topics import CATALOG, TABLES
 from tests.support.factories import fake_media
 
@@ -156,3 +156,15 @@ def test_files_written_before_a_record_gained_a_field_are_read_with_it_null(tmp_
     assert "a_field_since_removed" not in got.columns
     assert [(f.first, f.last) for f in lake.compact()] == [(0, 1)]
     assert lake.scan("clips.blocked").collect().height == 2
+
+
+def test_a_lake_is_set_aside_for_topics_that_start_empty(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    assert set_aside(root) is None, "nothing there"
+    root.mkdir()
+    assert set_aside(root) is None, "no data files"
+    Lake(root).write("interactions", _rows("interactions", 0, 7, _interaction(7)), HOUR)
+    kept = set_aside(root, now=datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC))
+    assert kept == tmp_path / "lake-20261127T120005Z" and not root.exists()
+    assert Lake(kept).next_offsets("interactions") == {0: 8} and Lake(root).next_offsets("interactions") == {}
+    assert set_aside("s3://bucket/lake") is None, "object stores are left alone"
