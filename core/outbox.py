@@ -24,11 +24,20 @@ from core.topics import TopicSpec, record_key
 log = logging.getLogger(__name__)
 
 
-async def stop_quietly(producer: AIOKafkaProducer | None) -> None:
-    """Stop a producer whose broker may be gone; a failing stop changes nothing."""
+async def stop_quietly(producer: AIOKafkaProducer | None, timeout_s: float = 10.0) -> None:
+    """Stop a producer whose broker may be gone; a failing stop changes nothing.
+
+    Bounded: aiokafka's stop waits for every pending batch, which against a broker that
+    went away (or came back empty) can be forever, and a process shutting down must
+    not hang on it. Nothing is lost by cutting it short: the relay marks an outbox row
+    published only once the broker acknowledged it, and a direct publish that was not
+    acknowledged in time has already fallen back to the outbox.
+    """
     if producer is not None:
         try:
-            await producer.stop()
+            await asyncio.wait_for(producer.stop(), timeout_s)
+        except TimeoutError:
+            log.warning("a Kafka producer did not stop within %.0fs; leaving it", timeout_s)
         except Exception:  # noqa: BLE001
             pass
 

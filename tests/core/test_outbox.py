@@ -4,6 +4,7 @@ and keeps everything while the broker is unreachable."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 from core.broker import EmbeddedBroker, ensure_topics, free_port
 from core.db import make_engine, make_sessionmaker, migrate, session_scope
 from core.db.models import OutboxMessage
-from core.outbox import OutboxRelay, enqueue
+from core.outbox import OutboxRelay, enqueue, stop_quietly
 from core.records import GenerationStatus
 from core.topics import GENERATION_STATUS, decode
 from tests.support.stack import read_topic
@@ -92,3 +93,17 @@ async def test_relay_keeps_rows_while_the_broker_is_down_and_catches_up(tmp_path
         with pytest.raises(asyncio.CancelledError):
             await task
         await relay.close()
+
+
+def test_a_producer_that_never_stops_does_not_hold_up_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    """aiokafka's stop waits for pending batches, which against a broker that went
+    away can be forever: stop_quietly gives up after its timeout and says so."""
+
+    class Stuck:
+        async def stop(self) -> None:
+            await asyncio.Event().wait()
+
+    started = time.monotonic()
+    asyncio.run(stop_quietly(Stuck(), timeout_s=0.2))  # type: ignore[arg-type]
+    assert time.monotonic() - started < 5
+    assert "did not stop within" in caplog.text
