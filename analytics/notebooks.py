@@ -39,7 +39,10 @@ def execute(name: str, out_dir: Path | None = None, timeout_s: int = 600) -> Any
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="*", default=list(OVER_THE_LAKE), help="notebook names (default: the lake's)")
+    known = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    ap.add_argument(
+        "names", nargs="*", default=list(OVER_THE_LAKE), choices=known, help="notebook names (default: the lake's)"
+    )
     ap.add_argument("--out", type=Path, default=Path("var/notebooks"), help="where the executed copies go")
     args = ap.parse_args(argv)
     for name in args.names:

@@ -8,6 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from core.lake import archived_topics
 from core.logging import setup_logging
 from core.settings import get_settings
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     lake_sub = lake.add_subparsers(dest="lake_command", required=True)
     lake_sub.add_parser("sink", help="archive every topic until stopped (`up` runs it)")
     compact = lake_sub.add_parser("compact", help="merge each partition's small files of an hour into one")
-    compact.add_argument("--topic", default=None, help="only this topic")
+    compact.add_argument("--topic", default=None, choices=archived_topics(), help="only this topic")
     compact.add_argument("--min-files", type=int, default=2, help="merge runs of at least this many files")
     health = sub.add_parser("health", help="exit 0 when a process is healthy (container health checks)")
     health.add_argument("target", choices=["api", "worker"])

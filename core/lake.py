@@ -264,8 +264,16 @@ class Lake:
     @staticmethod
     def live(files: Iterable[LakeFile]) -> list[LakeFile]:
         """The files no other file covers (a compaction may have been cut short)."""
-        files = list(files)
-        return [f for f in files if not any(g.covers(f) for g in files)]
+        # Per topic and partition, by first offset (the wider file first): a file is
+        # covered when one before it reaches at least as far. One pass, not all pairs.
+        out: list[LakeFile] = []
+        reach: dict[tuple[str, int], int] = {}
+        for f in sorted(files, key=lambda f: (f.topic, f.partition, f.first, -f.last)):
+            key = (f.topic, f.partition)
+            if f.last > reach.get(key, -1):
+                out.append(f)
+                reach[key] = f.last
+        return out
 
     def next_offsets(self, topic: str) -> dict[int, int]:
         """Per source partition, the offset after the last one archived."""
