@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
@@ -21,9 +21,13 @@ from api.feed_service import FeedService
 from api.ratelimit import RateLimiter
 from api.routes import auth, cameos, clips, engagement, feed, prompts, provenance, review, users
 from api.schemas import Health
+from core import metrics
 from core.db import make_engine, make_sessionmaker
+from core.db.engine import session_scope
 from core.media import LocalMediaStore
 from core.outbox import OutboxRelay
+from core.outbox import pending as outbox_pending
+from core.review import health as review_health
 from core.settings import Settings
 from generation.provenance import credentials_from
 from moderation.harm_classifier import default_classifier
@@ -97,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         ],
     )
     problems.install(app)
+    app.add_middleware(metrics.HttpMetrics)
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(users.admin_router)
@@ -139,4 +144,41 @@ def create_app(settings: Settings) -> FastAPI:
             ranking=app.state.feed.status(),
         )
 
+    scrape = metrics.ScrapeGauges(lambda: scrape_gauges(app))
+
+    @app.get("/metrics", tags=["health"], response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def prometheus() -> Response:
+        """Prometheus metrics (text format): requests by route, the outbox backlog, the
+        review queue's depth and age, the ranking replica's lag. Workers serve theirs on
+        ``WORKERS__METRICS_PORT``; names and labels are listed in ``core/metrics.py``."""
+        body, content_type = metrics.exposition(scrape)
+        return Response(body, media_type=content_type)
+
     return app
+
+
+def scrape_gauges(app: FastAPI) -> dict[str, tuple[str, list[str], list[tuple[list[str], float]]]]:
+    """The API's gauges, read when Prometheus scrapes."""
+    with session_scope(app.state.sessionmaker) as session:
+        queue = review_health(session)
+        backlog = outbox_pending(session)
+    ranking = app.state.feed.status()
+    gauges: dict[str, tuple[str, list[str], list[tuple[list[str], float]]]] = {
+        "clipstream_review_queue_depth": (
+            "Open and claimed review items, by severity",
+            ["severity"],
+            [([str(k)], float(v)) for k, v in sorted(queue.depth_by_severity.items())],
+        ),
+        "clipstream_review_queue_oldest_seconds": (
+            "Age of the oldest open review item (0: the queue is empty)",
+            [],
+            [([], queue.oldest_open_age_s or 0.0)],
+        ),
+        "clipstream_ranking_replica_lag": (
+            "Records the API's ranking replica has still to read",
+            [],
+            [([], float(ranking.get("lag") or 0))],
+        ),
+        "clipstream_outbox_pending": ("Outbox events not yet on the broker", [], [([], float(backlog))]),
+    }
+    return gauges

@@ -42,6 +42,14 @@ async def stop_quietly(producer: AIOKafkaProducer | None, timeout_s: float = 10.
             pass
 
 
+def pending(session: Session) -> int:
+    """Outbox events not yet acknowledged by the broker."""
+    from sqlalchemy import func
+
+    count = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+    return int(session.scalar(count) or 0)
+
+
 def enqueue(session: Session, spec: TopicSpec, record: Record) -> OutboxMessage:
     row = OutboxMessage(topic=spec.name, key=record_key(spec, record), value=record.to_bytes())
     session.add(row)
@@ -122,15 +130,8 @@ class OutboxRelay:
             await asyncio.to_thread(session.close)
 
     def pending(self) -> int:
-        from sqlalchemy import func
-
         with session_scope(self.factory) as session:
-            return int(
-                session.scalar(
-                    select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
-                )
-                or 0
-            )
+            return pending(session)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()

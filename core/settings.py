@@ -82,6 +82,9 @@ class WorkerSettings(BaseModel):
     moderation_timeout_s: float = Field(default=60.0, gt=0)
     # Faust's web server is off; health is reported through the supervisor.
     data_dir: Path = Path("var/faust")
+    # Prometheus /metrics of each worker and the lake sink on this port (0: off). `up`
+    # gives every process a free one; compose uses 9400 in every container.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
 
 class DiffusersSettings(BaseModel):

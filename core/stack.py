@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from core.broker import EmbeddedBroker, die_with_parent, ensure_topics
+from core.broker import EmbeddedBroker, die_with_parent, ensure_topics, free_port
 from core.db import migrate
 from core.lake import set_aside
 from core.settings import Settings
@@ -43,6 +43,8 @@ class Child:
     gave_up: bool = False
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    #: Settings of this child alone (its metrics port), over the stack's environment.
+    own_env: dict[str, str] = field(default_factory=dict)
 
     def start(self, env: dict[str, str]) -> None:
         out = open(self.log_path, "ab")
@@ -51,7 +53,7 @@ class Child:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env={**env, **self.own_env},
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
@@ -113,12 +115,18 @@ class Stack:
         credentials_from(self.settings)  # the development signer exists before any worker signs
         self.env = absolute_settings_env(self.settings, bootstrap, self.var_dir)
         api = self.settings.api
-        self.children = [self._child("api", ["api"], f"http://{api.host}:{api.port}  (docs: /docs)")]
+        self.children = [self._child("api", ["api"], f"http://{api.host}:{api.port}  (docs: /docs, /metrics)")]
         self.children += [
             self._child(f"worker-{role}", ["worker", role], f"consumer group clipstream-{role}") for role in ROLES
         ]
         lake = self.env.get("LAKE__ROOT", self.settings.lake.root)
         self.children.append(self._child("lake-sink", ["lake", "sink"], f"Parquet under {lake}"))
+        # The API serves /metrics on its own port; each other process gets one of its own.
+        base = self.settings.workers.metrics_port
+        for i, child in enumerate(self.children[1:]):
+            port = base + i if base else free_port(api.host)
+            child.own_env["WORKERS__METRICS_PORT"] = str(port)
+            child.address += f"  metrics :{port}"
         for child in self.children:
             child.start(self.env)
         if self.seed_enabled:
@@ -136,7 +144,7 @@ class Stack:
         else:
             lines.append(f"  {'broker':<22} external Kafka at {bootstrap}")
         for c in self.children + ([self.seeder] if self.seeder else []):
-            lines.append(f"  {c.name:<22} {c.address:<38} pid {c.pid!s:<7} log {c.log_path}")
+            lines.append(f"  {c.name:<22} {c.address:<56} pid {c.pid!s:<7} log {c.log_path}")
         shown = make_url(self.env["DATABASE_URL"]).render_as_string(hide_password=True)
         lines.append(f"  {'database':<22} {shown}")
         lines.append(f"  {'media':<22} {self.env['MEDIA__ROOT']}")

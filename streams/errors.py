@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import faust
 
+from core import metrics
 from core.errors import RecordError
 from core.records import Record
 from core.settings import Settings
@@ -91,11 +92,12 @@ class ErrorPolicy(Generic[R]):
             log.warning("dead-lettering undecodable message from %s: %s", self.spec.name, e)
             await self.dead_letter(message, e, attempts=0)
             return "dead-lettered"
+        started = metrics.record_consumed(self.consumer, self.spec.name, record.occurred_at)
         last: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await self.handler(record, message)
-                self.processed += 1
+                self.handled(started)
                 return "processed"
             except asyncio.CancelledError:
                 raise
@@ -121,10 +123,16 @@ class ErrorPolicy(Generic[R]):
         await self.dead_letter(message, last, attempts=self.max_attempts)
         return "dead-lettered"
 
+    def handled(self, started: float | None = None) -> None:
+        """Count one record processed (``started``: when it was taken up, for its timing)."""
+        self.processed += 1
+        metrics.record_handled(self.consumer, self.spec.name, "processed", started)
+
     async def dead_letter(self, message: Any, exc: BaseException, attempts: int) -> None:
         send = self.sender.send_raw
         await send_dead_letter(send, self.spec.dlq, message, exc, attempts, self.consumer, self.dlq_retry_s)
         self.dead_lettered += 1
+        metrics.record_handled(self.consumer, self.spec.name, "dead_lettered")
 
 
 async def send_dead_letter(
@@ -149,6 +157,7 @@ async def send_dead_letter(
     while True:
         try:
             await send(dlq, message.key, value, headers)
+            metrics.DEAD_LETTERS.labels(dlq, consumer).inc()
             return
         except asyncio.CancelledError:
             raise

@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from core import metrics
 from core.errors import RecordError
 from core.health import HEARTBEAT_FILE, HEARTBEAT_INTERVAL_S
 from core.lake import Lake, Row, archived_topics, frame
@@ -132,12 +133,19 @@ class LakeSink:
             while not stop.is_set():
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=5_000)
                 for tp, messages in batch.items():
+                    dead = self.stats.dead_lettered
                     for m in messages:
                         await self._add(tp, m)
+                    dead = self.stats.dead_lettered - dead
+                    metrics.MESSAGES.labels(GROUP, tp.topic, "processed").inc(len(messages) - dead)
+                    if dead:
+                        metrics.MESSAGES.labels(GROUP, tp.topic, "dead_lettered").inc(dead)
                 await self._flush_due()
-                if self.heartbeat_file is not None and time.monotonic() - beat > HEARTBEAT_INTERVAL_S:
-                    self.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
-                    self.heartbeat_file.touch()
+                if time.monotonic() - beat > HEARTBEAT_INTERVAL_S:
+                    if self.heartbeat_file is not None:
+                        self.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
+                        self.heartbeat_file.touch()
+                    metrics.set_lag(GROUP, await self.lags())
                     beat = time.monotonic()
             await self.flush(list(self.buffers))
         finally:
@@ -208,6 +216,19 @@ class LakeSink:
             except Exception as e:  # noqa: BLE001 — informational: the files are what counts
                 log.warning("lake: commit failed (positions come from the files): %s", e)
 
+    async def lags(self) -> list[tuple[str, int, int]]:
+        """``(topic, partition, lag)``: records not yet in a file, for every partition held."""
+        assert self.consumer is not None
+        out = []
+        for tp in sorted(self.consumer.assignment()):
+            end = self.consumer.highwater(tp)
+            if end is None:
+                continue
+            buf = self.buffers.get(tp)
+            start = buf.first if buf is not None else await self.consumer.position(tp)
+            out.append((tp.topic, tp.partition, end - start))
+        return out
+
     def resume_offsets(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int | None]:
         """Where each partition resumes: after the last offset its files hold (None:
         nothing archived yet, from the beginning)."""
@@ -252,4 +273,5 @@ def run(settings: Settings) -> None:
         log.info("lake: stopped; %s", stats)
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    metrics.serve(settings.workers.metrics_port)
     asyncio.run(main())

@@ -7,6 +7,7 @@ import logging
 import faust
 from faust.worker import Worker
 
+from core import metrics
 from core.health import HEARTBEAT_FILE, HEARTBEAT_INTERVAL_S
 from core.settings import Settings
 from streams.app import create_app
@@ -25,11 +26,34 @@ def build(settings: Settings, role: str) -> faust.App:
         heartbeat.parent.mkdir(parents=True, exist_ok=True)
         heartbeat.touch()
 
+    @app.timer(LAG_INTERVAL_S)
+    async def lag() -> None:
+        metrics.set_lag(app.conf.id, consumer_lag(app))
+
     return app
+
+
+#: How often a worker refreshes its consumer-lag gauges.
+LAG_INTERVAL_S = 5.0
+
+
+def consumer_lag(app: faust.App) -> list[tuple[str, int, int]]:
+    """``(topic, partition, lag)`` for every partition this worker holds: the end the
+    last fetch saw less the group's committed offset (no figure before the first fetch)."""
+    consumer = app.consumer
+    out = []
+    for tp in sorted(consumer.assignment()):
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # no public view
+        out.append((tp.topic, tp.partition, end - (committed or 0)))
+    return out
 
 
 def run(settings: Settings, role: str) -> None:
     app = build(settings, role)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    metrics.serve(settings.workers.metrics_port)
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()

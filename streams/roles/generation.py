@@ -31,6 +31,7 @@ from typing import Any
 
 import faust
 
+from core import metrics
 from core.errors import RecordError
 from core.media import LocalMediaStore
 from core.records import (
@@ -267,6 +268,7 @@ class GenerationHandler:
                 singles.append(fresh[0][0])
             elif fresh:
                 for _, job in fresh:
+                    metrics.record_consumed(policy.consumer, PROMPTS.name, job.rec.occurred_at)
                     await self.sender.send_status(
                         job.rec.event_id, job.rec.prompt_id, "generating", clip_id=clip_id_for_prompt(job.rec.prompt_id)
                     )
@@ -285,7 +287,7 @@ class GenerationHandler:
                     render_ms = int((time.perf_counter() - started) * 1000)
                     for (_, job), clip in zip(fresh, rendered, strict=True):
                         await self._finish(job, clip, render_ms)
-                        policy.processed += 1
+                        policy.handled(started)
                         yield "processed"
         finally:
             for _, job in fresh:

@@ -33,6 +33,7 @@ Call = Callable[[dict[str, Any]], dict[str, Any]]
 RULES: dict[tuple[str, str], tuple[dict[str, Any], Call]] = {
     ("GET", "/healthz"): (PUBLIC, lambda w: {}),
     ("GET", "/readyz"): (PUBLIC, lambda w: {}),
+    ("GET", "/metrics"): (PUBLIC, lambda w: {}),
     ("POST", "/v1/auth/signup"): (
         PUBLIC,
         lambda w: {"json": {"handle": f"new_{uuid.uuid4().hex[:8]}", "display_name": "New", "password": "x" * 12}},

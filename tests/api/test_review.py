@@ -240,3 +240,24 @@ def test_reach_counts_the_creators_followers(
     _report(client, people["rev_a"], quiet, "spam")
     _report(client, people["rev_a"], famous, "spam")
     assert [q["clip_id"] for q in _queue(client, people["rev_b"])] == [str(famous), str(quiet)]
+
+
+def test_metrics_show_the_review_queue_and_requests_by_route(
+    client: TestClient, people: dict[str, Headers], settings: Settings
+) -> None:
+    clip = published_clip(settings.database_url, "creator", "a shark")
+    _report(client, people["fan"], clip, "violence")
+    _report(client, people["fan"], published_clip(settings.database_url, "creator", "a cat"), "spam")
+    client.get(f"/v1/clips/{clip}", headers=people["fan"])
+    page = client.get("/metrics")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+    lines = page.text.splitlines()
+    depth = {ln.split('"')[1]: float(ln.split()[-1]) for ln in lines if ln.startswith("clipstream_review_queue_depth{")}
+    assert sum(depth.values()) == 2 and len(depth) == 2, depth
+    (oldest,) = [ln for ln in lines if ln.startswith("clipstream_review_queue_oldest_seconds ")]
+    assert float(oldest.split()[-1]) >= 0
+    assert any(ln.startswith("clipstream_outbox_pending ") for ln in lines)
+    # Requests are counted by route template: one series for every clip, no raw ids.
+    route = 'method="GET",route="/v1/clips/{clip_id}",status="200"'
+    assert any(ln.startswith(f"clipstream_http_requests_total{{{route}}}") for ln in lines), page.text[-2000:]
+    assert str(clip) not in page.text

@@ -299,6 +299,54 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(sta
         assert {dict(m.headers)["x-dlq-consumer"].decode() for m in letters} == {f"clipstream-{g}" for g in groups}
 
 
+def metrics_of(stack: Stack, process: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """(name, labels) → value from the /metrics of a process ``up`` started."""
+    if process == "api":
+        url = f"{stack.api}/metrics"
+    else:
+        port = re.search(rf"^  {re.escape(process)}\s.*metrics :(\d+)", stack.up.output(), re.MULTILINE)
+        assert port, f"`up` printed no metrics port for {process}"
+        url = f"http://127.0.0.1:{port.group(1)}/metrics"
+    out = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        found = re.fullmatch(r"(clipstream_\w+)(?:\{(.*)\})? (\S+)", line)
+        if found:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
+            out[(found.group(1), labels)] = float(found.group(3))
+    return out
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    key = (name, frozenset(labels.items()))
+    assert key in samples, f"no {name}{labels} among {sorted(n for n, _ in samples)}"
+    return samples[key]
+
+
+def test_every_process_serves_metrics_with_counts_waits_and_lag(stack: Stack) -> None:
+    """Runs after the poison test: its prompt was rendered and its poison dead-lettered."""
+    gen = metrics_of(stack, "worker-generation")
+    where = {"consumer": "clipstream-generation", "topic": "prompts"}
+    assert value(gen, "clipstream_messages_total", **where, outcome="processed") >= 1
+    assert value(gen, "clipstream_messages_total", **where, outcome="dead_lettered") >= 4
+    assert value(gen, "clipstream_dead_letters_total", dlq="prompts.dlq", consumer="clipstream-generation") >= 4
+    assert value(gen, "clipstream_queue_wait_seconds_count", **where) >= 1
+    assert value(gen, "clipstream_handler_seconds_count", **where) >= 1, "render time per prompt"
+
+    def lag_reported(process: str, group: str) -> Any:
+        m = metrics_of(stack, process)
+        return m if any(n == "clipstream_consumer_lag" and ("group", group) in ls for n, ls in m) else None
+
+    for role in ("generation", "moderation", "materializer", "ranking"):
+        wait_for(lambda r=role: lag_reported(f"worker-{r}", f"clipstream-{r}"), 30, f"{role}'s lag gauges")
+    lake = wait_for(lambda: lag_reported("lake-sink", "clipstream-lake"), 30, "the lake sink's lag gauges")
+    lake_prompts = {"consumer": "clipstream-lake", "topic": "prompts"}
+    assert value(lake, "clipstream_messages_total", **lake_prompts, outcome="dead_lettered") >= 4
+
+    api = metrics_of(stack, "api")
+    assert value(api, "clipstream_http_requests_total", method="POST", route="/v1/prompts", status="202") >= 1
+    assert value(api, "clipstream_outbox_pending") >= 0
+
+
 def test_redelivered_events_create_no_second_clip(stack: Stack) -> None:
     auth = stack.user("e2e_redelivery")
     text = f"a rocket flying through space {uuid.uuid4().hex[:6]}"
