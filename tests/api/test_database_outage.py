@@ -1,0 +1,61 @@
+"""PostgreSQL drops the connection in the middle of a request: a clear 503 and no
+partial write, and the next request is served on a fresh connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from api.app import create_app
+from core.db import migrate
+from core.settings import ApiSettings, MediaSettings, RankingSettings, Settings
+from tests.support.factories import signup
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    with psycopg.connect(url) as conn:
+        prompts = conn.execute("SELECT count(*) FROM prompts").fetchone()
+        events = conn.execute("SELECT count(*) FROM prompt_events").fetchone()
+        outbox = conn.execute("SELECT count(*) FROM outbox WHERE topic = 'prompts'").fetchone()
+    assert prompts and events and outbox
+    return prompts[0], events[0], outbox[0]
+
+
+def test_a_connection_dropped_mid_request_is_a_503_and_writes_nothing(pg_url: str, tmp_path: Path) -> None:
+    migrate(pg_url)
+    settings = Settings(
+        environment="test",
+        database_url=pg_url,
+        media=MediaSettings(root=tmp_path / "media"),
+        api=ApiSettings(run_outbox_relay=False),
+        ranking=RankingSettings(replica=False),
+    )
+    with TestClient(create_app(settings)) as client, psycopg.connect(pg_url, autocommit=True) as admin:
+        auth = signup(client, "maya_makes")
+        cut: list[int] = []
+
+        def drop_after_the_prompt_row(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            # The prompt row is written; its status event and outbox row are not yet.
+            if not cut and statement.lstrip().upper().startswith("INSERT INTO PROMPTS"):
+                cut.append(cursor.connection.info.backend_pid)
+                admin.execute("SELECT pg_terminate_backend(%s)", (cut[0],))
+
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        event.listen(engine, "after_cursor_execute", drop_after_the_prompt_row)
+        resp = client.post("/v1/prompts", json={"text": "a cat surfing at sunset"}, headers=auth)
+        event.remove(engine, "after_cursor_execute", drop_after_the_prompt_row)
+
+        assert cut, "the request reached the prompt insert"
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.headers["retry-after"] == "2"
+        assert "nothing was written" in resp.json()["detail"]
+        assert counts(pg_url) == (0, 0, 0), "no prompt, status event or outbox row of the failed request"
+
+        again = client.post("/v1/prompts", json={"text": "a cat surfing at sunset"}, headers=auth)
+        assert again.status_code == 202, again.text
+        assert counts(pg_url) == (1, 1, 1)
