@@ -24,6 +24,7 @@ from api.schemas import Health
 from core import metrics
 from core.db import make_engine, make_sessionmaker
 from core.db.engine import session_scope
+from core.logging import RequestContext
 from core.media import LocalMediaStore
 from core.outbox import OutboxRelay
 from core.outbox import pending as outbox_pending
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(metrics.HttpMetrics)
+    app.add_middleware(RequestContext)  # outermost: its ids are on every line the request logs
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(users.admin_router)

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from core.lake import archived_topics
-from core.logging import setup_logging
+from core.logging import logging_config, setup_logging
 from core.settings import get_settings
 
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    setup_logging(settings.log_level, f"worker-{args.role}" if args.command == "worker" else args.command)
+    process = f"worker-{args.role}" if args.command == "worker" else args.command
+    setup_logging(settings.log_level, process, settings.log_format)
 
     if args.command == "up":
         from core.stack import run_up
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             host=settings.api.host,
             port=settings.api.port,
             log_level=settings.log_level.lower(),
+            log_config=logging_config(settings.log_level, "api", settings.log_format),
             timeout_graceful_shutdown=5,
         )
         return 0

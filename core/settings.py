@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     ranking: RankingSettings = RankingSettings()
     lake: LakeSettings = LakeSettings()
     log_level: str = "INFO"
+    # text: for people (ids appended as key=value); json: one object a line for log
+    # pipelines, with the prompt / clip / event / request ids (core/logging.py).
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -20,6 +20,7 @@ import faust
 
 from core import metrics
 from core.errors import RecordError
+from core.logging import log_context, record_ids
 from core.records import Record
 from core.settings import Settings
 from core.topics import TopicSpec, decode
@@ -85,13 +86,27 @@ class ErrorPolicy(Generic[R]):
         self.processed = 0
 
     async def __call__(self, message: Any) -> str:
-        """Process one message; returns "processed" or "dead-lettered"."""
+        """Process one message; returns "processed" or "dead-lettered". Everything
+        logged meanwhile carries the record's ids and position (core.logging)."""
+        where = {
+            "topic": self.spec.name,
+            "partition": getattr(message, "partition", None),
+            "offset": getattr(message, "offset", None),
+        }
+        with log_context(**where):
+            return await self._handle(message)
+
+    async def _handle(self, message: Any) -> str:
         try:
             record: R = decode(self.spec, message.value)  # type: ignore[assignment]
         except RecordError as e:
             log.warning("dead-lettering undecodable message from %s: %s", self.spec.name, e)
             await self.dead_letter(message, e, attempts=0)
             return "dead-lettered"
+        with log_context(**record_ids(record)):
+            return await self._attempts(record, message)
+
+    async def _attempts(self, record: R, message: Any) -> str:
         started = metrics.record_consumed(self.consumer, self.spec.name, record.occurred_at)
         last: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):

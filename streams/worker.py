@@ -9,6 +9,7 @@ from faust.worker import Worker
 
 from core import metrics
 from core.health import HEARTBEAT_FILE, HEARTBEAT_INTERVAL_S
+from core.logging import logging_config
 from core.settings import Settings
 from streams.app import create_app
 from streams.roles import registrar
@@ -55,5 +56,7 @@ def run(settings: Settings, role: str) -> None:
     app = build(settings, role)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     metrics.serve(settings.workers.metrics_port)
-    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    # mode replaces the root logger's handlers with its own unless given this config.
+    config = logging_config(settings.log_level, f"worker-{role}", settings.log_format)
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, logging_config=config)
     worker.execute_from_commandline()

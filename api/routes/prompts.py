@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -21,6 +22,7 @@ from api.schemas import PromptCreate, PromptModerationPublic, PromptPublic, Prom
 from core import cameos
 from core.db.models import Clip, Prompt, PromptEvent
 from core.errors import NotFoundError
+from core.logging import log_context
 from core.outbox import enqueue
 from core.records import (
     GenerationStatus,
@@ -34,6 +36,8 @@ from core.topics import GENERATION_STATUS, PROMPTS
 from generation.capabilities import supports_cameos
 
 router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
+
+log = logging.getLogger(__name__)
 
 
 def cast_handles(session: Session, prompt_id: uuid.UUID) -> list[str]:
@@ -209,6 +213,8 @@ def submit_prompt(
         prompt = existing
     if relay is not None:
         relay.notify()
+    with log_context(prompt_id=prompt.id):
+        log.info("prompt accepted")
     response.headers["Location"] = f"/v1/prompts/{prompt.id}"
     return prompt_public(prompt, handles=cast_handles(session, prompt.id))
 

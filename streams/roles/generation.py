@@ -33,6 +33,7 @@ import faust
 
 from core import metrics
 from core.errors import RecordError
+from core.logging import log_context, record_ids
 from core.media import LocalMediaStore
 from core.records import (
     ClipGenerated,
@@ -202,6 +203,8 @@ class GenerationHandler:
             )
         )
         self.store.commit_dir(job.staged, job.prefix)
+        with log_context(**record_ids(rec)):  # a batch renders several prompts at once
+            log.info("rendered by %s in %d ms", rendered.generator, render_ms)
         await self._send_generated(rec, media, info, generated_at)
 
     def _sign(self, rec: PromptSubmitted, rendered: RenderedClip) -> RenderedClip:

@@ -17,6 +17,7 @@ Moderation fails closed: a check that cannot run blocks the clip.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -45,6 +46,8 @@ from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict,
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
 from streams.app import RecordSender, derived_event_id
 from streams.errors import ErrorPolicy, register_agent
+
+log = logging.getLogger(__name__)
 
 
 def verdict_for(rec: ClipGenerated, store: LocalMediaStore, policy: PromptPolicy) -> ClipVerdict:
@@ -176,6 +179,7 @@ class ModerationHandler:
         await self.sender.send_status(
             rec.event_id, rec.prompt_id, status, clip_id=rec.clip_id, reason=reason, stage_ms=stage_ms
         )
+        log.info("%s in %d ms%s", verdict.action, stage_ms, f": {reason}" if reason else "")
 
     async def give_up(self, rec: ClipGenerated, exc: BaseException) -> None:
         await self.sender.send_status(

@@ -79,7 +79,7 @@ class Stack:
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cwd = tmp_path_factory.mktemp(request.param)
     api_port = free_port()
-    ours = ("KAFKA__", "DATABASE_URL", "API__", "MEDIA__", "LAKE__")
+    ours = ("KAFKA__", "DATABASE_URL", "API__", "MEDIA__", "LAKE__", "LOG_FORMAT")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update({"API__PORT": str(api_port), "ENVIRONMENT": "test", "LOG_LEVEL": "INFO", "LAKE__ROLL_SECONDS": "1"})
     pg_db = None
@@ -96,6 +96,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{pg_db}"')
         env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{pg_db}"
+        env["LOG_FORMAT"] = "json"  # as compose runs it; the sqlite variant keeps the text format
         args = []
     up = UpProcess(cwd, env, args)
     up.start()
@@ -345,6 +346,37 @@ def test_every_process_serves_metrics_with_counts_waits_and_lag(stack: Stack) ->
     api = metrics_of(stack, "api")
     assert value(api, "clipstream_http_requests_total", method="POST", route="/v1/prompts", status="202") >= 1
     assert value(api, "clipstream_outbox_pending") >= 0
+
+
+def test_one_prompt_can_be_followed_through_every_process_log(stack: Stack) -> None:
+    auth = stack.user("e2e_traced")
+    pid = stack.http.post("/v1/prompts", json={"text": "a dog surfing at noon"}, headers=auth).json()["id"]
+    assert stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})["status"] == "published"
+    logs = stack.up.cwd / "var" / "logs"
+    json_lines = stack.variant == "postgres-external"
+
+    def lines_about(process: str) -> list[str]:
+        text = (logs / f"{process}.log").read_text(errors="replace")
+        if json_lines:
+            found = []
+            for line in text.splitlines():
+                if line.startswith("{"):
+                    entry = json.loads(line)  # every line the process logged is one JSON object
+                    assert {"time", "level", "process", "logger", "message"} <= entry.keys(), entry
+                    if entry.get("prompt_id") == pid:
+                        assert entry["process"] == process, entry
+                        found.append(entry["message"])
+            return found
+        return [line for line in text.splitlines() if f"prompt_id={pid}" in line]
+
+    def traced() -> dict[str, list[str]] | None:
+        got = {p: lines_about(p) for p in ("api", "worker-generation", "worker-moderation")}
+        return got if all(got.values()) else None
+
+    got = wait_for(traced, 30, f"log lines naming prompt {pid} from the API, generation and moderation")
+    assert any("prompt accepted" in m for m in got["api"]), got
+    assert any("rendered by" in m for m in got["worker-generation"]), got
+    assert any("publish in" in m for m in got["worker-moderation"]), got
 
 
 def test_redelivered_events_create_no_second_clip(stack: Stack) -> None:
