@@ -127,6 +127,7 @@ def user_rate_limit(name: str) -> Callable[..., None]:
                 limiter, DEFAULT_LIMITS[name], user_id=str(user.id), ip=request.client.host if request.client else None
             )
 
+    check.rate_limit = name  # type: ignore[attr-defined]  # read by api.problems.document (429 in OpenAPI)
     return check
 
 
@@ -138,4 +139,5 @@ def ip_rate_limit(name: str) -> Callable[..., None]:
         if limiter is not None and request.client is not None:
             enforce(limiter, DEFAULT_LIMITS[name], user_id=None, ip=request.client.host)
 
+    check.rate_limit = name  # type: ignore[attr-defined]
     return check

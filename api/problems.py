@@ -72,7 +72,91 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the API sends: every error response (4xx, 5xx)
+    is a :class:`Problem` as ``application/problem+json``, including FastAPI's own 422;
+    and every operation that reads a bearer token, even one open to anonymous callers,
+    may answer 401 (a token that is sent must be valid)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        schemas.setdefault("FieldError", FieldError.model_json_schema())
+        schemas["Problem"].pop("$defs", None)
+        unauthorized = {
+            "description": "The bearer token is missing (where one is needed), unknown, expired or revoked",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            "content": {"application/json": {}},
+        }
+        limited = rate_limited_operations(app)
+        bad_cursor = {
+            "description": "The cursor is malformed or belongs to another list",
+            "content": {"application/json": {}},
+        }
+        for route, path in spec.get("paths", {}).items():
+            for method, operation in path.items():
+                responses = operation.setdefault("responses", {})
+                if operation.get("security"):
+                    responses.setdefault("401", dict(unauthorized))
+                if (route, method.upper()) in limited:
+                    responses.setdefault(
+                        "429",
+                        {
+                            "description": RATE_LIMITED["description"],
+                            "headers": RATE_LIMITED["headers"],
+                            "content": {"application/json": {}},
+                        },
+                    )
+                if any(p.get("in") == "query" and p.get("name") == "cursor" for p in operation.get("parameters", [])):
+                    responses.setdefault("400", dict(bad_cursor))
+                for code, response in operation.get("responses", {}).items():
+                    if code[0] in "45" and "application/json" in response.get("content", {}):
+                        response["content"] = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def api_routes(app: FastAPI) -> list[Any]:
+    """Every API route with its full path, methods and dependencies. FastAPI 0.165 keeps
+    included routers as such in ``app.routes``; older versions flatten them."""
+    try:
+        from fastapi.openapi.utils import _get_api_route_for_openapi
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        from fastapi.routing import APIRoute
+
+        return [r for r in app.routes if isinstance(r, APIRoute)]
+    found = (_get_api_route_for_openapi(context) for context in iter_route_contexts(app.routes))
+    return [r for r in found if r is not None]
+
+
+def rate_limited_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, METHOD) of every route with a rate-limit dependency (``api.deps``)."""
+
+    def limited(dependant: Any) -> bool:
+        return any(getattr(d.call, "rate_limit", None) or limited(d) for d in dependant.dependencies)
+
+    return {(r.path, m) for r in api_routes(app) if limited(r.dependant) for m in r.methods or ()}
+
+
 def install(app: FastAPI) -> None:
+    document(app)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [FieldError(loc=_loc(e.get("loc", ())), message=e.get("msg", "invalid")) for e in exc.errors()]

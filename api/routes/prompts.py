@@ -20,7 +20,7 @@ from api.deps import CurrentUserDep, PolicyDep, RelayDep, SessionDep, SettingsDe
 from api.problems import RATE_LIMITED, ApiError, Problem
 from api.schemas import PromptCreate, PromptModerationPublic, PromptPublic, PromptStatusEvent
 from core import cameos
-from core.db.models import Clip, Prompt, PromptEvent
+from core.db.models import Clip, Prompt, PromptEvent, User
 from core.errors import NotFoundError
 from core.logging import log_context
 from core.outbox import enqueue
@@ -92,6 +92,20 @@ def default_seed(prompt_id: uuid.UUID) -> int:
     return prompt_id.int % (2**31 - 1)
 
 
+def _first_with_key(
+    session: Session, user: User, key: str | None, response: Response, error: IntegrityError
+) -> PromptPublic:
+    """After a unique-key failure: the prompt the same Idempotency-Key stored first."""
+    session.rollback()
+    existing = None
+    if key is not None:
+        existing = session.scalar(select(Prompt).where(Prompt.user_id == user.id, Prompt.idempotency_key == key))
+    if existing is None:
+        raise ApiError(409, "conflict", "Conflict", "the prompt could not be stored; retry") from error
+    response.headers["Location"] = f"/v1/prompts/{existing.id}"
+    return prompt_public(existing, handles=cast_handles(session, existing.id))
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -130,6 +144,7 @@ def submit_prompt(
     restrictions; otherwise the request is refused with 403 and the reason, and nothing
     is stored or rendered. Consent is checked again just before the clip is published.
     """
+    idempotency_key = idempotency_key or None  # an empty header is no key
     if idempotency_key:
         existing = session.scalar(
             select(Prompt).where(Prompt.user_id == user.id, Prompt.idempotency_key == idempotency_key)
@@ -176,7 +191,10 @@ def submit_prompt(
         updated_at=now,
     )
     session.add(prompt)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as e:  # the same Idempotency-Key raced in from a parallel retry
+        return _first_with_key(session, user, idempotency_key, response, e)
     cameos.record_cast(session, prompt_id, user.id, members)
     status_event = GenerationStatus(prompt_id=prompt_id, status=prompt.status, reason=reason, occurred_at=now)  # type: ignore[arg-type]
     session.add(
@@ -204,13 +222,7 @@ def submit_prompt(
     try:
         session.commit()
     except IntegrityError as e:  # the same Idempotency-Key raced in from a parallel retry
-        session.rollback()
-        existing = session.scalar(
-            select(Prompt).where(Prompt.user_id == user.id, Prompt.idempotency_key == idempotency_key)
-        )
-        if existing is None:
-            raise ApiError(409, "conflict", "Conflict", "the prompt could not be stored; retry") from e
-        prompt = existing
+        return _first_with_key(session, user, idempotency_key, response, e)
     if relay is not None:
         relay.notify()
     with log_context(prompt_id=prompt.id):

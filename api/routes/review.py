@@ -194,7 +194,9 @@ def get_audit(
     clip_id: uuid.UUID | None = None,
     actor_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(description="Entries with a smaller id (the next page)")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Entries with a smaller id (the next page)")
+    ] = None,
 ) -> AuditPage:
     """The append-only audit log, newest first, by clip and/or by reviewer."""
     stmt = select(AuditEntry)

@@ -261,3 +261,10 @@ def test_metrics_show_the_review_queue_and_requests_by_route(
     route = 'method="GET",route="/v1/clips/{clip_id}",status="200"'
     assert any(ln.startswith(f"clipstream_http_requests_total{{{route}}}") for ln in lines), page.text[-2000:]
     assert str(clip) not in page.text
+
+
+def test_an_audit_cursor_past_any_id_is_a_422_not_a_500(client: TestClient, people: dict[str, Headers]) -> None:
+    """Found by schemathesis: an integer too large for the database raised OverflowError."""
+    resp = client.get("/v1/review/audit", params={"before": 2**70}, headers=people["rev_a"])
+    assert resp.status_code == 422 and resp.headers["content-type"] == "application/problem+json", resp.text
+    assert client.get("/v1/review/audit", params={"before": 2**63 - 1}, headers=people["rev_a"]).status_code == 200

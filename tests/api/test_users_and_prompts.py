@@ -91,6 +91,16 @@ def test_idempotency_key_returns_the_first_prompt(client: TestClient, auth: dict
     assert [r.topic for r in _outbox(settings)].count("prompts") == 1
 
 
+def test_an_empty_idempotency_key_is_no_key(client: TestClient, auth: dict[str, str], settings: Settings) -> None:
+    """Found by schemathesis: an empty key was stored, and the next empty one failed with a 500."""
+    headers = {**auth, "Idempotency-Key": ""}
+    first = client.post("/v1/prompts", json={"text": "a dog jumping"}, headers=headers)
+    second = client.post("/v1/prompts", json={"text": "a dog jumping"}, headers=headers)
+    assert first.status_code == second.status_code == 202, second.text
+    assert first.json()["id"] != second.json()["id"], "two prompts, as without a key"
+    assert [r.topic for r in _outbox(settings)].count("prompts") == 2
+
+
 @pytest.mark.parametrize(
     "payload, loc",
     [
