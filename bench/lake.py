@@ -36,14 +36,24 @@ from core.topics import INTERACTIONS  # noqa: E402
 from streams.lake_sink import LakeSink  # noqa: E402
 
 
-async def produce(bootstrap: str, n: int) -> None:
+async def produce(
+    bootstrap: str, n: int, users: list[uuid.UUID] | None = None, clips: list[uuid.UUID] | None = None
+) -> None:
+    """``n`` interactions keyed by user, as the API writes them: views with watch time
+    on fresh clip ids, or with ``clips`` a mix of views, likes, skips and shares on them."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
-        users = [uuid.uuid4() for _ in range(2000)]
+        users = users or [uuid.uuid4() for _ in range(2000)]
+        kinds = ["view", "view", "view", "like", "skip", "share"]
         futures = []
         for i in range(n):
-            rec = Interaction(user_id=users[i % len(users)], clip_id=uuid.uuid4(), kind="view", watch_ms=i % 9000)
+            if clips:
+                kind = kinds[i % len(kinds)]
+                clip, watch = clips[(i * 7919) % len(clips)], (i % 9000 if kind == "view" else None)
+            else:
+                kind, clip, watch = "view", uuid.uuid4(), i % 9000
+            rec = Interaction(user_id=users[i % len(users)], clip_id=clip, kind=kind, watch_ms=watch)  # type: ignore[arg-type]
             futures.append(await producer.send(INTERACTIONS.name, rec.to_bytes(), key=str(rec.user_id).encode()))
             if len(futures) >= 5000:
                 await asyncio.gather(*futures)

@@ -1,0 +1,200 @@
+"""Interactions path throughput: events/s through the ranking worker, against a bare
+aiokafka consume loop over the same topic on the same broker, in the same run.
+
+One Tansu broker on loopback; a SQLite store with ``--clips`` published clips (128-d
+embeddings) by ``--users`` users; ``--records`` interactions on those clips (views with
+watch time, likes, skips, shares, as the API writes them, keyed by user) spread over
+the 12 partitions of ``interactions``.
+
+* **Baseline**: one AIOKafkaConsumer reading every partition from the beginning to the
+  end, doing nothing with the records (``bench/lake.py``'s loop).
+* **Bare loop + decode**: the same, decoding each record into its pydantic model.
+* **Ranking worker**: ``clipstream worker ranking`` as production runs it (Faust agent,
+  error policy, SQL clip lookup behind its cache, the taste update, the ``user_taste``
+  table and its changelog), from its first processed record to its last, read from
+  the worker's own Prometheus counter (the group join is not throughput).
+
+Usage: .venv/bin/python bench/interactions.py [--records 50000] [--clips 5000] [--users 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
+from bench.lake import bare, produce  # noqa: E402
+from core.broker import EmbeddedBroker, end_offsets, ensure_topics, free_port  # noqa: E402
+from core.db import make_engine, migrate  # noqa: E402
+from core.db.models import Clip, User  # noqa: E402
+from core.topics import INTERACTIONS, decode  # noqa: E402
+
+DIM = 128
+
+
+def build_store(db_url: str, clips: int, users: int) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Users and published clips with embeddings, written in bulk."""
+    rng = np.random.default_rng(7)
+    now = datetime.now(UTC)
+    user_ids = [uuid.uuid4() for _ in range(users)]
+    clip_ids = [uuid.uuid4() for _ in range(clips)]
+    vecs = rng.normal(size=(clips, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    migrate(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            User.__table__.insert(),
+            [{"id": u, "handle": f"u{i}", "handle_key": f"u{i}", "handle_skeleton": f"u{i}", "display_name": f"U{i}",
+              "bio": "", "role": "user", "created_at": now} for i, u in enumerate(user_ids)],
+        )  # fmt: skip
+        conn.execute(
+            Clip.__table__.insert(),
+            [{"id": cid, "prompt_id": uuid.uuid4(), "user_id": user_ids[i % users], "creator_handle": f"u{i % users}",
+              "text": "bench", "status": "published", "video_key": f"clips/{cid}/clip.mp4",
+              "poster_key": f"clips/{cid}/poster.jpg", "mime_type": "video/mp4", "width": 288, "height": 512,
+              "fps": 12, "frame_count": 36, "duration_s": 3.0, "sha256": "0" * 64, "generator": {}, "checks": [],
+              "block_reasons": [], "generated_at": now, "published_at": now, "embedding": vecs[i].tolist(),
+              "embedding_model": "bench"} for i, cid in enumerate(clip_ids)],
+        )  # fmt: skip
+    engine.dispose()
+    return user_ids, clip_ids
+
+
+async def bare_decode(bootstrap: str, n: int) -> float:
+    """The baseline loop, decoding every record as the worker's error policy does."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(INTERACTIONS.name, p) for p in range(INTERACTIONS.partitions)]
+        consumer.assign(tps)
+        await end_offsets(consumer, tps)
+        await consumer.seek_to_beginning(*tps)
+        start, seen = time.perf_counter(), 0
+        while seen < n:
+            for messages in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for m in messages:
+                    decode(INTERACTIONS, m.value)
+                seen += len(messages)
+        return time.perf_counter() - start
+    finally:
+        await consumer.stop()
+
+
+def processed(port: int) -> float:
+    """The ranking worker's count of processed interactions, from its /metrics."""
+    try:
+        page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    total = 0.0
+    for line in page.splitlines():
+        if line.startswith("clipstream_messages_total{") and 'topic="interactions"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def ranking_worker(env: dict[str, str], port: int, n: int, log: Path, timeout_s: float) -> tuple[float, float]:
+    """(seconds from the first processed record to the last, records counted in that span)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "worker", "ranking"],
+            env={**env, "WORKERS__METRICS_PORT": str(port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            first = None
+            while time.monotonic() < deadline:
+                done = processed(port)
+                now = time.perf_counter()
+                if first is None and done > 0:
+                    first = (now, done)
+                if done >= n:
+                    assert first is not None
+                    return now - first[0], done - first[1]
+                if proc.poll() is not None:
+                    raise SystemExit(f"the ranking worker exited; see {log}")
+                time.sleep(0.05)
+            raise SystemExit(
+                f"the ranking worker processed {processed(port):.0f} of {n} in {timeout_s:.0f}s; see {log}"
+            )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=50_000)
+    ap.add_argument("--clips", type=int, default=5_000)
+    ap.add_argument("--users", type=int, default=2_000)
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="clipstream-bench-") as tmp:
+        root = Path(tmp)
+        db_url = f"sqlite:///{root / 'clipstream.db'}"
+        t = time.perf_counter()
+        users, clips = build_store(db_url, args.clips, args.users)
+        print(f"store: {args.clips} clips by {args.users} users in {time.perf_counter() - t:.1f}s", flush=True)
+        port = free_port()
+        broker = EmbeddedBroker("127.0.0.1", port, root / "broker.log")
+        broker.start()
+        try:
+            bootstrap = f"127.0.0.1:{port}"
+            ensure_topics(bootstrap)
+            t = time.perf_counter()
+            asyncio.run(produce(bootstrap, args.records, users=users, clips=clips))
+            print(f"produced {args.records} interactions in {time.perf_counter() - t:.1f}s", flush=True)
+            bare_s = asyncio.run(bare(bootstrap, args.records))
+            decode_s = asyncio.run(bare_decode(bootstrap, args.records))
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA__", "WORKERS__", "DATABASE_URL"))}
+            env.update(
+                {
+                    "KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                    "DATABASE_URL": db_url,
+                    "WORKERS__DATA_DIR": str(root / "faust"),
+                    "LOG_LEVEL": "WARNING",
+                    "PYTHONUNBUFFERED": "1",
+                }
+            )
+            worker_s, counted = ranking_worker(env, free_port(), args.records, root / "worker.log", args.timeout)
+        finally:
+            broker.stop()
+
+    n = args.records
+    rows = [
+        ("bare aiokafka loop (baseline)", n / bare_s, 1.0),
+        ("bare loop + decode", n / decode_s, bare_s / decode_s),
+        ("ranking worker (Faust, lookup, taste, table)", counted / worker_s, (counted / worker_s) / (n / bare_s)),
+    ]
+    print()
+    print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; {n} interactions,")
+    print(f"{args.clips} clips, {args.users} users, 12 partitions, one process each")
+    print()
+    print("| path | events/s | vs bare loop |")
+    print("|---|---:|---:|")
+    for name, rate, ratio in rows:
+        print(f"| {name} | {rate:,.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
