@@ -23,13 +23,17 @@ and prints it, compose uses 9400 in every container). Names and labels:
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
@@ -123,18 +127,70 @@ def exposition(*extra: Collector) -> tuple[bytes, str]:
     return body, CONTENT_TYPE_LATEST
 
 
-def serve(port: int, host: str = "0.0.0.0") -> bool:
-    """Serve ``/metrics`` on ``port`` from a background thread (0: not at all). A port
-    already taken is logged and skipped: metrics are not worth stopping a worker for."""
+#: A probe: (healthy, what it saw).
+Probe = Callable[[], tuple[bool, str]]
+
+
+def probes_app(liveness: Probe | None = None, readiness: Probe | None = None) -> Callable[..., Any]:
+    """A WSGI app: ``/healthz`` (liveness) and ``/readyz`` (readiness) answer 200 or 503
+    with a JSON body; every other path is the metrics page."""
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        probe = {"/healthz": liveness, "/readyz": readiness}.get(path, metrics_app)
+        if probe is metrics_app:
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        try:
+            ok, detail = probe() if probe is not None else (True, "no check")  # type: ignore[operator]
+        except Exception as exc:  # noqa: BLE001 — a failing probe is a failed probe, not a crash
+            ok, detail = False, f"probe failed: {exc!r}"
+        status = "200 OK" if ok else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        return [json.dumps({"status": "ok" if ok else "unavailable", "detail": detail}).encode()]
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's names
+        pass
+
+
+def serve(port: int, host: str = "0.0.0.0", liveness: Probe | None = None, readiness: Probe | None = None) -> bool:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port`` from a background
+    thread (0: not at all). A port already taken is logged and skipped: metrics are not
+    worth stopping a worker for (its heartbeat file still tells its health)."""
     if not port:
         return False
     try:
-        start_http_server(port, addr=host)
+        server = make_server(host, port, probes_app(liveness, readiness), _Server, handler_class=_QuietHandler)
     except OSError as exc:
         log.warning("metrics not served: port %d unavailable (%s)", port, exc)
         return False
-    log.info("metrics on http://%s:%d/metrics", host, port)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics and probes on http://%s:%d (/metrics, /healthz, /readyz)", host, port)
     return True
+
+
+class LoopProbe:
+    """Liveness of an asyncio process: :meth:`beat` is called from its event loop; the
+    probe fails once no beat came for ``stale_s`` (the loop is blocked or dead)."""
+
+    def __init__(self, stale_s: float) -> None:
+        self.stale_s = stale_s
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.last
+        return age < self.stale_s, f"event loop last beat {age:.1f}s ago"
 
 
 class HttpMetrics:

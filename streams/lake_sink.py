@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from core import metrics
 from core.errors import RecordError
-from core.health import HEARTBEAT_FILE, HEARTBEAT_INTERVAL_S
+from core.health import HEARTBEAT_FILE, HEARTBEAT_INTERVAL_S, HEARTBEAT_STALE_S
 from core.lake import Lake, Row, archived_topics, frame
 from core.records import Record
 from core.settings import Settings
@@ -91,6 +91,7 @@ class LakeSink:
             "fetch_max_wait_ms": fetch_max_wait_ms,
         }
         self.heartbeat_file = heartbeat_file
+        self.liveness = metrics.LoopProbe(HEARTBEAT_STALE_S)
         self.buffers: dict[TopicPartition, _Buffer] = {}
         self.stats = SinkStats()
         self.consumer: AIOKafkaConsumer | None = None
@@ -142,6 +143,7 @@ class LakeSink:
                         metrics.MESSAGES.labels(GROUP, tp.topic, "dead_lettered").inc(dead)
                 await self._flush_due()
                 if time.monotonic() - beat > HEARTBEAT_INTERVAL_S:
+                    self.liveness.beat()
                     if self.heartbeat_file is not None:
                         self.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
                         self.heartbeat_file.touch()
@@ -229,6 +231,11 @@ class LakeSink:
             out.append((tp.topic, tp.partition, end - start))
         return out
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once the consumer holds partitions (``/readyz``)."""
+        held = self.consumer.assignment() if self.consumer is not None else set()
+        return bool(held), f"archiving {len(held)} partition(s)" if held else "joining the group"
+
     def resume_offsets(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int | None]:
         """Where each partition resumes: after the last offset its files hold (None:
         nothing archived yet, from the beginning)."""
@@ -264,14 +271,16 @@ def run(settings: Settings) -> None:
     """``clipstream lake sink``: archive until SIGINT/SIGTERM, then flush and stop."""
     import signal
 
+    sink = LakeSink.from_settings(settings)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        stats = await LakeSink.from_settings(settings).run(stop)
+        stats = await sink.run(stop)
         log.info("lake: stopped; %s", stats)
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    metrics.serve(settings.workers.metrics_port)
+    metrics.serve(settings.workers.metrics_port, liveness=sink.liveness, readiness=sink.readiness)
     asyncio.run(main())

@@ -1,11 +1,14 @@
 """Prometheus metrics: what the error policy, the lag gauges and the API's /metrics report."""
 
 import asyncio
+import json
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from core import metrics
@@ -81,3 +84,24 @@ def test_a_worker_serves_metrics_on_its_port_and_skips_a_taken_one() -> None:
     assert b"# TYPE clipstream_messages_total counter" in body
     assert not metrics.serve(port, "127.0.0.1"), "a taken port is reported, not raised"
     assert not metrics.serve(0)
+
+
+def test_probes_answer_200_or_503_and_a_failing_probe_is_a_503() -> None:
+    liveness = metrics.LoopProbe(stale_s=30)
+    port = free_port()
+
+    def broken() -> tuple[bool, str]:
+        raise RuntimeError("consumer gone")
+
+    assert metrics.serve(port, "127.0.0.1", liveness=liveness, readiness=broken)
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/readyz", timeout=5)
+    assert err.value.code == 503 and "consumer gone" in json.loads(err.value.read())["detail"]
+    liveness.last -= 31  # no beat from the loop for 31 s
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/healthz", timeout=5)
+    assert err.value.code == 503 and "31." in json.loads(err.value.read())["detail"]
+    assert b"clipstream_messages_total" in urllib.request.urlopen(f"{base}/metrics", timeout=5).read()

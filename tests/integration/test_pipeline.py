@@ -300,14 +300,18 @@ def test_poison_on_every_topic_is_dead_lettered_and_the_pipeline_keeps_going(sta
         assert {dict(m.headers)["x-dlq-consumer"].decode() for m in letters} == {f"clipstream-{g}" for g in groups}
 
 
+def served_at(stack: Stack, process: str) -> str:
+    """Where a process ``up`` started serves /metrics (and a worker its probes)."""
+    if process == "api":
+        return stack.api
+    port = re.search(rf"^  {re.escape(process)}\s.*metrics :(\d+)", stack.up.output(), re.MULTILINE)
+    assert port, f"`up` printed no metrics port for {process}"
+    return f"http://127.0.0.1:{port.group(1)}"
+
+
 def metrics_of(stack: Stack, process: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """(name, labels) → value from the /metrics of a process ``up`` started."""
-    if process == "api":
-        url = f"{stack.api}/metrics"
-    else:
-        port = re.search(rf"^  {re.escape(process)}\s.*metrics :(\d+)", stack.up.output(), re.MULTILINE)
-        assert port, f"`up` printed no metrics port for {process}"
-        url = f"http://127.0.0.1:{port.group(1)}/metrics"
+    url = f"{served_at(stack, process)}/metrics"
     out = {}
     for line in httpx.get(url, timeout=10).text.splitlines():
         found = re.fullmatch(r"(clipstream_\w+)(?:\{(.*)\})? (\S+)", line)
@@ -340,6 +344,10 @@ def test_every_process_serves_metrics_with_counts_waits_and_lag(stack: Stack) ->
     for role in ("generation", "moderation", "materializer", "ranking"):
         wait_for(lambda r=role: lag_reported(f"worker-{r}", f"clipstream-{r}"), 30, f"{role}'s lag gauges")
     lake = wait_for(lambda: lag_reported("lake-sink", "clipstream-lake"), 30, "the lake sink's lag gauges")
+    for process in ("worker-generation", "worker-moderation", "worker-materializer", "worker-ranking", "lake-sink"):
+        for probe in ("healthz", "readyz"):
+            resp = httpx.get(f"{served_at(stack, process)}/{probe}", timeout=10)
+            assert resp.status_code == 200 and resp.json()["status"] == "ok", (process, probe, resp.text)
     lake_prompts = {"consumer": "clipstream-lake", "topic": "prompts"}
     assert value(lake, "clipstream_messages_total", **lake_prompts, outcome="dead_lettered") >= 4
 
