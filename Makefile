@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-fast lint typecheck schemas notebooks lab clean
+.PHONY: up test test-fast lint typecheck schemas notebooks lab soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ notebooks: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m pip install -e '.[notebooks]'
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Ten minutes of mixed load on the embedded stack, then checks (docs/performance.md, "Soak").
+soak: $(STAMP)
+	$(PY) bench/soak.py --minutes 10
 
 clean:
 	rm -rf var

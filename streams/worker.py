@@ -41,13 +41,16 @@ LAG_INTERVAL_S = 5.0
 
 
 def consumer_lag(app: faust.App) -> list[tuple[str, int, int]]:
-    """``(topic, partition, lag)`` for every partition this worker holds: the end the
-    last fetch saw less the group's committed offset (no figure before the first fetch)."""
+    """``(topic, partition, lag)`` for every stream partition this worker holds: the end
+    the last fetch saw less the group's committed offset (no figure before the first
+    fetch). Table changelogs are left out: the worker writes them, reads them only to
+    recover, and never commits offsets on them."""
     consumer = app.consumer
+    changelogs = set(app.tables.changelog_topics)
     out = []
     for tp in sorted(consumer.assignment()):
         end = consumer.highwater(tp)
-        if end is None:
+        if end is None or tp.topic in changelogs:
             continue
         committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # no public view
         out.append((tp.topic, tp.partition, end - (committed or 0)))
