@@ -37,10 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-
 from bench.lake import bare, produce  # noqa: E402
-from core.broker import EmbeddedBroker, end_offsets, ensure_topics, free_port  # noqa: E402
+from core.broker import EmbeddedBroker, ensure_topics, free_port  # noqa: E402
 from core.db import make_engine, migrate  # noqa: E402
 from core.db.models import Clip, User  # noqa: E402
 from core.topics import INTERACTIONS, decode  # noqa: E402
@@ -75,26 +73,6 @@ def build_store(db_url: str, clips: int, users: int) -> tuple[list[uuid.UUID], l
         )  # fmt: skip
     engine.dispose()
     return user_ids, clip_ids
-
-
-async def bare_decode(bootstrap: str, n: int) -> float:
-    """The baseline loop, decoding every record as the worker's error policy does."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(INTERACTIONS.name, p) for p in range(INTERACTIONS.partitions)]
-        consumer.assign(tps)
-        await end_offsets(consumer, tps)
-        await consumer.seek_to_beginning(*tps)
-        start, seen = time.perf_counter(), 0
-        while seen < n:
-            for messages in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
-                for m in messages:
-                    decode(INTERACTIONS, m.value)
-                seen += len(messages)
-        return time.perf_counter() - start
-    finally:
-        await consumer.stop()
 
 
 def processed(port: int) -> float:
@@ -165,7 +143,7 @@ def main() -> None:
             asyncio.run(produce(bootstrap, args.records, users=users, clips=clips))
             print(f"produced {args.records} interactions in {time.perf_counter() - t:.1f}s", flush=True)
             bare_s = asyncio.run(bare(bootstrap, args.records))
-            decode_s = asyncio.run(bare_decode(bootstrap, args.records))
+            decode_s = asyncio.run(bare(bootstrap, args.records, lambda m: decode(INTERACTIONS, m.value)))
             env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA__", "WORKERS__", "DATABASE_URL"))}
             env.update(
                 {

@@ -22,7 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,7 +65,9 @@ async def produce(
         await producer.stop()
 
 
-async def bare(bootstrap: str, n: int) -> float:
+async def bare(bootstrap: str, n: int, each: Callable[[Any], object] | None = None) -> float:
+    """Seconds for one consumer to read the ``n`` records of ``interactions`` from the
+    beginning, doing nothing with them, or calling ``each`` on every one."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -75,6 +79,9 @@ async def bare(bootstrap: str, n: int) -> float:
         start, seen = time.perf_counter(), 0
         while seen < n:
             for messages in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                if each is not None:
+                    for m in messages:
+                        each(m)
                 seen += len(messages)
         return time.perf_counter() - start
     finally:
