@@ -13,7 +13,8 @@ checks:
 * every submitted prompt reached a final state (published, rejected, in review);
 * consumer lag back to zero after the load (and its peak during it);
 * resident memory growth of every process from the first sample after the warm-up to
-  the last at most ``--rss-growth-mb`` (default 64 MB).
+  the last at most ``--rss-growth-mb`` (default 64 MB); the embedded broker is reported
+  but not bounded, since it keeps the whole log in memory.
 
 Usage: .venv/bin/python bench/soak.py [--minutes 10] [--rate 25]   (`make soak`)
 Exit status 1 if a check fails.
@@ -259,8 +260,10 @@ def main() -> int:
             "no process restarted": not restarted,
             "every prompt finished": drained,
             "lag back to zero": lag_zero,
-            f"rss growth ≤ {args.rss_growth_mb:.0f} MB per process": all(
-                g <= args.rss_growth_mb for g in growth.values()
+            # The embedded broker keeps the whole log in memory (Tansu's memory storage):
+            # it grows with the records by design, so it is reported, not bounded.
+            f"rss growth ≤ {args.rss_growth_mb:.0f} MB per process (the broker aside)": all(
+                g <= args.rss_growth_mb for name, g in growth.items() if name != "broker"
             ),
         }
         ok = all(checks.values())
