@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 
@@ -142,7 +142,7 @@ def _rate(stream: av.video.stream.VideoStream) -> Fraction | None:
     return None
 
 
-def _decode(path: Path, expected: ClipExpectations) -> tuple[CheckResult, _Probe | None]:
+def _decode(path: Path, expected: ClipExpectations, keep: list[Any] | None = None) -> tuple[CheckResult, _Probe | None]:
     if not path.is_file():
         return CheckResult("media_decode", False, f"no file at {path}"), None
     with av.open(str(path)) as container:
@@ -161,6 +161,8 @@ def _decode(path: Path, expected: ClipExpectations) -> tuple[CheckResult, _Probe
         first_time = last_time = None
         stopped_early = False
         for frame in container.decode(stream):
+            if keep is not None:
+                keep.append(frame)
             frames += 1
             sizes.add((frame.width, frame.height))
             if frame.time is not None:
@@ -234,9 +236,11 @@ def _check_format(probe: _Probe | None, expected: ClipExpectations) -> CheckResu
 
 
 def check_generated_clip(
-    prompt: str, video_path: Path, expected: ClipExpectations, policy: PromptPolicy
+    prompt: str, video_path: Path, expected: ClipExpectations, policy: PromptPolicy, keep: list[Any] | None = None
 ) -> ClipVerdict:
-    """Run every check (all of them, so the verdict lists every problem) and decide."""
+    """Run every check (all of them, so the verdict lists every problem) and decide.
+    ``keep``: a list that receives every decoded frame, for the frame filter (use them
+    only when the verdict is publish: a failed decode leaves some)."""
     checks = [_guarded("prompt_policy", "prompt re-check", lambda: _check_prompt(prompt, policy))]
     probe: _Probe | None = None
     try:
@@ -248,7 +252,7 @@ def check_generated_clip(
     else:
         checks.append(_guarded("media_integrity", f"hashing {path}", lambda: _check_integrity(path, expected)))
         try:
-            decode_result, probe = _decode(path, expected)
+            decode_result, probe = _decode(path, expected, keep)
         except Exception as exc:  # noqa: BLE001 - fail closed
             decode_result = CheckResult("media_decode", False, f"decoding {path} failed with {_error_text(exc)}")
     checks.append(decode_result)

@@ -170,8 +170,17 @@ def read_frames(path: Path, per_second: int = 1) -> list[Image.Image]:
                 raise FrameFilterError(f"{path}: more than {MAX_FRAMES} frames; not a generated clip")
         if not decoded:
             raise FrameFilterError(f"{path}: no frames decoded")
-        fps = max(1, round(float(rate))) if rate else 1
-        return [decoded[i].to_image() for i in sample_frame_indices(len(decoded), fps, per_second)]
+        return sample_images(decoded, float(rate) if rate else None, per_second)
+
+
+def sample_images(decoded: Sequence[Any], fps: float | None, per_second: int = 1) -> list[Image.Image]:
+    """The frames the filter looks at among a clip's decoded frames (PyAV ``VideoFrame``):
+    at least ``per_second`` per second plus the first and last. The moderation worker
+    hands over the frames its clip checks decoded, so the file is decoded once."""
+    if not decoded:
+        raise FrameFilterError("no frames decoded")
+    rate = max(1, round(fps)) if fps else 1
+    return [decoded[i].to_image() for i in sample_frame_indices(len(decoded), rate, per_second)]
 
 
 # ---------------------------------------------------------------------------- model

@@ -42,7 +42,7 @@ from core.settings import Settings
 from core.topics import CLIPS_BLOCKED, CLIPS_FLAGGED, CLIPS_GENERATED, CLIPS_PUBLISHED
 from generation.provenance import credentials_from, verify_video
 from moderation.clip_checks import CheckResult, ClipExpectations, ClipVerdict, check_generated_clip
-from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict, frame_filter_for
+from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict, frame_filter_for, sample_images
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
 from streams.app import RecordSender, derived_event_id
 from streams.errors import ErrorPolicy, register_agent
@@ -50,7 +50,9 @@ from streams.errors import ErrorPolicy, register_agent
 log = logging.getLogger(__name__)
 
 
-def verdict_for(rec: ClipGenerated, store: LocalMediaStore, policy: PromptPolicy) -> ClipVerdict:
+def verdict_for(
+    rec: ClipGenerated, store: LocalMediaStore, policy: PromptPolicy, keep: list[Any] | None = None
+) -> ClipVerdict:
     expected = ClipExpectations(
         width=rec.media.width,
         height=rec.media.height,
@@ -62,7 +64,7 @@ def verdict_for(rec: ClipGenerated, store: LocalMediaStore, policy: PromptPolicy
         path = store.path(rec.media.video_key)
     except NotFoundError as e:
         return ClipVerdict(action="block", checks=(CheckResult("media_integrity", False, str(e)),))
-    return check_generated_clip(rec.text, path, expected, policy)
+    return check_generated_clip(rec.text, path, expected, policy, keep)
 
 
 def cameo_verdict(factory: sessionmaker[Session], rec: ClipGenerated) -> CheckResult:
@@ -94,7 +96,8 @@ class ModerationHandler:
             self.frame_filter = frame_filter_for(options)
 
     def _verdict(self, rec: ClipGenerated) -> tuple[ClipVerdict, FrameVerdict | None]:
-        verdict = self._media_verdict(rec)
+        decoded: list[Any] = []  # the clip checks' decoded frames, for the frame filter
+        verdict = self._media_verdict(rec, decoded)
         provenance = self._provenance(rec)
         checks = (*verdict.checks, provenance)
         if verdict.action != "publish" or not provenance.passed:
@@ -102,7 +105,8 @@ class ModerationHandler:
         if self.frame_filter is None:
             return ClipVerdict(action="publish", checks=checks), None
         try:
-            frames = self.frame_filter.scan_video(self.store.path(rec.media.video_key))
+            # The checks passed, so they decoded every frame at the declared rate.
+            frames = self.frame_filter.scan_images(sample_images(decoded, rec.media.fps))
         except (FrameFilterError, OSError, NotFoundError, ValueError) as e:  # fail closed
             failed = CheckResult("frame_safety", False, f"frame filter could not run: {e}")
             return ClipVerdict(action="block", checks=(*checks, failed)), None
@@ -121,16 +125,16 @@ class ModerationHandler:
             return CheckResult("provenance", False, f"provenance manifest names clip {result.claim.clip_id}")
         return CheckResult("provenance", True, f"signed C2PA manifest: {result.detail}")
 
-    def _media_verdict(self, rec: ClipGenerated) -> ClipVerdict:
+    def _media_verdict(self, rec: ClipGenerated, keep: list[Any] | None = None) -> ClipVerdict:
         if rec.cameos:
             if self._factory is None:
                 self._factory = make_sessionmaker(make_engine(self.settings.database_url))
             consent = cameo_verdict(self._factory, rec)
             if not consent.passed:  # no point decoding a clip that may not be published
                 return ClipVerdict(action="block", checks=(consent,))
-            verdict = verdict_for(rec, self.store, self.policy)
+            verdict = verdict_for(rec, self.store, self.policy, keep)
             return ClipVerdict(action=verdict.action, checks=(*verdict.checks, consent))
-        return verdict_for(rec, self.store, self.policy)
+        return verdict_for(rec, self.store, self.policy, keep)
 
     async def __call__(self, rec: ClipGenerated, message: Any) -> None:
         await self.sender.send_status(rec.event_id, rec.prompt_id, "moderating", clip_id=rec.clip_id)

@@ -23,6 +23,7 @@ from moderation.frame_filter import (
     load_clip,
     load_frame_filter,
     read_frames,
+    sample_images,
 )
 from moderation.frame_training import data
 
@@ -70,6 +71,25 @@ def test_a_safe_clip_is_published_with_its_embedding(shipped: FrameFilter, tmp_p
     assert verdict.reasons == () and set(verdict.scores) == set(default_unsafe())
     assert len(verdict.embedding) == 128 and abs(np.linalg.norm(verdict.embedding) - 1) < 1e-3
     assert "4 frames clear" in verdict.detail
+
+
+def test_the_clip_checks_decoded_frames_judge_as_the_file_does(shipped: FrameFilter, tmp_path: Path) -> None:
+    """The worker hands the clip checks' decoded frames to the filter instead of
+    decoding the file again: same frames, same verdict, same embedding."""
+    from generation.encoding import sha256_file
+    from moderation.clip_checks import ClipExpectations, check_generated_clip
+    from moderation.prompt_policy import load_prompt_policy
+
+    path = _render(tmp_path, "a cowboy with a revolver in the desert")
+    kept: list[object] = []
+    expected = ClipExpectations(width=288, height=512, frame_count=36, fps=12, video_sha256=sha256_file(path))
+    checks = check_generated_clip("a cowboy in the desert", path, expected, load_prompt_policy(), kept)
+    assert checks.action == "publish" and len(kept) == 36, checks.reasons
+    from_checks = shipped.scan_images(sample_images(kept, 12))
+    from_file = shipped.scan_video(path)
+    assert from_checks == from_file and from_checks.action != "publish"
+    with pytest.raises(FrameFilterError):
+        sample_images([], 12)
 
 
 @pytest.mark.parametrize(
