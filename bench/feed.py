@@ -224,6 +224,13 @@ def freshness(base: str, tokens: list[str], clip_ids: list[str], n: int) -> list
 
 
 # ---------------------------------------------------------------------------- main
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=100_000)
@@ -293,6 +300,7 @@ def main() -> int:
 
         wait_for(personalised, 300, "the API's ranking replica")
         ready_s = time.perf_counter() - t
+        rss_ready = rss_mb(api.pid)
 
         def plans_made() -> bool | None:
             plans = httpx.get(f"{base}/readyz", timeout=2).json()["ranking"]["plans"]
@@ -334,6 +342,7 @@ def main() -> int:
         if args.floor:
             floor = run([("/v1/feed?limit=20&order=newest", tok) for tok in world["tokens"]], "floor")
         plan_stats = httpx.get(f"{base}/readyz").json()["ranking"]["plans"]
+        rss_loaded = rss_mb(api.pid)
         fresh = freshness(base, world["tokens"][-args.fresh_n :], world["clip_ids"], args.fresh_n)
     finally:
         api.terminate()
@@ -355,6 +364,8 @@ def main() -> int:
         print(f"| {name} | {r['requests']:,} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
               f"| {r['errors']} |")  # fmt: skip
     print(f"\nfeed plans after the load: {plan_stats}")
+    print(f"API resident memory: {rss_ready:,.0f} MB once its replica was ready, {rss_loaded:,.0f} MB after the plans "
+          f"and the load")  # fmt: skip
     print(f"feed / baseline throughput: {ratio:.2f}  (target >= 0.3)")
     print(f"feed p99: {feed['p99']:.1f} ms  (target <= 50 ms)")
     print(f"like -> next feed reflects it (n={len(fresh)}): p50 {pct(fresh, 50):.0f} ms, "
