@@ -52,7 +52,7 @@ from core.db import make_engine, migrate  # noqa: E402
 from core.db.models import ApiToken, Clip, ClipStats, Follow, User  # noqa: E402
 from core.records import ClipPublished, GeneratorInfo, Interaction  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from core.stats import pct  # noqa: E402
+from core.stats import pct, rss_mb  # noqa: E402
 from ranking.snapshot import save_snapshot  # noqa: E402
 from ranking.state import RankingState  # noqa: E402
 from tests.support.factories import fake_media  # noqa: E402
@@ -224,13 +224,6 @@ def freshness(base: str, tokens: list[str], clip_ids: list[str], n: int) -> list
 
 
 # ---------------------------------------------------------------------------- main
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=100_000)

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.broker import free_port  # noqa: E402
+from core.stats import rss_mb  # noqa: E402
 from tests.support.stack import UpProcess, wait_for  # noqa: E402
 
 PROMPTS = ["a cat surfing a wave", "a dog in a forest at dawn", "a red fox in the snow", "a robot dancing in a city",
@@ -135,13 +136,6 @@ def processes(up: UpProcess) -> dict[str, tuple[int, str | None]]:
         port = re.search(r"metrics :(\d+)", m.group(2))
         out[m.group(1)] = (int(m.group(3)), f"http://127.0.0.1:{port.group(1)}/metrics" if port else None)
     return out
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def scrape(url: str) -> dict[str, float]:
