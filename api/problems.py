@@ -78,18 +78,15 @@ def document(app: FastAPI) -> None:
     and every operation that reads a bearer token, even one open to anonymous callers,
     may answer 401 (a token that is sent must be valid)."""
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        from fastapi.openapi.utils import get_openapi
+    generate = app.openapi  # FastAPI's own: every app setting, cached in app.openapi_schema
+    done = False
 
-        spec = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-            tags=app.openapi_tags,
-        )
+    def openapi() -> dict[str, Any]:
+        nonlocal done
+        spec = generate()
+        if done:
+            return spec
+        done = True
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
         schemas.setdefault("FieldError", FieldError.model_json_schema())
@@ -125,7 +122,6 @@ def document(app: FastAPI) -> None:
                         response["content"] = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
-        app.openapi_schema = spec
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]
