@@ -125,6 +125,10 @@ def setup_logging(level: str = "INFO", name: str = "clipstream", fmt: LogFormat 
     logging.config.dictConfig(logging_config(level, name, fmt))
 
 
+#: A caller's X-Request-ID is taken over only when it is a plain token like this.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 class RequestContext:
     """Pure ASGI middleware: each HTTP request's log lines carry ``request_id`` (the
     caller's ``X-Request-ID`` when it is a plain token, else a new one), ``method`` and
@@ -147,6 +151,3 @@ class RequestContext:
 
         with log_context(request_id=request_id, method=scope.get("method"), path=scope.get("path")):
             await self.app(scope, receive, sending)
-
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

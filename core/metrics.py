@@ -133,16 +133,19 @@ Probe = Callable[[], tuple[bool, str]]
 
 def probes_app(liveness: Probe | None = None, readiness: Probe | None = None) -> Callable[..., Any]:
     """A WSGI app: ``/healthz`` (liveness) and ``/readyz`` (readiness) answer 200 or 503
-    with a JSON body; every other path is the metrics page."""
+    with a JSON body (404 where no probe was given); every other path is the metrics page."""
     metrics_app = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
-        probe = {"/healthz": liveness, "/readyz": readiness}.get(path, metrics_app)
-        if probe is metrics_app:
+        if path not in ("/healthz", "/readyz"):
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        probe = liveness if path == "/healthz" else readiness
+        if probe is None:  # nothing to check is not a pass: the probe is not served
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [f"{path} is not served by this process\n".encode()]
         try:
-            ok, detail = probe() if probe is not None else (True, "no check")  # type: ignore[operator]
+            ok, detail = probe()
         except Exception as exc:  # noqa: BLE001 — a failing probe is a failed probe, not a crash
             ok, detail = False, f"probe failed: {exc!r}"
         status = "200 OK" if ok else "503 Service Unavailable"

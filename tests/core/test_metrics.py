@@ -82,6 +82,9 @@ def test_a_worker_serves_metrics_on_its_port_and_skips_a_taken_one() -> None:
     assert metrics.serve(port, "127.0.0.1")
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     assert b"# TYPE clipstream_messages_total counter" in body
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert err.value.code == 404, "no probe given: not served, rather than a pass"
     assert not metrics.serve(port, "127.0.0.1"), "a taken port is reported, not raised"
     assert not metrics.serve(0)
 
