@@ -9,6 +9,10 @@ the 12 partitions of ``interactions``.
 * **Baseline**: one AIOKafkaConsumer reading every partition from the beginning to the
   end, doing nothing with the records (``bench/lake.py``'s loop).
 * **Bare loop + decode**: the same, decoding each record into its pydantic model.
+* **Faust floor**: a Faust worker built like every role (``streams.app.create_app``)
+  whose one agent runs each record through the same error policy (decode, metrics,
+  log context) into a handler that does nothing: what Faust and the policy cost
+  before any work is done (``--floor-worker`` runs it).
 * **Ranking worker**: ``clipstream worker ranking`` as production runs it (Faust agent,
   error policy, SQL clip lookup behind its cache, the taste update, the ``user_taste``
   table and its changelog), from its first processed record to its last, read from
@@ -88,11 +92,36 @@ def processed(port: int) -> float:
     return total
 
 
-def ranking_worker(env: dict[str, str], port: int, n: int, log: Path, timeout_s: float) -> tuple[float, float]:
-    """(seconds from the first processed record to the last, records counted in that span)."""
+def floor_worker() -> None:
+    """Run the Faust floor: a worker whose agent sends every interaction through the
+    error policy into a handler that does nothing (serves /metrics like a role)."""
+    from faust.worker import Worker
+
+    from core import metrics
+    from core.settings import Settings
+    from streams.app import RecordSender, create_app
+    from streams.errors import register_agent
+
+    settings = Settings()
+    settings.workers.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, "bench-floor")
+
+    async def nothing(record: object, message: object) -> None:
+        return None
+
+    register_agent(app, INTERACTIONS, settings, nothing, name="floor", sender=RecordSender(app))
+    metrics.serve(settings.workers.metrics_port)
+    Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def run_worker(
+    command: list[str], env: dict[str, str], port: int, n: int, log: Path, timeout_s: float
+) -> tuple[float, float]:
+    """Start a worker process (``command``); (seconds from its first processed record to
+    its last, records counted in that span)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "worker", "ranking"],
+            command,
             env={**env, "WORKERS__METRICS_PORT": str(port)},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -109,11 +138,9 @@ def ranking_worker(env: dict[str, str], port: int, n: int, log: Path, timeout_s:
                     assert first is not None
                     return now - first[0], done - first[1]
                 if proc.poll() is not None:
-                    raise SystemExit(f"the ranking worker exited; see {log}")
+                    raise SystemExit(f"{command} exited; see {log}")
                 time.sleep(0.05)
-            raise SystemExit(
-                f"the ranking worker processed {processed(port):.0f} of {n} in {timeout_s:.0f}s; see {log}"
-            )
+            raise SystemExit(f"{command} processed {processed(port):.0f} of {n} in {timeout_s:.0f}s; see {log}")
         finally:
             proc.terminate()
             proc.wait(30)
@@ -125,7 +152,11 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=5_000)
     ap.add_argument("--users", type=int, default=2_000)
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--floor-worker", action="store_true", help="run the Faust floor worker (used by the benchmark)")
     args = ap.parse_args()
+    if args.floor_worker:
+        floor_worker()
+        return
 
     with tempfile.TemporaryDirectory(prefix="clipstream-bench-") as tmp:
         root = Path(tmp)
@@ -154,7 +185,14 @@ def main() -> None:
                     "PYTHONUNBUFFERED": "1",
                 }
             )
-            worker_s, counted = ranking_worker(env, free_port(), args.records, root / "worker.log", args.timeout)
+            floor_s, floor_n = run_worker(
+                [sys.executable, __file__, "--floor-worker"], env, free_port(), args.records, root / "floor.log",
+                args.timeout,
+            )  # fmt: skip
+            worker_s, counted = run_worker(
+                [sys.executable, "-m", "core.cli", "worker", "ranking"], env, free_port(), args.records,
+                root / "worker.log", args.timeout,
+            )  # fmt: skip
         finally:
             broker.stop()
 
@@ -162,16 +200,18 @@ def main() -> None:
     rows = [
         ("bare aiokafka loop (baseline)", n / bare_s, 1.0),
         ("bare loop + decode", n / decode_s, bare_s / decode_s),
+        ("Faust floor (agent + error policy, no-op handler)", floor_n / floor_s, (floor_n / floor_s) / (n / bare_s)),
         ("ranking worker (Faust, lookup, taste, table)", counted / worker_s, (counted / worker_s) / (n / bare_s)),
     ]
     print()
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; {n} interactions,")
     print(f"{args.clips} clips, {args.users} users, 12 partitions, one process each")
     print()
-    print("| path | events/s | vs bare loop |")
-    print("|---|---:|---:|")
+    floor = floor_n / floor_s
+    print("| path | events/s | vs bare loop | vs Faust floor |")
+    print("|---|---:|---:|---:|")
     for name, rate, ratio in rows:
-        print(f"| {name} | {rate:,.0f} | {ratio:.2f} |")
+        print(f"| {name} | {rate:,.0f} | {ratio:.3f} | {rate / floor:.2f} |")
 
 
 if __name__ == "__main__":

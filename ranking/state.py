@@ -18,7 +18,7 @@ import dataclasses
 import heapq
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,12 +75,14 @@ class UserState:
         while len(self.rejected) > REJECTED_MAX:
             self.rejected.popitem(last=False)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, encode_vector: Callable[[np.ndarray], Any] = _rounded) -> dict[str, Any]:
+        """The state without its seen set; vectors as ``encode_vector`` writes them
+        (default: lists of six-decimal floats)."""
         return {
             "rejected": list(self.rejected),
-            "vector": None if self.vector is None else _rounded(self.vector),
+            "vector": None if self.vector is None else encode_vector(self.vector),
             "liked": list(self.liked),
-            "avoid": [_rounded(v) for v in self.avoid],
+            "avoid": [encode_vector(v) for v in self.avoid],
             "affinity": self.affinity,
             "version": self.version,
             "last_at": self.last_at,

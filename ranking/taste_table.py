@@ -4,8 +4,13 @@ advances an entry, and a reader for anyone outside the worker (the API).
 Each entry is keyed by the user id (UTF-8, no quoting) and holds
 :meth:`UserState.to_json` plus where in the log it stands::
 
-    {"schema_version": 1, "vector": [...] | null, "liked": [...], "avoid": [[...]],
+    {"schema_version": 2, "vector": "<base64>" | null, "liked": [...], "avoid": ["<base64>", ...],
      "affinity": {author: score}, "version": n, "partition": p, "offset": o}
+
+Vectors are the float32 values, little-endian, in base64: exact, and a third of the
+size of a list of decimals (an entry with a full see-less list was about 25 KB as
+schema 1, with vectors as lists of floats, and encoding it was a large share of the
+worker's time per record). Schema 1 entries are still read.
 
 ``partition``/``offset`` name the last ``interactions`` message applied to that user.
 The worker skips a redelivered message at or below that offset, so at-least-once
@@ -20,6 +25,7 @@ and dropping keys whose latest value is a tombstone.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections import deque
@@ -38,7 +44,8 @@ from ranking.state import UserState, interact
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: vectors as lists of floats
 
 
 class TasteEntry(NamedTuple):
@@ -57,17 +64,41 @@ class ClipFacts:
     author_id: str | None
 
 
+def pack_vector(v: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
+
+
+def unpack_vector(text: Any) -> np.ndarray:
+    if not isinstance(text, str):
+        raise ValueError(f"a vector must be a base64 string, not {type(text).__name__}")
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 4:
+        raise ValueError(f"a vector of {len(raw)} bytes is not float32")
+    v = np.frombuffer(raw, "<f4").astype(np.float32)
+    if not np.isfinite(v).all():
+        raise ValueError("a vector holds NaN or infinity")
+    return v
+
+
 def encode_entry(user: UserState, partition: int, offset: int) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION, **user.to_json(), "partition": partition, "offset": offset}
+    return {"schema_version": SCHEMA_VERSION, **user.to_json(pack_vector), "partition": partition, "offset": offset}
 
 
 def decode_entry(value: Mapping[str, Any]) -> TasteEntry:
     """A table value → TasteEntry, or RecordError saying what is wrong with it."""
-    if value.get("schema_version") != SCHEMA_VERSION:
-        raise RecordError(f"user_taste: unknown schema_version {value.get('schema_version')!r}")
+    version = value.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise RecordError(f"user_taste: unknown schema_version {version!r}")
     try:
+        if version == 2:
+            vector = value.get("vector")
+            value = {
+                **value,
+                "vector": None if vector is None else unpack_vector(vector),
+                "avoid": [unpack_vector(v) for v in value.get("avoid", [])],
+            }
         return TasteEntry(UserState.from_json(value), int(value["partition"]), int(value["offset"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:  # binascii.Error is a ValueError
         raise RecordError(f"user_taste: invalid entry: {e!r}") from e
 
 
@@ -99,12 +130,24 @@ def advance(
     version and position move on, the taste vector does not."""
     if rec.clip_id is None or already_applied(value, partition, offset):
         return None
-    user = UserState()
-    if value is not None:
-        try:
-            user = decode_entry(value).state
-        except RecordError as e:  # ranking fails open: a fresh start beats a user stuck in the DLQ
-            log.warning("user %s: stored taste is unreadable, starting afresh: %s", rec.user_id, e)
+    user = state_of(value, rec.user_id)
+    apply_to(user, rec, clip, weights)
+    return encode_entry(user, partition, offset)
+
+
+def state_of(value: Mapping[str, Any] | None, user_id: Any) -> UserState:
+    """The UserState an entry holds; a fresh one for no entry or an unreadable one."""
+    if value is None:
+        return UserState()
+    try:
+        return decode_entry(value).state
+    except RecordError as e:  # ranking fails open: a fresh start beats a user stuck in the DLQ
+        log.warning("user %s: stored taste is unreadable, starting afresh: %s", user_id, e)
+        return UserState()
+
+
+def apply_to(user: UserState, rec: Interaction, clip: ClipFacts | None, weights: SignalWeights | None = None) -> None:
+    """Apply one interaction to ``user`` in place (as :func:`advance` does)."""
     vector = None if clip is None else clip.vector
     if vector is not None and user.vector is not None and user.vector.shape != vector.shape:
         # The embedding model changed: the old taste lives in another space.
@@ -117,7 +160,6 @@ def advance(
         author=None if clip is None else clip.author_id,
         weights=weights or SignalWeights(),
     )
-    return encode_entry(user, partition, offset)
 
 
 async def read_taste_table(

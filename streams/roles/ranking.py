@@ -12,6 +12,11 @@ Each entry records the partition and offset of the last message applied to it, a
 message at or below that offset is skipped: a redelivery after a crash (Faust flushes
 the changelog before it commits offsets, so the entry is never behind the commit)
 changes nothing.
+
+The handler keeps the decoded UserState of the entries it wrote last (bounded LRU), so
+a user's next interaction does not decode the entry again. A kept state is used only
+while the table still holds the very value it was written as: after a recovery or a
+rebalance the table holds other objects, and the entry is decoded afresh.
 """
 
 from __future__ import annotations
@@ -35,13 +40,16 @@ from core.records import Interaction
 from core.settings import Settings
 from core.topics import INTERACTIONS, USER_TASTE
 from ranking.signals import SignalWeights
-from ranking.taste_table import ClipFacts, advance, already_applied
+from ranking.state import UserState
+from ranking.taste_table import ClipFacts, already_applied, apply_to, encode_entry, state_of
 from streams.app import RecordSender
 from streams.errors import ErrorPolicy, register_agent
 
 log = logging.getLogger(__name__)
 
 CLIP_CACHE_SIZE = 20_000
+#: Decoded states kept for the users written last (a few KB each without the seen set).
+STATE_CACHE_SIZE = 20_000
 #: How long a cached clip is trusted: a takedown stops moving taste vectors within this.
 CLIP_CACHE_TTL_S = 60.0
 
@@ -108,11 +116,23 @@ class ClipLookup:
 class RankingHandler:
     """One interaction → the user's ``user_taste`` entry."""
 
-    def __init__(self, table: Any, clips: ClipLookup, weights: SignalWeights | None = None) -> None:
+    def __init__(
+        self, table: Any, clips: ClipLookup, weights: SignalWeights | None = None, max_states: int = STATE_CACHE_SIZE
+    ) -> None:
         self.table = table
         self.clips = clips
         self.weights = weights or SignalWeights()
-        self.applied = self.duplicates = self.unknown_clips = 0
+        self.max_states = max_states
+        self._states: OrderedDict[bytes, tuple[Any, UserState]] = OrderedDict()
+        self.applied = self.duplicates = self.unknown_clips = self.decoded = 0
+
+    def _state(self, key: bytes, value: Any, user_id: uuid.UUID) -> UserState:
+        """The entry's state: the one kept when this value was written, else decoded."""
+        kept = self._states.get(key)
+        if kept is not None and value is not None and kept[0] is value:
+            return kept[1]
+        self.decoded += 1
+        return state_of(value, user_id)
 
     async def __call__(self, rec: Interaction, message: Any) -> None:
         if rec.clip_id is None:
@@ -126,12 +146,21 @@ class RankingHandler:
         # A cache hit is a dict read: only a miss pays for a thread hop and a query (a
         # hop per record made the worker wait on the pool, not work: 1,100 records/s).
         clip = self.clips.cached(rec.clip_id) or await asyncio.to_thread(self.clips.get, rec.clip_id)
-        updated = advance(value, rec, clip, message.partition, message.offset, self.weights)
-        if updated is None:
-            return
+        user = self._state(key, value, rec.user_id)
+        try:
+            apply_to(user, rec, clip, self.weights)
+            user.seen.clear()  # not part of the entry (replicas keep seen sets): keep memory flat
+            updated = encode_entry(user, message.partition, message.offset)
+            self.table[key] = updated
+        except BaseException:
+            self._states.pop(key, None)  # the kept state may be ahead of the table now
+            raise
+        self._states[key] = (updated, user)
+        self._states.move_to_end(key)
+        while len(self._states) > self.max_states:
+            self._states.popitem(last=False)
         if clip is None:
             self.unknown_clips += 1
-        self.table[key] = updated
         self.applied += 1
 
 

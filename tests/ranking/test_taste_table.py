@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import RecordError
 from core.records import ClipMedia, ClipPublished, GeneratorInfo, Interaction
 from ranking.state import RankingState
 from ranking.taste_table import SCHEMA_VERSION, ClipFacts, advance, decode_entry
@@ -73,7 +76,11 @@ def test_an_interaction_without_a_clip_is_not_an_entry_change() -> None:
 
 def test_an_unreadable_stored_entry_starts_afresh_rather_than_failing() -> None:
     me = uuid.uuid4()
-    for stored in ({"schema_version": 99, "vector": "??"}, {"schema_version": 1, "partition": 0, "offset": "?"}):
+    for stored in (
+        {"schema_version": 99, "vector": "??"},
+        {"schema_version": 1, "partition": 0, "offset": "?"},
+        {"schema_version": 2, "vector": "??", "partition": 0, "offset": 0},
+    ):
         entry = advance(stored, _like(me), _facts(0), partition=0, offset=4)
         assert entry is not None and entry["version"] == 1 and entry["schema_version"] == SCHEMA_VERSION
 
@@ -83,7 +90,31 @@ def test_a_new_embedding_dimension_restarts_the_taste_vector() -> None:
     entry = advance(None, _like(me, kind="see_less"), _facts(0), partition=0, offset=0)
     wider = ClipFacts(vector=np.ones(DIM * 2, np.float32) / np.sqrt(DIM * 2), duration_ms=3000, author_id=None)
     entry = advance(entry, _like(me, CLIPS[1]), wider, partition=0, offset=1)
-    assert entry is not None and len(entry["vector"]) == DIM * 2 and entry["avoid"] == []
+    assert entry is not None and entry["avoid"] == []
+    vector = decode_entry(entry).state.vector
+    assert vector is not None and len(vector) == DIM * 2
+
+
+def test_vectors_are_stored_exactly_and_schema_1_entries_still_read() -> None:
+    me = uuid.uuid4()
+    entry = advance(None, _like(me, kind="see_less"), _facts(0), partition=0, offset=0)
+    assert entry is not None and isinstance(entry["vector"], str) and isinstance(entry["avoid"][0], str)
+    state = decode_entry(json.loads(json.dumps(entry))).state
+    assert state.avoid[0].dtype == np.float32 and np.array_equal(state.avoid[0], _facts(0).vector)
+    old = {**state.to_json(), "schema_version": 1, "partition": 0, "offset": 0}  # vectors as lists of floats
+    assert isinstance(old["vector"], list)
+    back = decode_entry(old).state
+    assert back.vector is not None and state.vector is not None
+    np.testing.assert_allclose(back.vector, state.vector, atol=1e-6)
+    assert len(back.avoid) == 1 and back.version == state.version
+
+
+def test_a_damaged_vector_is_an_invalid_entry() -> None:
+    entry = advance(None, _like(uuid.uuid4()), _facts(0), partition=0, offset=0)
+    assert entry is not None
+    for bad in ("not base64!", "AAAAAAA=", [0.1, 0.2], "AADAfw=="):  # bad text, 5 bytes, a v1 list, NaN
+        with pytest.raises(RecordError, match="invalid entry"):
+            decode_entry({**entry, "vector": bad})
 
 
 interactions = st.lists(
@@ -126,5 +157,5 @@ def test_the_worker_path_moves_taste_as_ranking_state_does_and_a_replay_changes_
         assert (got.vector is None) == (want.vector is None)
         if want.vector is not None:
             assert got.vector is not None
-            np.testing.assert_allclose(got.vector, want.vector, atol=1e-4)
+            np.testing.assert_allclose(got.vector, want.vector, atol=1e-6)
         assert len(got.avoid) == len(want.avoid)

@@ -122,3 +122,41 @@ async def test_the_agent_keeps_the_table_and_dead_letters_poison(
     entry = app.tables["user_taste"][str(me).encode()]
     assert entry["version"] == 1 and entry["liked"] == [str(clip.id)] and entry["offset"] == 1
     assert dead == [("interactions.dlq", b"\x00 junk")]
+
+
+class FailingOnce(dict[bytes, dict[str, object]]):
+    """A table whose next write fails (the changelog send raised, say)."""
+
+    fail = False
+
+    def __setitem__(self, key: bytes, value: dict[str, object]) -> None:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("changelog send failed")
+        super().__setitem__(key, value)
+
+
+async def test_the_handler_decodes_an_entry_only_when_the_table_holds_another_value(
+    factory: sessionmaker[Session],
+) -> None:
+    clip = _clip(factory)
+    table = FailingOnce()
+    handler = RankingHandler(table, ClipLookup(factory))
+    me = uuid.uuid4()
+    key = str(me).encode()
+
+    async def view(offset: int) -> None:
+        await handler(Interaction(user_id=me, clip_id=clip.id, kind="view", watch_ms=2500), Msg(0, offset))
+
+    await view(0)
+    await view(1)
+    assert handler.decoded == 1, "the second view used the state kept from the first write"
+    table[key] = dict(table[key])  # the table now holds another object (a recovery, say)
+    await view(2)
+    assert handler.decoded == 2
+    table.fail = True
+    with pytest.raises(RuntimeError):
+        await view(3)
+    await view(3)  # the error policy's retry: must not apply the view twice
+    assert table[key]["version"] == 4 and table[key]["offset"] == 3
+    assert handler.decoded == 3, "a failed write drops the kept state"
