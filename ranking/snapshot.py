@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ranking.catalog import ClipInfo
 from ranking.engagement import ClipCounts
 from ranking.index import ClipIndex, ClipIndexError, swap_into_place
@@ -41,7 +43,7 @@ def _info(info: ClipInfo, with_embedding: bool) -> dict[str, Any]:
         "duration_ms": info.duration_ms,
         "cast": list(info.cast),
         "parent_clip_id": info.parent_clip_id,
-        "embedding": list(info.embedding) if with_embedding and info.embedding is not None else None,
+        "embedding": info.embedding.tolist() if with_embedding and info.embedding is not None else None,
     }
 
 
@@ -54,7 +56,7 @@ def _from_info(d: dict[str, Any]) -> ClipInfo:
         duration_ms=int(d["duration_ms"]),
         cast=tuple(d.get("cast", ())),
         parent_clip_id=d.get("parent_clip_id"),
-        embedding=tuple(emb) if emb is not None else None,
+        embedding=None if emb is None else np.asarray(emb, np.float32),
     )
 
 
@@ -110,9 +112,7 @@ def load_snapshot(folder: Path, dim: int) -> tuple[RankingState, dict[str, int]]
         state = RankingState(dim=dim, index=index)
         infos = sorted((_from_info(d) for d in body["catalog"]), key=lambda c: (c.published_at, c.clip_id))
         for info in infos:
-            vec = index.vector(info.clip_id)
-            emb = tuple(vec.tolist()) if vec is not None else None
-            state.catalog.add(dataclasses.replace(info, embedding=emb), index=False)
+            state.catalog.add(dataclasses.replace(info, embedding=index.vector(info.clip_id)), index=False)
         state.restore_held(_from_info(d) for d in body["held"])
         state.durations.update({k: int(v) for k, v in body["durations"].items()})
         state.authors.update({k: str(v) for k, v in body["authors"].items()})

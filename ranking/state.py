@@ -161,7 +161,7 @@ def clip_info(rec: ClipPublished | ClipFlagged, published_at: float) -> ClipInfo
         duration_ms=int(rec.media.duration_s * 1000),
         cast=tuple(str(c.user_id) for c in rec.cameos),
         parent_clip_id=str(rec.parent_clip_id) if rec.parent_clip_id else None,
-        embedding=tuple(rec.embedding) if rec.embedding else None,
+        embedding=np.asarray(rec.embedding, np.float32) if rec.embedding else None,
     )
 
 

@@ -159,7 +159,7 @@ def published(n: int, author: uuid.UUID, topic: str, age_h: float = 1.0, cast: u
         clip_id=uuid.UUID(int=n), prompt_id=uuid.uuid4(), user_id=author, creator_handle="h", text="t",
         media=media, generator=GeneratorInfo(name="g", version="1", seed=1, render_ms=1),
         cameos=[CameoCast(user_id=cast, handle="c", likeness_key="k", likeness_sha256="0" * 64)] if cast else [],
-        embedding=list(info.embedding or ()), embedding_model="m@1", occurred_at=_at(age_h), **extra,
+        embedding=[] if info.embedding is None else info.embedding.tolist(), embedding_model="m@1", occurred_at=_at(age_h), **extra,
     )  # fmt: skip
 
 
