@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiToken, User
@@ -51,13 +52,20 @@ def issue_token(session: Session, user_id: uuid.UUID, pepper: str, ttl_s: int) -
     return token, expires_at
 
 
-def token_row(session: Session, token: str, pepper: str) -> ApiToken | None:
-    """The live token row, or None when unknown, revoked or expired."""
+def token_user(session: Session, token: str, pepper: str) -> tuple[ApiToken, User] | None:
+    """The live token row and its user, in one round trip (every authenticated request
+    makes it); None when the token is unknown, revoked or expired."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row = session.get(ApiToken, hash_token(token, pepper))
-    if row is None or row.revoked_at is not None:
+    stmt = (
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token, pepper))
+    )
+    found = session.execute(stmt).first()
+    if found is None:
         return None
-    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+    row, user = found
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= datetime.now(UTC)):
         return None
-    return row
+    return row, user

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import token_row
+from api.auth import token_user
 from api.events import InteractionPublisher
 from api.problems import ApiError
 from api.ratelimit import DEFAULT_LIMITS, RateLimiter, enforce
@@ -62,9 +62,8 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 def user_from(
     request: Request, session: Session, settings: Settings, credentials: HTTPAuthorizationCredentials
 ) -> User:
-    row = token_row(session, credentials.credentials, settings.secret_key.get_secret_value())
-    user = session.get(User, row.user_id) if row is not None else None
-    if row is None or user is None:
+    found = token_user(session, credentials.credentials, settings.secret_key.get_secret_value())
+    if found is None:
         raise ApiError(
             401,
             "invalid-token",
@@ -72,6 +71,7 @@ def user_from(
             "the bearer token is unknown, expired or revoked; log in again",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
+    row, user = found
     request.state.token_hash = row.token_hash
     return user
 
