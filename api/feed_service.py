@@ -82,6 +82,28 @@ def _graph_query() -> Any:
 _GRAPH = _graph_query()
 
 
+def _hydrate_query(for_user: bool) -> Any:
+    """What may have changed about the page's clips (``:ids``) since publication:
+    status, author, counts and, for a viewer (``:uid``), whether they liked each. Built
+    once: building the expression per request cost as much as running it."""
+    liked_by = (
+        select(Like.clip_id).where(Like.user_id == bindparam("uid", type_=Uuid), Like.clip_id == Clip.id).exists()
+        if for_user
+        else literal(False)
+    )
+    # By primary key only: with a status condition SQLite may walk the feed index.
+    return (
+        select(Clip.id, Clip.status, Clip.user_id, ClipStats.likes, ClipStats.views, ClipStats.shares,
+               ClipStats.comments, liked_by)
+        .outerjoin(ClipStats, ClipStats.clip_id == Clip.id)
+        .where(Clip.id.in_(bindparam("ids", expanding=True)))
+    )  # fmt: skip
+
+
+_HYDRATE_FOR_USER = _hydrate_query(for_user=True)
+_HYDRATE_ANONYMOUS = _hydrate_query(for_user=False)
+
+
 @dataclass(frozen=True)
 class PlanInputs:
     user_id: uuid.UUID | None
@@ -472,19 +494,11 @@ class FeedService:
         if not ids:
             return [], []
         uuids = [uuid.UUID(i) for i in ids]
-        liked_by = (
-            select(Like.clip_id).where(Like.user_id == user.id, Like.clip_id == Clip.id).exists()
-            if user is not None
-            else literal(False)
-        )
-        # By primary key only: with a status condition SQLite may walk the feed index.
-        stmt = (
-            select(Clip.id, Clip.status, Clip.user_id, ClipStats.likes, ClipStats.views, ClipStats.shares,
-                   ClipStats.comments, liked_by)
-            .outerjoin(ClipStats, ClipStats.clip_id == Clip.id)
-            .where(Clip.id.in_(uuids))
-        )  # fmt: skip
-        rows = {r[0]: r for r in session.execute(stmt)}
+        if user is not None:
+            stmt, params = _HYDRATE_FOR_USER, {"ids": uuids, "uid": user.id}
+        else:
+            stmt, params = _HYDRATE_ANONYMOUS, {"ids": uuids}
+        rows = {r[0]: r for r in session.execute(stmt, params)}
         live = [u for u in uuids if (r := rows.get(u)) is not None and r[1] == "published" and r[2] not in hidden]
         fixed = self._public.many(live)
         missing = [u for u in live if u not in fixed]

@@ -52,7 +52,7 @@ from core.db import make_engine, migrate  # noqa: E402
 from core.db.models import ApiToken, Clip, ClipStats, Follow, User  # noqa: E402
 from core.records import ClipPublished, GeneratorInfo, Interaction  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from core.stats import pct, rss_mb  # noqa: E402
+from core.stats import cpu_s, pct, rss_mb  # noqa: E402
 from ranking.snapshot import save_snapshot  # noqa: E402
 from ranking.state import RankingState  # noqa: E402
 from tests.support.factories import fake_media  # noqa: E402
@@ -315,7 +315,19 @@ def main() -> int:
                 client_ms.append((time.perf_counter() - t) * 1000)
                 server_ms.append(float(r.headers["server-timing"].split("dur=")[1]))
         print(f"  one at a time: ranking {pct(server_ms, 50):.1f} ms, whole request {pct(client_ms, 50):.1f} ms (p50)")
-        bare = asyncio.run(load(port, [("/healthz", None)], args.seconds, args.conns))
+
+        def measured(paths: list[tuple[str, str | None]]) -> dict:
+            """One load run, with the CPU time the API, the broker and this process
+            (the load generator) spent during it, per request."""
+            assert broker.process is not None
+            pids = {"api": api.pid, "broker": broker.process.pid, "load": os.getpid()}
+            before = {k: cpu_s(p) for k, p in pids.items()}
+            result = asyncio.run(load(port, paths, args.seconds, args.conns))
+            n = max(result["requests"], 1)
+            result["cpu_ms"] = {k: (cpu_s(p) - before[k]) * 1000 / n for k, p in pids.items()}
+            return result
+
+        bare = measured([("/healthz", None)])
 
         def run(paths: list[tuple[str, str | None]], name: str) -> dict:
             spy = None
@@ -325,7 +337,7 @@ def main() -> int:
                     ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(out),
                      "--duration", str(int(args.seconds)), "--rate", "200", "--nonblocking"]
                 )  # fmt: skip
-            result = asyncio.run(load(port, paths, args.seconds, args.conns))
+            result = measured(paths)
             if spy is not None:
                 spy.wait(60)
             return result
@@ -348,14 +360,15 @@ def main() -> int:
         f"world: {args.clips:,} clips, {args.users:,} users, {world['follows']:,} follows, "
         f"{world['interactions']:,} interactions; {args.conns} connections, {args.seconds:.0f} s per run\n"
     )
-    print("| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | errors | CPU ms/request: API, broker, load |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     rows = [("GET /healthz (baseline)", bare), ("GET /v1/feed?limit=20", feed)]
     if floor is not None:
         rows.append(("GET /v1/feed?limit=20&order=newest (floor)", floor))
     for name, r in rows:
+        cpu = r["cpu_ms"]
         print(f"| {name} | {r['requests']:,} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
-              f"| {r['errors']} |")  # fmt: skip
+              f"| {r['errors']} | {cpu['api']:.2f}, {cpu['broker']:.2f}, {cpu['load']:.2f} |")  # fmt: skip
     print(f"\nfeed plans after the load: {plan_stats}")
     print(f"API resident memory: {rss_ready:,.0f} MB once its replica was ready, {rss_loaded:,.0f} MB after the plans "
           f"and the load")  # fmt: skip

@@ -107,3 +107,19 @@ def test_reports_are_stored_with_a_fixed_reason(client: TestClient, settings: Se
     drain_outbox(settings.database_url)
     with session_scope(make_sessionmaker(make_engine(settings.database_url))) as s:
         assert s.scalar(select(func.count()).select_from(Report)) == 1
+
+
+def test_feed_pages_say_what_each_viewer_liked(client: TestClient, settings: Settings) -> None:
+    maya, theo = _user(client, "maya_makes"), _user(client, "theo_films")
+    liked, other = _clip(settings, "maya_makes"), _clip(settings, "maya_makes")
+    assert client.put(f"/v1/clips/{liked}/like", headers=theo).status_code == 202
+    drain_outbox(settings.database_url)
+
+    def page(headers: dict[str, str] | None) -> dict[str, dict]:
+        return {c["id"]: c for c in client.get("/v1/feed", headers=headers).json()["data"]}
+
+    as_theo, as_maya, anonymous = page(theo), page(maya), page(None)
+    assert as_theo[str(liked)]["viewer_liked"] is True and as_theo[str(other)]["viewer_liked"] is False
+    assert as_maya[str(liked)]["viewer_liked"] is False
+    assert anonymous[str(liked)]["viewer_liked"] is None
+    assert as_theo[str(liked)]["stats"]["likes"] == 1 and as_theo[str(other)]["stats"]["likes"] == 0
