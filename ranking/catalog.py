@@ -10,6 +10,7 @@ member (cameos), by parent (remixes), the freshest clips, and the embedding inde
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -72,10 +73,16 @@ class Catalog:
     # ------------------------------------------------------------------ writes
     def add(self, clip: ClipInfo, index: bool = True) -> None:
         """Add or replace a published clip (a restore after review adds it back);
-        ``index=False`` when the index already holds its vector (a snapshot restore)."""
+        ``index=False`` when the index already holds its vector (a snapshot restore).
+        The catalogue keeps no second copy of a vector the index holds (600 bytes a
+        clip): :meth:`with_embedding` puts it back on the way out."""
         with self._lock:
             if clip.clip_id in self._clips:
                 self._unlink(self._clips[clip.clip_id])
+            if clip.embedding is not None and index:
+                self.index.add(clip.clip_id, clip.embedding)
+            if clip.embedding is not None and clip.clip_id in self.index:
+                clip = dataclasses.replace(clip, embedding=None)
             self._clips[clip.clip_id] = clip
             entry = (clip.published_at, clip.clip_id)
             bisect.insort(self._by_author.setdefault(clip.author_id, []), entry)
@@ -88,8 +95,14 @@ class Catalog:
             for user in (clip.author_id, *clip.cast):
                 self.arrived[user] = now
             self.last_arrival = now
-            if clip.embedding is not None and index:
-                self.index.add(clip.clip_id, np.asarray(clip.embedding, np.float32))
+
+    def with_embedding(self, clip: ClipInfo) -> ClipInfo:
+        """``clip`` with its vector from the index (as stored there: normalised) when it
+        has none of its own; for a clip leaving the catalogue that may come back."""
+        if clip.embedding is not None:
+            return clip
+        vector = self.index.vector(clip.clip_id)
+        return clip if vector is None else dataclasses.replace(clip, embedding=vector)
 
     def remove(self, clip_id: str) -> bool:
         """Take a clip out of every feed (takedown, deletion, revoked cameo)."""

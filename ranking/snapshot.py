@@ -11,7 +11,6 @@ replica then replays the log from the beginning, which is slower but loses nothi
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import logging
@@ -112,7 +111,7 @@ def load_snapshot(folder: Path, dim: int) -> tuple[RankingState, dict[str, int]]
         state = RankingState(dim=dim, index=index)
         infos = sorted((_from_info(d) for d in body["catalog"]), key=lambda c: (c.published_at, c.clip_id))
         for info in infos:
-            state.catalog.add(dataclasses.replace(info, embedding=index.vector(info.clip_id)), index=False)
+            state.catalog.add(info, index=False)  # the index holds the vector
         state.restore_held(_from_info(d) for d in body["held"])
         state.durations.update({k: int(v) for k, v in body["durations"].items()})
         state.authors.update({k: str(v) for k, v in body["authors"].items()})

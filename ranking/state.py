@@ -242,7 +242,7 @@ class RankingState:
         if rec.decision in ("takedown", "block"):
             info = self.catalog.get(clip_id)
             if info is not None:
-                self._held[clip_id] = info
+                self._held[clip_id] = self.catalog.with_embedding(info)
             self.catalog.remove(clip_id)
         elif rec.decision in ("publish", "restore"):
             held = self._held.get(clip_id)

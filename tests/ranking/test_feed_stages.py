@@ -103,12 +103,12 @@ def test_the_scorer_puts_friends_taste_and_steering_first_and_see_less_last() ->
     cat = catalog_of(clip(1, "friend", "cars"), clip(2, "x", "cats"), clip(3, "y", "horror"), clip(4, "z", "beach"))
     cands = gather(cat, [(f"c{i}", "neighbours") for i in range(1, 5)])
     base = Viewer("me", following=frozenset({"friend"}), friends=frozenset({"friend"}), vector=AXES["cats"])
-    order = [c.clip.clip_id for c in score(cands, base, {}, NOW, w)]
+    order = [c.clip.clip_id for c in score(cands, base, {}, NOW, w, cat)]
     assert order[:2] == ["c1", "c2"] or order[:2] == ["c2", "c1"]
     steered = Viewer("me", vector=AXES["cats"], steering=Steering("more beaches", more=AXES["beach"]))
-    assert score(gather(cat, [(f"c{i}", "n") for i in range(1, 5)]), steered, {}, NOW, w)[0].clip.clip_id == "c4"
+    assert score(gather(cat, [(f"c{i}", "n") for i in range(1, 5)]), steered, {}, NOW, w, cat)[0].clip.clip_id == "c4"
     avoid = Viewer("me", vector=AXES["horror"], avoid=(AXES["horror"],))
-    assert score(gather(cat, [(f"c{i}", "n") for i in range(1, 5)]), avoid, {}, NOW, w)[-1].clip.clip_id == "c3"
+    assert score(gather(cat, [(f"c{i}", "n") for i in range(1, 5)]), avoid, {}, NOW, w, cat)[-1].clip.clip_id == "c3"
 
 
 def test_smoothed_engagement_does_not_trust_three_views() -> None:
@@ -159,7 +159,8 @@ def published(n: int, author: uuid.UUID, topic: str, age_h: float = 1.0, cast: u
         clip_id=uuid.UUID(int=n), prompt_id=uuid.uuid4(), user_id=author, creator_handle="h", text="t",
         media=media, generator=GeneratorInfo(name="g", version="1", seed=1, render_ms=1),
         cameos=[CameoCast(user_id=cast, handle="c", likeness_key="k", likeness_sha256="0" * 64)] if cast else [],
-        embedding=[] if info.embedding is None else info.embedding.tolist(), embedding_model="m@1", occurred_at=_at(age_h), **extra,
+        embedding=[] if info.embedding is None else info.embedding.tolist(), embedding_model="m@1",
+        occurred_at=_at(age_h), **extra,
     )  # fmt: skip
 
 
@@ -184,12 +185,16 @@ def test_the_state_follows_the_log_and_a_first_like_changes_the_next_page() -> N
     share = lambda page: sum(c.clip.clip_id in horror for c in page) / len(page)  # noqa: E731
     assert share(warm.page) > share(cold.page) and share(warm.page) >= 0.3
     assert not {cid(2), cid(6)} & {c.clip.clip_id for c in warm.page}  # liked = seen
-    # A takedown leaves the catalogue and the index at once; a restore brings it back.
+    # A takedown leaves the catalogue and the index at once; a restore brings it back,
+    # vector included (the catalogue keeps none of its own while the index holds it).
+    vector = state.catalog.index.vector(cid(10))
+    assert vector is not None and state.catalog.get(cid(10)).embedding is None  # type: ignore[union-attr]
     state.apply(ModerationDecision(clip_id=uuid.UUID(int=10), decision="takedown", decided_by="reviewer"))
     assert cid(10) not in state.catalog
     assert cid(10) not in {h.clip_id for h in state.catalog.index.search(AXES["cats"], 40)}
     state.apply(ModerationDecision(clip_id=uuid.UUID(int=10), decision="restore", decided_by="reviewer"))
     assert cid(10) in state.catalog
+    np.testing.assert_allclose(state.catalog.index.vector(cid(10)), vector)  # type: ignore[arg-type]
     # A flagged clip waits for review; approval publishes it.
     state.apply(published(99, other, "cats", cls=ClipFlagged))
     assert cid(99) not in state.catalog
