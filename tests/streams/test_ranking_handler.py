@@ -16,9 +16,9 @@ from core.db import make_engine, make_sessionmaker, migrate, session_scope
 from core.db.models import Clip
 from core.records import Interaction
 from core.settings import MediaSettings, Settings, WorkerSettings
-from streams.app import RecordSender
+from streams.app import RecordSender, create_app
+from streams.roles import ranking
 from streams.roles.ranking import ClipLookup, RankingHandler
-from streams.worker import build
 
 
 @pytest.fixture
@@ -112,16 +112,21 @@ async def test_the_agent_keeps_the_table_and_dead_letters_poison(
         media=MediaSettings(root=tmp_path / "media"),
         workers=WorkerSettings(data_dir=tmp_path / "faust", retry_backoff_s=0),
     )
-    app = build(settings, "ranking")
+    settings.workers.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, "ranking")
+    handler = ranking.register(app, settings).handler
+    assert isinstance(handler, RankingHandler)
     app.finalize()
     app.flow_control.resume()
     clip, me = _clip(factory), uuid.uuid4()
     async with app.agents["rank"].test_context() as agent:
         await agent.put(b"\x00 junk", key=str(me).encode())
         await agent.put(Interaction(user_id=me, clip_id=clip.id, kind="like").to_bytes(), key=str(me).encode())
+        await agent.put(Interaction(user_id=me, clip_id=clip.id, kind="share").to_bytes(), key=str(me).encode())
     entry = app.tables["user_taste"][str(me).encode()]
-    assert entry["version"] == 1 and entry["liked"] == [str(clip.id)] and entry["offset"] == 1
+    assert entry["version"] == 2 and entry["liked"] == [str(clip.id)] and entry["offset"] == 2
     assert dead == [("interactions.dlq", b"\x00 junk")]
+    assert handler.decoded == 1, "Faust's table hands back the value written: the kept state is used"
 
 
 class FailingOnce(dict[bytes, dict[str, object]]):
