@@ -236,7 +236,10 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", type=Path, help="build the world into this folder once and reuse it on later runs")
     ap.add_argument(
-        "--profile", type=Path, help="py-spy the API during each load run, sampling the thread that holds the GIL (collapsed stacks in FILE.feed, FILE.floor)"
+        "--profile",
+        type=Path,
+        help="py-spy the API during each load run, sampling the thread that holds the GIL "
+        "(collapsed stacks in FILE.feed, FILE.floor)",
     )
     ap.add_argument(
         "--floor", action="store_true",
