@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiToken, User
@@ -52,17 +52,20 @@ def issue_token(session: Session, user_id: uuid.UUID, pepper: str, ttl_s: int) -
     return token, expires_at
 
 
+#: Built once (with a bound parameter): every authenticated request runs it.
+_TOKEN_USER = (
+    select(ApiToken, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash", type_=String))
+)
+
+
 def token_user(session: Session, token: str, pepper: str) -> tuple[ApiToken, User] | None:
     """The live token row and its user, in one round trip (every authenticated request
     makes it); None when the token is unknown, revoked or expired."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    stmt = (
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(token, pepper))
-    )
-    found = session.execute(stmt).first()
+    found = session.execute(_TOKEN_USER, {"token_hash": hash_token(token, pepper)}).first()
     if found is None:
         return None
     row, user = found
