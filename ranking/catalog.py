@@ -35,8 +35,9 @@ class ClipInfo:
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.embedding is not None:
-            vector = np.array(self.embedding, np.float32)  # a copy: the caller's array stays theirs
+        e = self.embedding
+        if e is not None and not (isinstance(e, np.ndarray) and e.dtype == np.float32 and not e.flags.writeable):
+            vector = np.array(e, np.float32)  # a copy: the caller's array stays theirs
             vector.flags.writeable = False
             object.__setattr__(self, "embedding", vector)
 
