@@ -114,7 +114,7 @@ def main() -> None:
         f"{'worker path (shared decode: embed, judge)':<44} {path_fps:>9.0f} "
         f"{pct(per_clip, 50) * 1000:>12.1f} {pct(per_clip, 95) * 1000:>12.1f}"
     )
-    print(f"\nworker path / bare forward, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"\nworker path / bare forward, the rounds sorted: {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"median: {ratios[len(ratios) // 2]:.2f}  (target >= 0.8)")
 
 
