@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="alternating passes of the baseline and the worker path")
     args = parser.parse_args()
+    for name in ("clips", "batch", "rounds", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
     renderer = ProceduralRenderer()
