@@ -15,6 +15,7 @@ import logging
 import time
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -47,6 +48,7 @@ class InteractionPublisher:
         self.direct = 0
         self.via_outbox = 0
         self._background: set[asyncio.Task[str]] = set()
+        self._partitioner = DefaultPartitioner()  # the producer's default (it is built without one)
 
     async def _ensure(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -96,11 +98,7 @@ class InteractionPublisher:
         if time.monotonic() >= self._skip_until:
             try:
                 producer = await self._ensure()
-                futures = [
-                    await producer.send(INTERACTIONS.name, value=r.to_bytes(), key=record_key(INTERACTIONS, r))
-                    for r in records
-                ]
-                await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+                await asyncio.wait_for(self._send_batches(producer, records), self.timeout_s)
                 self.direct += len(records)
                 return "broker"
             except Exception as e:  # noqa: BLE001 — any broker trouble: fall back to the outbox
@@ -112,6 +110,29 @@ class InteractionPublisher:
         if self.relay is not None:
             self.relay.notify()
         return "outbox"
+
+    async def _send_batches(self, producer: AIOKafkaProducer, records: list[Interaction]) -> None:
+        """One record batch per partition, filled here: a page's impressions all carry
+        the viewer's key, so they go as one batch. Sent one by one they cost about 40 µs
+        of the API's CPU each (the producer's per-message path, murmur2 in Python). The
+        partition is the one the producer's own keyed ``send`` picks (same partitioner,
+        same partition list), so a user's interactions stay in order on one partition."""
+        partitions = sorted(await producer.partitions_for(INTERACTIONS.name))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for r in records:
+            key = record_key(INTERACTIONS, r)
+            by_partition.setdefault(self._partitioner(key, partitions, partitions), []).append((key, r.to_bytes()))
+        sent = []
+        for partition, items in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                    sent.append(await producer.send_batch(batch, INTERACTIONS.name, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"an interaction of {len(value)} bytes does not fit in a record batch")
+            sent.append(await producer.send_batch(batch, INTERACTIONS.name, partition=partition))
+        await asyncio.gather(*sent)
 
     def publish_later(self, records: list[Interaction]) -> None:
         """Send in the background: the response (and the connection) does not wait.

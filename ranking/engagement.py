@@ -33,19 +33,31 @@ class ClipCounts:
     total: dict[str, int] = field(default_factory=dict)
     step: int = STEP_S
     _quality: tuple[float, Mapping[str, float], float] | None = field(default=None, repr=False, compare=False)
+    #: The earliest bucket's start (None: not known yet), so that most events need not
+    #: scan every bucket to find none expired (a busy clip has 288 of them).
+    _first: int | None = field(default=None, repr=False, compare=False)
 
     def add(self, kind: str, at: float, n: int = 1) -> None:
         self._quality = None
         start = int(at // self.step) * self.step
-        bucket = self.buckets.setdefault(start, {})
+        bucket = self.buckets.get(start)
+        if bucket is None:
+            bucket = self.buckets[start] = {}
+            if self._first is not None and start < self._first:
+                self._first = start
         bucket[kind] = bucket.get(kind, 0) + n
         self.total[kind] = self.total.get(kind, 0) + n
         self.expire(at)
 
     def expire(self, now: float, horizon: int = HORIZON_S) -> None:
         oldest = int(now // self.step) * self.step - horizon
+        if self._first is None:
+            self._first = min(self.buckets, default=oldest)
+        if self._first >= oldest:
+            return
         for start in [s for s in self.buckets if s < oldest]:
             del self.buckets[start]
+        self._first = min(self.buckets, default=oldest)
 
     def window(self, size_s: int, now: float) -> dict[str, int]:
         """Counts of the hopping window of ``size_s`` seconds ending with the bucket of ``now``."""

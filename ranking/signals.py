@@ -66,15 +66,17 @@ def apply(
 ) -> np.ndarray | None:
     """The user's new (unnormalised) vector after one interaction with ``clip``; None
     when the interaction carries no signal and the user had no vector yet."""
-    w = (weights or SignalWeights()).weight(kind, watch_ms, duration_ms)
-    decay = (weights or SignalWeights()).decay
+    weights = weights or SignalWeights()
+    w = weights.weight(kind, watch_ms, duration_ms)
+    if w == 0.0:  # an impression, a view without watch time: no vector arithmetic at all
+        return None if user is None else np.asarray(user, np.float32)
     c = np.asarray(clip, np.float32)
     norm = float(np.linalg.norm(c))
-    if norm == 0.0 or w == 0.0:
+    if norm == 0.0:
         return None if user is None else np.asarray(user, np.float32)
     c = c / norm
     base = np.zeros_like(c) if user is None else np.asarray(user, np.float32)
-    return (decay * base + w * c).astype(np.float32)
+    return (weights.decay * base + w * c).astype(np.float32)
 
 
 def query_vector(user: np.ndarray | None) -> np.ndarray | None:

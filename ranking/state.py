@@ -269,7 +269,10 @@ class RankingState:
             if rec.kind in SEEN_KINDS:
                 user.mark_seen(clip_id)  # the table's entry already holds this one's taste
             return
-        vector = self.catalog.index.vector(clip_id)
+        # Only a reaction that moves the taste, or a "see less" (kept as a vector to
+        # avoid), needs the clip's vector: impressions, most of the log, do not.
+        moves = rec.kind == "see_less" or self.weights.weight(rec.kind, rec.watch_ms, duration) != 0.0
+        vector = self.catalog.index.vector(clip_id) if moves else None
         interact(user, rec, vector, duration_ms=duration, author=self.authors.get(clip_id), weights=self.weights)
         if rec.kind != "impression":
             self._touched.add(user_id)
