@@ -181,6 +181,10 @@ class RankingSettings(BaseModel):
     #: When the replica is ready, plans are made in the background for this many of the
     #: most recently active users, so their first request is served from a plan too.
     warm_users: int = Field(default=10_000, ge=0)
+    #: The ranking worker keeps the decoded tastes of this many users it wrote last
+    #: (about 4 KB each for a typical user, up to ~94 KB for one at every cap; see
+    #: docs/performance.md), so their next interaction skips decoding the table entry.
+    worker_states: int = Field(default=20_000, ge=0)
 
 
 class LakeSettings(BaseModel):

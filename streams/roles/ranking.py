@@ -174,5 +174,5 @@ def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
     if table.changelog_topic.get_topic_name() != USER_TASTE.name:  # the catalog creates it by that name
         raise ConfigurationError(f"user_taste changelog would be {table.changelog_topic.get_topic_name()!r}")
     clips = ClipLookup(make_sessionmaker(make_engine(settings.database_url)))
-    handler = RankingHandler(table, clips)
+    handler = RankingHandler(table, clips, max_states=settings.ranking.worker_states)
     return register_agent(app, INTERACTIONS, settings, handler, name="rank", sender=RecordSender(app))

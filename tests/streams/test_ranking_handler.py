@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, make_sessionmaker, migrate, session_scope
 from core.db.models import Clip
 from core.records import Interaction
-from core.settings import MediaSettings, Settings, WorkerSettings
+from core.settings import MediaSettings, RankingSettings, Settings, WorkerSettings
 from streams.app import RecordSender, create_app
 from streams.roles import ranking
 from streams.roles.ranking import ClipLookup, RankingHandler
@@ -111,11 +111,12 @@ async def test_the_agent_keeps_the_table_and_dead_letters_poison(
         database_url=url,
         media=MediaSettings(root=tmp_path / "media"),
         workers=WorkerSettings(data_dir=tmp_path / "faust", retry_backoff_s=0),
+        ranking=RankingSettings(worker_states=500),
     )
     settings.workers.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, "ranking")
     handler = ranking.register(app, settings).handler
-    assert isinstance(handler, RankingHandler)
+    assert isinstance(handler, RankingHandler) and handler.max_states == 500  # RANKING__WORKER_STATES
     app.finalize()
     app.flow_control.resume()
     clip, me = _clip(factory), uuid.uuid4()
