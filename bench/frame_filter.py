@@ -29,7 +29,7 @@ import torch
 from core.stats import pct
 from generation import ProceduralRenderer, RenderRequest
 from generation.encoding import encode_mp4
-from moderation.frame_filter import load_frame_filter, read_frames, sample_images
+from moderation.frame_filter import load_frame_filter, read_frames, sample_frames, to_inputs
 
 
 def main() -> None:
@@ -55,8 +55,8 @@ def main() -> None:
     filt.scan_video(paths[0])  # warm up
 
     # Baseline: the model alone, on the same frames already preprocessed, in full batches.
-    images = [im for p in paths for im in read_frames(p)]
-    inputs = torch.stack([filt.clip.preprocess(im) for im in images])
+    sampled = [read_frames(p) for p in paths]
+    inputs = torch.cat([to_inputs(frames, filt.clip.preprocess) for frames in sampled])
 
     def bare_pass() -> float:
         t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def main() -> None:
         per_clip = []
         for decoded in handed:
             t0 = time.perf_counter()
-            filt.scan_images(sample_images(decoded, renderer.fps))
+            filt.scan_frames(sample_frames(decoded, renderer.fps))
             per_clip.append(time.perf_counter() - t0)
         return per_clip
 
@@ -83,7 +83,7 @@ def main() -> None:
     for _ in range(args.rounds):
         bares.append(bare_pass())
         timings = worker_pass()
-        paths_fps.append(len(images) / sum(timings))
+        paths_fps.append(len(inputs) / sum(timings))
         per_clip += timings
     ratios = sorted(w / b for w, b in zip(paths_fps, bares, strict=True))
     bare = sorted(bares)[len(bares) // 2]
@@ -96,7 +96,7 @@ def main() -> None:
         t0 = time.perf_counter()
         filt.scan_video(p)
         own_decode.append(time.perf_counter() - t0)
-    frames = len(images)
+    frames = len(inputs)
     path_fps = sorted(paths_fps)[len(paths_fps) // 2]
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -220,18 +220,22 @@ def concept_embedder(dim: int = 64, noise: float = 0.3, seed: int = 0) -> Embedd
 _worker: dict[str, Any] = {}
 
 
-def _init_renderer() -> None:
+def _init_renderer(preprocess: Any) -> None:
+    import torch
+
     from generation.procedural import ProceduralRenderer
 
-    _worker["renderer"] = ProceduralRenderer()
+    torch.set_num_threads(1)
+    _worker.update(renderer=ProceduralRenderer(), preprocess=preprocess)
 
 
-def _render_and_decode(clip: SimClip) -> list[Any]:
-    """Production's path up to the filter: render, encode to H.264, decode the frames
-    the filter samples (``read_frames``, what ``scan_video`` reads)."""
+def _render_and_decode(clip: SimClip) -> Any:
+    """Production's path up to the model: render, encode to H.264, decode the frames the
+    filter samples (``read_frames``, what ``scan_video`` reads) and preprocess them
+    (``to_inputs``; decoded frames do not cross process boundaries, tensors do)."""
     from generation.base import RenderRequest
     from generation.encoding import encode_mp4
-    from moderation.frame_filter import read_frames
+    from moderation.frame_filter import read_frames, to_inputs
 
     renderer = _worker["renderer"]
     request = RenderRequest("sim", clip.clip_id, clip.prompt, clip.seed, f"creator{clip.creator}")
@@ -239,15 +243,15 @@ def _render_and_decode(clip: SimClip) -> list[Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.mp4"
         encode_mp4(frames, path, renderer.fps)
-        return read_frames(path)
+        return to_inputs(read_frames(path), _worker["preprocess"])
 
 
 def _cache_key(clips: Sequence[SimClip]) -> str:
     from generation.encoding import sha256_file
     from generation.procedural import GENERATOR_VERSION
-    from moderation.frame_filter import DEFAULT_CONCEPTS, DEFAULT_MODEL_DIR
+    from moderation.frame_filter import DEFAULT_CONCEPTS, DEFAULT_MODEL_DIR, INPUTS_VERSION
 
-    digest = hashlib.sha256(GENERATOR_VERSION.encode())
+    digest = hashlib.sha256(f"{GENERATOR_VERSION}\x00{INPUTS_VERSION}".encode())
     for weights in [*sorted(DEFAULT_MODEL_DIR.glob("*.safetensors")), DEFAULT_CONCEPTS]:
         digest.update(sha256_file(weights).encode())
     for c in clips:
@@ -268,11 +272,13 @@ def clip_embeddings(cache_dir: Path | None = DEFAULT_CACHE_DIR, workers: int = 2
         from moderation.frame_filter import load_frame_filter
 
         out: dict[str, np.ndarray] = {}
-        with mp.get_context("fork").Pool(workers, initializer=_init_renderer) as pool:
-            frames = pool.imap(_render_and_decode, clips, chunksize=4)
-            frame_filter = load_frame_filter()
-            for clip, images in zip(clips, frames, strict=True):
-                verdict = frame_filter.scan_images(images)
+        frame_filter = load_frame_filter()
+        with mp.get_context("fork").Pool(
+            workers, initializer=_init_renderer, initargs=(frame_filter.clip.preprocess,)
+        ) as pool:
+            inputs = pool.imap(_render_and_decode, clips, chunksize=4)
+            for clip, x in zip(clips, inputs, strict=True):
+                verdict = frame_filter.judge(frame_filter.embed_inputs(x))
                 if verdict.action == "publish":
                     out[clip.clip_id] = np.asarray(verdict.embedding, np.float32)
         if path is not None:

@@ -49,7 +49,9 @@ def embed_items(
     rendered inputs too, so new weights of the same input size render nothing)."""
     path = None
     if cache is not None:
-        path = cache / f"{clip.name}-{desc.replace(' ', '-')}-{len(items)}-{data.items_digest(items)}.npz"
+        # Keyed like the inputs (the preprocessing and its version too), plus the weights.
+        name = data.inputs_path(items, clip.preprocess, cache, desc).stem
+        path = cache / f"{clip.name}-{name}.npz"
         if path.is_file():
             stored = np.load(path)
             return [stored[str(i)] for i in range(len(items))]

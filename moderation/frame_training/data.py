@@ -291,19 +291,17 @@ def _init_production(transforms: Sequence[Callable[[Image.Image], Any]], half: b
 
 
 def _render_production(item: Item) -> list[Any]:
-    import torch
-
     from generation.base import RenderRequest
     from generation.encoding import encode_mp4
-    from moderation.frame_filter import read_frames
+    from moderation.frame_filter import read_frames, to_inputs
 
     renderer = _worker["renderer"]
     frames = renderer.render_frames(RenderRequest("eval", f"c{item.seed}", item.prompt, item.seed, item.creator))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.mp4"
         encode_mp4(frames, path, renderer.fps)
-        images = read_frames(path)
-    out = [torch.stack([transform(im) for im in images]) for transform in _worker["transforms"]]
+        sampled = read_frames(path)
+        out = [to_inputs(sampled, transform) for transform in _worker["transforms"]]
     return [x.half() for x in out] if _worker["half"] else out
 
 
@@ -359,7 +357,7 @@ def cached_production_inputs(
 
     if folder is None:
         return render_production_inputs(items, transform, workers, desc)
-    path = _inputs_path(items, transform, folder, desc)
+    path = inputs_path(items, transform, folder, desc)
     if path.is_file():
         print(f"inputs from {path}")
         return [x.float() for x in torch.load(path)]
@@ -371,8 +369,11 @@ def cached_production_inputs(
     return inputs
 
 
-def _inputs_path(items: Sequence[Item], transform: Callable[[Image.Image], Any], folder: Path, desc: str) -> Path:
-    return folder / f"inputs-{desc.replace(' ', '-')}-{len(items)}-{items_digest(items, repr(transform))}.pt"
+def inputs_path(items: Sequence[Item], transform: Callable[[Image.Image], Any], folder: Path, desc: str) -> Path:
+    from moderation.frame_filter import INPUTS_VERSION
+
+    salt = f"{INPUTS_VERSION}\x00{transform!r}"
+    return folder / f"inputs-{desc.replace(' ', '-')}-{len(items)}-{items_digest(items, salt)}.pt"
 
 
 def prerender_production_inputs(
@@ -387,7 +388,7 @@ def prerender_production_inputs(
     them; transforms already kept are skipped. Returns the files."""
     import torch
 
-    paths = [_inputs_path(items, t, folder, desc) for t in transforms]
+    paths = [inputs_path(items, t, folder, desc) for t in transforms]
     todo = [i for i, path in enumerate(paths) if not path.is_file()]
     if todo:
         rendered = _render_production_many(items, [transforms[i] for i in todo], workers, desc, half=True)
