@@ -129,9 +129,11 @@ def test_what_an_obfuscated_prompt_rendered_is_caught(
 
 def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     """A small slice of the evaluation (the full one is moderation.frame_training.evaluate),
-    as a regression guard for the shipped weights and thresholds: 24 of these 30 unsafe
-    clips are caught and none of the 30 safe ones when this was written. The targets
-    (95% recall) are not met yet; see docs/performance.md."""
+    as a regression guard for the shipped weights and thresholds: with frames scaled by
+    swscale and thresholds recalibrated for it (2026-11-27), 25 of these 30 unsafe clips
+    are caught and 1 of the 30 safe ones is flagged (24 and 0 with PIL before). The
+    bounds leave a clip's worth of room either way for other CPUs' arithmetic. The
+    targets (95% recall) are not met yet; see docs/performance.md."""
     items = data.build_items("test", 200)
     unsafe = [it for it in items if it.unsafe][:30]
     safe = [it for it in items if not it.unsafe][:30]
@@ -139,7 +141,7 @@ def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     actions = [shipped.judge(shipped.embed_inputs(x)).action for x in inputs]
     caught = sum(a != "publish" for a in actions[:30])
     false = sum(a != "publish" for a in actions[30:])
-    assert caught >= 22 and false <= 1, (caught, false)
+    assert caught >= 22 and false <= 2, (caught, false)
 
 
 # ------------------------------------------------------------------------- decisions
