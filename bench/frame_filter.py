@@ -86,7 +86,7 @@ def main() -> None:
         paths_fps.append(len(inputs) / sum(timings))
         per_clip += timings
     ratios = sorted(w / b for w, b in zip(paths_fps, bares, strict=True))
-    bare = sorted(bares)[len(bares) // 2]
+    bare = pct(bares, 50)
 
     decode, own_decode = [], []
     for p in paths:
@@ -97,7 +97,7 @@ def main() -> None:
         filt.scan_video(p)
         own_decode.append(time.perf_counter() - t0)
     frames = len(inputs)
-    path_fps = sorted(paths_fps)[len(paths_fps) // 2]
+    path_fps = pct(paths_fps, 50)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__} with {args.threads} thread(s); model {filt.clip.name}"
@@ -118,7 +118,7 @@ def main() -> None:
         f"{pct(per_clip, 50) * 1000:>12.1f} {pct(per_clip, 95) * 1000:>12.1f}"
     )
     print(f"\nworker path / bare forward, the rounds sorted: {', '.join(f'{r:.2f}' for r in ratios)}")
-    print(f"median: {ratios[len(ratios) // 2]:.2f}  (target >= 0.8)")
+    print(f"median: {pct(ratios, 50):.2f}  (target >= 0.8)")
 
 
 if __name__ == "__main__":
