@@ -1,5 +1,7 @@
 """CLIP frame filter: frames per second through the moderation worker's path, against a
-bare batched forward of the same model on the same frames, measured in the same run.
+bare batched forward of the same model on the same frames, measured in the same run
+(both run the image tower the filter runs, its batch norms folded; the bare forward of
+the tower as trained is printed too, for what the folding gains).
 
 The worker's frame filter per clip: take the frames its clip checks decoded (the
 checks decode every frame of the MP4 to verify it, whatever the filter does), sample
@@ -19,6 +21,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,11 +61,13 @@ def main() -> None:
     sampled = [read_frames(p) for p in paths]
     inputs = torch.cat([to_inputs(frames, filt.clip.preprocess) for frames in sampled])
 
-    def bare_pass() -> float:
+    def bare_pass(encode: Callable[[torch.Tensor], torch.Tensor] = filt.clip.encode_image) -> float:
+        """The tower the filter runs (batch norms folded: ``inference_tower``), or
+        ``encode``: the tower as trained, for what folding gains."""
         t0 = time.perf_counter()
         with torch.no_grad():
             for s in range(0, len(inputs), args.batch):
-                filt.clip.model.encode_image(inputs[s : s + args.batch])
+                encode(inputs[s : s + args.batch])
         return len(inputs) / (time.perf_counter() - t0)
 
     # What the clip checks hand over (their cost, not the filter's).
@@ -79,9 +84,10 @@ def main() -> None:
             per_clip.append(time.perf_counter() - t0)
         return per_clip
 
-    bares, paths_fps, per_clip = [], [], []
+    bares, unfolded, paths_fps, per_clip = [], [], [], []
     for _ in range(args.rounds):
         bares.append(bare_pass())
+        unfolded.append(bare_pass(filt.clip.model.encode_image))
         timings = worker_pass()
         paths_fps.append(len(inputs) / sum(timings))
         per_clip += timings
@@ -105,6 +111,7 @@ def main() -> None:
     print(f"{args.clips} clips of 288x512, 3 s; {frames} sampled frames ({frames / args.clips:.0f} a clip)\n")
     print(f"{'path':<44} {'frames/s':>9} {'p50 ms/clip':>12} {'p95 ms/clip':>12}")
     print(f"{'bare batched forward (baseline), median':<44} {bare:>9.0f} {'':>12} {'':>12}")
+    print(f"{'  the same, tower as trained (no folding)':<44} {pct(unfolded, 50):>9.0f} {'':>12} {'':>12}")
     print(
         f"{'decode + sample only':<44} {frames / sum(decode):>9.0f} "
         f"{pct(decode, 50) * 1000:>12.1f} {pct(decode, 95) * 1000:>12.1f}"
@@ -119,6 +126,8 @@ def main() -> None:
     )
     print(f"\nworker path / bare forward, the rounds sorted: {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"median: {pct(ratios, 50):.2f}  (target >= 0.8)")
+    folding = sorted(b / u for b, u in zip(bares, unfolded, strict=True))
+    print(f"folded / unfolded bare forward, the rounds sorted: {', '.join(f'{r:.2f}' for r in folding)}")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,9 @@ class FrameFilterSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=1024)
     #: torch threads in the moderation worker (it shares the machine with the others).
     threads: int = Field(default=1, ge=1, le=64)
+    #: Fold the image tower's batch norms into its convolutions for inference
+    #: (moderation.frame_filter.inference_tower); false runs the tower as trained.
+    optimize: bool = True
 
 
 class ModerationSettings(BaseModel):

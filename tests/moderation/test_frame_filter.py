@@ -21,6 +21,7 @@ from moderation.frame_filter import (
     FrameFilter,
     FrameFilterError,
     SpecialCare,
+    inference_tower,
     load_clip,
     load_frame_filter,
     read_frames,
@@ -113,6 +114,53 @@ def test_video_frames_are_scaled_by_swscale_close_to_what_pil_would(shipped: Fra
     assert torch.equal(to_inputs([np.asarray(im) for im in images], shipped.clip.preprocess), one_by_one)
     with pytest.raises(FrameFilterError):
         to_inputs([], shipped.clip.preprocess)
+
+
+def test_the_image_tower_runs_with_its_batch_norms_folded_and_embeds_as_trained(
+    shipped: FrameFilter, tmp_path: Path
+) -> None:
+    """The filter embeds with :func:`inference_tower`: the same features as the tower
+    as trained (``model.encode_image``), without a batch norm left to run."""
+    assert shipped.clip.image_tower is not None
+    norms = (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
+    assert any(isinstance(m, norms) for m in shipped.clip.model.visual.modules())
+    assert not any(isinstance(m, norms) for m in shipped.clip.image_tower.modules())
+    inputs = to_inputs(read_frames(_render(tmp_path, "a chef holding a machete in the city")), shipped.clip.preprocess)
+    for batch in (inputs[:1], inputs, torch.cat([inputs] * 3)):  # any batch size
+        with torch.no_grad():
+            trained = shipped.clip.model.encode_image(batch)
+            folded = shipped.clip.encode_image(batch)
+        assert folded.shape == trained.shape
+        assert float((folded - trained).abs().max()) < 1e-3
+    plain = load_clip(DEFAULT_MODEL_DIR, optimize=False)
+    assert plain.image_tower is None
+    np.testing.assert_allclose(
+        FrameFilter(plain, shipped.concepts).embed_inputs(inputs), shipped.embed_inputs(inputs), atol=1e-4
+    )
+
+
+def test_a_tower_that_cannot_be_folded_runs_as_it_is() -> None:
+    class Branchy(torch.nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.norm(self.conv(x))
+            return y.mean((2, 3)) if float(y.sum()) > 0 else -y.mean((2, 3))
+
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).mean((2, 3))
+
+    example = torch.randn(2, 3, 8, 8)
+    branchy, plain = Branchy().eval(), Plain().eval()
+    assert inference_tower(branchy, example) is branchy
+    assert inference_tower(plain, example) is plain  # nothing to fold
 
 
 @pytest.mark.parametrize(
