@@ -32,7 +32,7 @@ import torch
 from core.stats import pct
 from generation import ProceduralRenderer, RenderRequest
 from generation.encoding import encode_mp4
-from moderation.frame_filter import load_frame_filter, read_frames, sample_frames, to_inputs
+from moderation.frame_filter import load_frame_filter, read_frames, to_inputs
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
     filt.scan_video(paths[0])  # warm up
 
     # Baseline: the model alone, on the same frames already preprocessed, in full batches.
-    sampled = [read_frames(p) for p in paths]
+    sampled = [read_frames(p, filt.concepts.frames_per_second) for p in paths]
     inputs = torch.cat([to_inputs(frames, filt.clip.preprocess) for frames in sampled])
 
     def bare_pass(encode: Callable[[torch.Tensor], torch.Tensor] = filt.clip.encode_image) -> float:
@@ -80,7 +80,7 @@ def main() -> None:
         per_clip = []
         for decoded in handed:
             t0 = time.perf_counter()
-            filt.scan_frames(sample_frames(decoded, renderer.fps))
+            filt.scan_frames(filt.sample(decoded, renderer.fps))
             per_clip.append(time.perf_counter() - t0)
         return per_clip
 
@@ -97,7 +97,7 @@ def main() -> None:
     decode, own_decode = [], []
     for p in paths:
         t0 = time.perf_counter()
-        read_frames(p)
+        read_frames(p, filt.concepts.frames_per_second)
         decode.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         filt.scan_video(p)

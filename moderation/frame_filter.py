@@ -4,12 +4,14 @@ A prompt filter reads words; a determined user finds words it does not know
 ("revolver", "human torch"). The renderer draws the object anyway, so the frames are
 checked too, the way the Stable Diffusion safety checker does it:
 
-* frames are sampled at one per second plus the first and last
-  (:func:`generation.encoding.sample_frame_indices`) from the encoded video itself;
+* frames are sampled at the concept file's ``frames_per_second`` plus the first and
+  last (:func:`generation.encoding.sample_frame_indices`) from the encoded video itself;
 * an open_clip model embeds them in batches;
 * each concept of ``moderation/data/frame_concepts.json`` is a set of text prompts whose
-  mean embedding is compared by cosine with every frame; the maximum over frames is the
-  clip's score for that concept;
+  mean embedding is compared with every frame; the clip's score for the concept is the
+  maximum over the clip of the frame scores averaged over ``window_s`` seconds (a single
+  frame when 0): the worst stretch of the clip decides, and a one-frame flicker of a
+  safe scene does not;
 * a score at or above the concept's ``block`` threshold blocks the clip, at or above
   ``flag`` sends it to human review; *special-care* concepts (a child on screen) lower
   every unsafe threshold by ``adjustment`` for the frames they appear in.
@@ -53,6 +55,8 @@ DEFAULT_MODEL_DIR = DATA / "frame_model"
 DEFAULT_CONCEPTS = DATA / "frame_concepts.json"
 #: A clip longer than this (frames) is not decoded further: generated clips are seconds long.
 MAX_FRAMES = 24 * 60
+#: The most frames per second a concept file may ask for (every frame of a 24 fps clip).
+MAX_PER_SECOND = 24
 
 Action = Literal["publish", "flag", "block"]
 _RANK: dict[str, int] = {"publish": 0, "flag": 1, "block": 2}
@@ -95,6 +99,18 @@ class ConceptSet:
     #: judged against what else it could be, not against an absolute cosine.
     scoring: Literal["cosine", "softmax"] = "cosine"
     references: tuple[tuple[str, ...], ...] = ()
+    #: Frames looked at per second of video, plus the first and last: the thresholds
+    #: are the largest scores over that many frames, so they are calibrated for it.
+    frames_per_second: int = 1
+    #: A concept's score for the clip is the highest mean of its frame scores over any
+    #: run of this many seconds of sampled frames (0: the highest single frame). A
+    #: frame-long flicker of a safe scene then weighs less than an object in view.
+    window_s: float = 0.0
+
+    @property
+    def window_frames(self) -> int:
+        """Sampled frames in a window (1: every frame on its own)."""
+        return max(1, round(self.window_s * self.frames_per_second))
 
     @classmethod
     def from_file(cls, path: Path) -> ConceptSet:
@@ -122,6 +138,8 @@ class ConceptSet:
                 raw.get("about", ""),
                 raw.get("scoring", "cosine"),
                 tuple(tuple(r) for r in raw.get("references", [])),
+                int(raw.get("frames_per_second", 1)),
+                float(raw.get("window_s", 0.0)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FrameFilterError(f"frame concept file {path} is unusable: {exc!r}") from exc
@@ -136,6 +154,10 @@ class ConceptSet:
             raise FrameFilterError(f"{path}: scoring must be cosine or softmax, not {result.scoring!r}")
         if any(not r for r in result.references):
             raise FrameFilterError(f"{path}: an empty reference")
+        if not 1 <= result.frames_per_second <= MAX_PER_SECOND:
+            raise FrameFilterError(f"{path}: frames_per_second must be 1 to {MAX_PER_SECOND}")
+        if not 0.0 <= result.window_s <= 10.0:
+            raise FrameFilterError(f"{path}: window_s must be 0 to 10 seconds")
         return result
 
     def to_json(self) -> dict[str, Any]:
@@ -152,6 +174,8 @@ class ConceptSet:
             ],
             "scoring": self.scoring,
             "references": [list(r) for r in self.references],
+            "frames_per_second": self.frames_per_second,
+            "window_s": self.window_s,
             "calibration": self.calibration,
         }
 
@@ -441,30 +465,37 @@ class FrameFilter:
         thresholds = np.array([s.threshold for s in self.concepts.special_care], np.float32)
         return np.where((care >= thresholds).any(axis=1), self.concepts.adjustment, 0.0).astype(np.float32)
 
+    def clip_scores(self, frame_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per concept, over the best window of frames (:attr:`ConceptSet.window_frames`
+        in a row): the score the thresholds apply to, special care included (C,); the
+        score without it (C,); where that window starts (C,); whether special care
+        lowered the thresholds in it (C,)."""
+        sims, care = self.frame_scores(frame_embeddings)
+        lowered = self.lowering(care)
+        margins = sims + lowered[:, None]
+        width = min(self.concepts.window_frames, len(sims))
+        windowed, raw, cared = _window_means(margins, width), _window_means(sims, width), _window_means(lowered, width)
+        start = windowed.argmax(axis=0)
+        columns = np.arange(sims.shape[1])
+        return windowed[start, columns], raw[start, columns], start, cared[start] > 0
+
     def judge(self, frame_embeddings: np.ndarray) -> FrameVerdict:
         """The verdict for one clip from its frames' normalised embeddings (F, D)."""
         if len(frame_embeddings) == 0:
             raise FrameFilterError("no frames to judge")
-        sims, care = self.frame_scores(frame_embeddings)
-        lowered = self.lowering(care)
+        margin, raw, start, cared = self.clip_scores(frame_embeddings)
+        width = min(self.concepts.window_frames, len(frame_embeddings))
         action: Action = "publish"
         reasons: list[str] = []
         scores: dict[str, float] = {}
         for j, c in enumerate(self.concepts.concepts):
-            column = sims[:, j]
-            frame = int(column.argmax())
-            scores[c.name] = round(float(column[frame]), 4)
-            margin = column + lowered  # special care: thresholds lowered by the adjustment
+            scores[c.name] = round(float(raw[j]), 4)
+            first = int(start[j])
+            where = f"at frame {first}" if width == 1 else f"over frames {first}–{first + width - 1}"
             for kind, threshold in (("block", c.block), ("flag", c.flag)):
-                if threshold is None:
-                    continue
-                hits = np.nonzero(margin >= threshold)[0]
-                if len(hits):
-                    f = int(hits[np.argmax(column[hits])])
-                    note = " with special care" if lowered[f] > 0 else ""
-                    reasons.append(
-                        f"{c.name} ({c.category}) {column[f]:.3f} ≥ {kind} {threshold:.3f}{note} at frame {f}"
-                    )
+                if threshold is not None and margin[j] >= threshold:
+                    note = " with special care" if cared[j] else ""
+                    reasons.append(f"{c.name} ({c.category}) {raw[j]:.3f} ≥ {kind} {threshold:.3f}{note} {where}")
                     if _RANK[kind] > _RANK[action]:
                         action = kind  # type: ignore[assignment]
                     break
@@ -479,11 +510,24 @@ class FrameFilter:
             model=self.clip.name,
         )
 
+    def sample(self, decoded: Sequence[av.VideoFrame], fps: float | None) -> list[av.VideoFrame]:
+        """The frames to judge among a clip's decoded frames, at the concept file's rate."""
+        return sample_frames(decoded, fps, self.concepts.frames_per_second)
+
     def scan_frames(self, frames: Sequence[Frame]) -> FrameVerdict:
         return self.judge(self.embed_frames(frames))
 
     def scan_video(self, path: Path) -> FrameVerdict:
-        return self.scan_frames(read_frames(Path(path)))
+        return self.scan_frames(read_frames(Path(path), self.concepts.frames_per_second))
+
+
+def _window_means(x: np.ndarray, width: int) -> np.ndarray:
+    """Means of ``width`` consecutive rows of ``x`` (one row per window start)."""
+    if width <= 1:
+        return x
+    total = np.cumsum(x, axis=0, dtype=np.float64)
+    padded = np.concatenate([np.zeros((1, *x.shape[1:])), total])
+    return ((padded[width:] - padded[:-width]) / width).astype(np.float32)
 
 
 @lru_cache(maxsize=4)

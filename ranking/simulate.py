@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing as mp
-import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,30 +219,23 @@ def concept_embedder(dim: int = 64, noise: float = 0.3, seed: int = 0) -> Embedd
 _worker: dict[str, Any] = {}
 
 
-def _init_renderer(preprocess: Any) -> None:
+def _init_renderer(preprocess: Any, per_second: int) -> None:
     import torch
 
     from generation.procedural import ProceduralRenderer
 
     torch.set_num_threads(1)
-    _worker.update(renderer=ProceduralRenderer(), preprocess=preprocess)
+    _worker.update(renderer=ProceduralRenderer(), preprocess=preprocess, per_second=per_second)
 
 
 def _render_and_decode(clip: SimClip) -> Any:
-    """Production's path up to the model: render, encode to H.264, decode the frames the
-    filter samples (``read_frames``, what ``scan_video`` reads) and preprocess them
-    (``to_inputs``; decoded frames do not cross process boundaries, tensors do)."""
+    """Production's path up to the model (``production_inputs``): render, encode, decode
+    the frames the filter samples and preprocess them."""
     from generation.base import RenderRequest
-    from generation.encoding import encode_mp4
-    from moderation.frame_filter import read_frames, to_inputs
+    from moderation.frame_training.data import production_inputs
 
-    renderer = _worker["renderer"]
     request = RenderRequest("sim", clip.clip_id, clip.prompt, clip.seed, f"creator{clip.creator}")
-    frames = renderer.render_frames(request)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "clip.mp4"
-        encode_mp4(frames, path, renderer.fps)
-        return to_inputs(read_frames(path), _worker["preprocess"])
+    return production_inputs(_worker["renderer"], request, (_worker["preprocess"],), _worker["per_second"])[0]
 
 
 def _cache_key(clips: Sequence[SimClip]) -> str:
@@ -273,9 +265,8 @@ def clip_embeddings(cache_dir: Path | None = DEFAULT_CACHE_DIR, workers: int = 2
 
         out: dict[str, np.ndarray] = {}
         frame_filter = load_frame_filter()
-        with mp.get_context("fork").Pool(
-            workers, initializer=_init_renderer, initargs=(frame_filter.clip.preprocess,)
-        ) as pool:
+        init = (frame_filter.clip.preprocess, frame_filter.concepts.frames_per_second)
+        with mp.get_context("fork").Pool(workers, initializer=_init_renderer, initargs=init) as pool:
             inputs = pool.imap(_render_and_decode, clips, chunksize=4)
             for clip, x in zip(clips, inputs, strict=True):
                 verdict = frame_filter.judge(frame_filter.embed_inputs(x))

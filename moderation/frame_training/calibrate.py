@@ -4,7 +4,9 @@
     python -m moderation.frame_training.calibrate --model ViT-B-32 --pretrained /models/vit-b-32.bin
 
 Renders ``--clips`` prompts of the ``calib`` split exactly as production does (288×512,
-12 fps, 3 s, H.264), scores the sampled frames, then:
+12 fps, 3 s, H.264), scores the frames the filter samples (``--frames-per-second``) over
+windows of ``--window`` seconds (both kept in the file: the thresholds hold for them),
+then:
 
 * special care (a child on screen): its threshold is the ``1 - care_fp`` quantile of the
   score on clips without a child;
@@ -48,14 +50,15 @@ def embed_items(
     per model and split, so recalibrating the same weights renders nothing (and the
     rendered inputs too, so new weights of the same input size render nothing)."""
     path = None
+    per_second = filt.concepts.frames_per_second
     if cache is not None:
         # Keyed like the inputs (the preprocessing and its version too), plus the weights.
-        name = data.inputs_path(items, clip.preprocess, cache, desc).stem
+        name = data.inputs_path(items, clip.preprocess, cache, desc, per_second).stem
         path = cache / f"{clip.name}-{name}.npz"
         if path.is_file():
             stored = np.load(path)
             return [stored[str(i)] for i in range(len(items))]
-    inputs = data.cached_production_inputs(items, clip.preprocess, cache, workers, desc)
+    inputs = data.cached_production_inputs(items, clip.preprocess, cache, workers, desc, per_second)
     embeddings = [filt.embed_inputs(x) for x in inputs]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concepts", type=Path, default=DEFAULT_CONCEPTS)
     ap.add_argument("--out", type=Path, default=None, help="where to write (default: --concepts)")
     ap.add_argument("--clips", type=int, default=2500)
+    ap.add_argument(
+        "--frames-per-second", type=int, default=None, help="frames judged per second of video (default: the file's)"
+    )
+    ap.add_argument(
+        "--window", type=float, default=None, help="seconds frame scores are averaged over (default: the file's)"
+    )
     ap.add_argument("--flag-fp", type=float, default=0.01)
     ap.add_argument("--block-margin", type=float, default=0.02)
     ap.add_argument("--care-fp", type=float, default=0.02)
@@ -109,6 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     vocab = default_vocabulary()
     clip = load_clip(args.model, args.pretrained, args.device)
     base = ConceptSet.from_file(args.concepts)
+    if args.frames_per_second is not None:
+        base = dataclasses.replace(base, frames_per_second=args.frames_per_second)
+    if args.window is not None:
+        base = dataclasses.replace(base, window_s=args.window)
     named = [c.name for c in base.concepts] + [s.name for s in base.special_care]
     unknown = [n for n in named if n not in vocab.concepts["subjects"]]
     if unknown:
@@ -118,18 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     embeddings = embed_items(clip, filt, items, args.workers, args.cache, "render calib")
 
     care = []
-    for j, s in enumerate(base.special_care):
+    for j, s in enumerate(base.special_care):  # a child on screen in any one frame
         score = np.array([float(filt.frame_scores(e)[1][:, j].max()) for e in embeddings])
         without = np.array([s.name not in it.subjects for it in items])
         care.append(SpecialCare(s.name, s.prompts, round(float(np.quantile(score[without], 1.0 - args.care_fp)), 4)))
     base = dataclasses.replace(base, special_care=tuple(care))
     filt = FrameFilter(clip, base, check_model=False)
 
-    rows = []
-    for e in embeddings:
-        scores, care_scores = filt.frame_scores(e)
-        rows.append((scores + filt.lowering(care_scores)[:, None]).max(axis=0))
-    margins = np.stack(rows)
+    margins = np.stack([filt.clip_scores(e)[0] for e in embeddings])  # what judge compares
     safe = np.array([not it.unsafe for it in items])
     flag, block, q, fp = fit(margins, safe, args.flag_fp, args.block_margin)
     names = [c.name for c in base.concepts]
@@ -156,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         "unsafe_recall_flag_or_block": round(float(caught), 4),
         "recall_by_concept": own,
         "scoring": base.scoring,
+        "frames_per_second": base.frames_per_second,
+        "window_s": base.window_s,
+        "frames_per_clip": round(float(np.mean([len(e) for e in embeddings])), 2),
         "block_margin": args.block_margin,
         "care_fp": args.care_fp,
     }

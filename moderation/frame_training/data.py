@@ -13,7 +13,8 @@ filter must catch what the text filter could not.
 
 Training frames are rendered small (144×256, 2 s) for speed and squashed to the model's
 input; evaluation clips are rendered exactly as in production (288×512, 12 fps, 3 s),
-encoded to H.264, decoded and sampled by :func:`moderation.frame_filter.read_frames`.
+encoded to H.264, decoded and sampled by :func:`moderation.frame_filter.read_frames` at
+the concept file's ``frames_per_second``.
 """
 
 from __future__ import annotations
@@ -284,24 +285,35 @@ def render_training_frames(
     return out
 
 
-def _init_production(transforms: Sequence[Callable[[Image.Image], Any]], half: bool = False) -> None:
+def production_inputs(
+    renderer: Any, request: Any, transforms: Sequence[Callable[[Image.Image], Any]], per_second: int = 1
+) -> list[Any]:
+    """Production's path up to the model, for one clip: render ``request``, encode it to
+    H.264, decode the frames the filter samples (:func:`~moderation.frame_filter.read_frames`
+    at ``per_second``, what ``scan_video`` reads) and preprocess them with each of
+    ``transforms`` (decoded frames do not cross process boundaries; tensors do)."""
+    from generation.encoding import encode_mp4
+    from moderation.frame_filter import read_frames, to_inputs
+
+    frames = renderer.render_frames(request)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        encode_mp4(frames, path, renderer.fps)
+        sampled = read_frames(path, per_second)
+        return [to_inputs(sampled, transform) for transform in transforms]
+
+
+def _init_production(transforms: Sequence[Callable[[Image.Image], Any]], half: bool, per_second: int) -> None:
     from generation.procedural import ProceduralRenderer
 
-    _worker.update(renderer=ProceduralRenderer(), transforms=tuple(transforms), half=half)
+    _worker.update(renderer=ProceduralRenderer(), transforms=tuple(transforms), half=half, per_second=per_second)
 
 
 def _render_production(item: Item) -> list[Any]:
     from generation.base import RenderRequest
-    from generation.encoding import encode_mp4
-    from moderation.frame_filter import read_frames, to_inputs
 
-    renderer = _worker["renderer"]
-    frames = renderer.render_frames(RenderRequest("eval", f"c{item.seed}", item.prompt, item.seed, item.creator))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "clip.mp4"
-        encode_mp4(frames, path, renderer.fps)
-        sampled = read_frames(path)
-        out = [to_inputs(sampled, transform) for transform in _worker["transforms"]]
+    request = RenderRequest("eval", f"c{item.seed}", item.prompt, item.seed, item.creator)
+    out = production_inputs(_worker["renderer"], request, _worker["transforms"], _worker["per_second"])
     return [x.half() for x in out] if _worker["half"] else out
 
 
@@ -311,6 +323,7 @@ def _render_production_many(
     workers: int,
     desc: str,
     half: bool = False,
+    per_second: int = 1,
 ) -> list[list[Any]]:
     """Per item, one input tensor per transform, from a single render of the clip."""
     from tqdm import tqdm
@@ -318,7 +331,8 @@ def _render_production_many(
     torch_threads = _torch_threads(1)
     try:
         ctx = mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_production, initargs=(tuple(transforms), half)) as pool:
+        init = (tuple(transforms), half, per_second)
+        with ctx.Pool(workers, initializer=_init_production, initargs=init) as pool:
             done = pool.imap(_render_production, items, chunksize=8)
             return list(tqdm(done, total=len(items), desc=desc, mininterval=5))
     finally:
@@ -326,11 +340,16 @@ def _render_production_many(
 
 
 def render_production_inputs(
-    items: Sequence[Item], transform: Callable[[Image.Image], Any], workers: int = 2, desc: str = "render"
+    items: Sequence[Item],
+    transform: Callable[[Image.Image], Any],
+    workers: int = 2,
+    desc: str = "render",
+    per_second: int = 1,
 ) -> list[Any]:
-    """Per item, the model inputs of the frames the filter samples from the clip as
-    production renders, encodes and decodes it (a tensor of shape (frames, 3, H, W))."""
-    return [x[0] for x in _render_production_many(items, (transform,), workers, desc)]
+    """Per item, the model inputs of the frames the filter samples (``per_second`` plus
+    the first and last) from the clip as production renders, encodes and decodes it (a
+    tensor of shape (frames, 3, H, W))."""
+    return [x[0] for x in _render_production_many(items, (transform,), workers, desc, per_second=per_second)]
 
 
 def items_digest(items: Sequence[Item], salt: str = "") -> str:
@@ -349,6 +368,7 @@ def cached_production_inputs(
     folder: Path | None,
     workers: int = 2,
     desc: str = "render",
+    per_second: int = 1,
 ) -> list[Any]:
     """:func:`render_production_inputs`, kept in ``folder`` (float16) under a digest of
     the items and the preprocessing, so evaluating new weights of the same input size
@@ -356,12 +376,12 @@ def cached_production_inputs(
     import torch
 
     if folder is None:
-        return render_production_inputs(items, transform, workers, desc)
-    path = inputs_path(items, transform, folder, desc)
+        return render_production_inputs(items, transform, workers, desc, per_second)
+    path = inputs_path(items, transform, folder, desc, per_second)
     if path.is_file():
         print(f"inputs from {path}")
         return [x.float() for x in torch.load(path)]
-    inputs = render_production_inputs(items, transform, workers, desc)
+    inputs = render_production_inputs(items, transform, workers, desc, per_second)
     folder.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
     torch.save([x.half() for x in inputs], partial)
@@ -369,10 +389,12 @@ def cached_production_inputs(
     return inputs
 
 
-def inputs_path(items: Sequence[Item], transform: Callable[[Image.Image], Any], folder: Path, desc: str) -> Path:
+def inputs_path(
+    items: Sequence[Item], transform: Callable[[Image.Image], Any], folder: Path, desc: str, per_second: int = 1
+) -> Path:
     from moderation.frame_filter import INPUTS_VERSION
 
-    salt = f"{INPUTS_VERSION}\x00{transform!r}"
+    salt = f"{INPUTS_VERSION}\x00{transform!r}\x00{per_second}"
     return folder / f"inputs-{desc.replace(' ', '-')}-{len(items)}-{items_digest(items, salt)}.pt"
 
 
@@ -382,16 +404,17 @@ def prerender_production_inputs(
     folder: Path,
     workers: int = 2,
     desc: str = "render",
+    per_second: int = 1,
 ) -> list[Path]:
     """Fill ``folder`` with what :func:`cached_production_inputs` would keep for each of
     ``transforms`` (models of several input sizes), rendering each clip once for all of
     them; transforms already kept are skipped. Returns the files."""
     import torch
 
-    paths = [inputs_path(items, t, folder, desc) for t in transforms]
+    paths = [inputs_path(items, t, folder, desc, per_second) for t in transforms]
     todo = [i for i, path in enumerate(paths) if not path.is_file()]
     if todo:
-        rendered = _render_production_many(items, [transforms[i] for i in todo], workers, desc, half=True)
+        rendered = _render_production_many(items, [transforms[i] for i in todo], workers, desc, True, per_second)
         folder.mkdir(parents=True, exist_ok=True)
         for j, i in enumerate(todo):
             partial = paths[i].with_suffix(".part")

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moderation.frame_filter import DEFAULT_CONCEPTS, DEFAULT_MODEL_DIR
+from moderation.frame_filter import DEFAULT_CONCEPTS, DEFAULT_MODEL_DIR, ConceptSet
 
 #: In order of priority (``--parallel`` train at once). Steps: the shipped run's 3,357 in 45
 #: minutes scaled by each configuration's cost per step against the shipped one's, as
@@ -173,9 +173,10 @@ def prerender(argv: list[str]) -> None:
     calib = calibration_items(model_dir, args.calib, vocab)
     test, obf = evaluation_items(model_dir, args.calib, args.test, args.obf, vocab)
     cache = args.work / "cache"
+    per_second = ConceptSet.from_file(DEFAULT_CONCEPTS).frames_per_second  # what calibrate will sample
     for items, desc in ((calib, "render calib"), (test, "render test"), (obf, "render obf")):
         started = time.time()
-        paths = data.prerender_production_inputs(items, transforms, cache, args.workers, desc)
+        paths = data.prerender_production_inputs(items, transforms, cache, args.workers, desc, per_second)
         print(f"{desc}: {len(items)} clips in {time.time() - started:.0f} s → {', '.join(p.name for p in paths)}")
 
 

@@ -42,7 +42,7 @@ from core.settings import Settings
 from core.topics import CLIPS_BLOCKED, CLIPS_FLAGGED, CLIPS_GENERATED, CLIPS_PUBLISHED
 from generation.provenance import credentials_from, verify_video
 from moderation.clip_checks import CheckResult, ClipExpectations, ClipVerdict, check_generated_clip
-from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict, frame_filter_for, sample_frames
+from moderation.frame_filter import FrameFilter, FrameFilterError, FrameVerdict, frame_filter_for
 from moderation.prompt_policy import PromptPolicy, load_prompt_policy
 from streams.app import RecordSender, derived_event_id
 from streams.errors import ErrorPolicy, register_agent
@@ -106,7 +106,7 @@ class ModerationHandler:
             return ClipVerdict(action="publish", checks=checks), None
         try:
             # The checks passed, so they decoded every frame at the declared rate.
-            frames = self.frame_filter.scan_frames(sample_frames(decoded, rec.media.fps))
+            frames = self.frame_filter.scan_frames(self.frame_filter.sample(decoded, rec.media.fps))
         except (FrameFilterError, OSError, NotFoundError, ValueError) as e:  # fail closed
             failed = CheckResult("frame_safety", False, f"frame filter could not run: {e}")
             return ClipVerdict(action="block", checks=(*checks, failed)), None

@@ -88,7 +88,7 @@ def test_the_clip_checks_decoded_frames_judge_as_the_file_does(shipped: FrameFil
     expected = ClipExpectations(width=288, height=512, frame_count=36, fps=12, video_sha256=sha256_file(path))
     checks = check_generated_clip("a cowboy in the desert", path, expected, load_prompt_policy(), kept)
     assert checks.action == "publish" and len(kept) == 36, checks.reasons
-    from_checks = shipped.scan_frames(sample_frames(kept, 12))
+    from_checks = shipped.scan_frames(shipped.sample(kept, 12))
     from_file = shipped.scan_video(path)
     assert from_checks == from_file and from_checks.action != "publish"
     with pytest.raises(FrameFilterError):
@@ -185,7 +185,8 @@ def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     items = data.build_items("test", 200)
     unsafe = [it for it in items if it.unsafe][:30]
     safe = [it for it in items if not it.unsafe][:30]
-    inputs = data.render_production_inputs(unsafe + safe, shipped.clip.preprocess, workers=2, desc="render")
+    per_second = shipped.concepts.frames_per_second
+    inputs = data.render_production_inputs(unsafe + safe, shipped.clip.preprocess, 2, "render", per_second)
     actions = [shipped.judge(shipped.embed_inputs(x)).action for x in inputs]
     caught = sum(a != "publish" for a in actions[:30])
     false = sum(a != "publish" for a in actions[30:])
@@ -232,6 +233,34 @@ def test_thresholds_decide_publish_flag_and_block_and_special_care_lowers_them(s
     assert verdict.action == "flag" and "with special care" in verdict.reasons[0]
 
 
+def test_a_window_of_frames_decides_so_a_one_frame_flicker_does_not(shipped: FrameFilter, tmp_path: Path) -> None:
+    """With ``window_s`` a concept's clip score is its best mean over that many seconds
+    of sampled frames: one frame just past the threshold between clear ones is not
+    enough, the same score held for the window is, and so is one frame far past it."""
+    concepts = ConceptSet(
+        model=shipped.clip.name,
+        concepts=(Concept("gun", "weapon", ("a gun",), flag=0.5, block=0.9),),
+        frames_per_second=2,
+        window_s=1.0,
+    )
+    assert concepts.window_frames == 2
+    f = FrameFilter(shipped.clip, concepts)
+    gun = f._concept_vecs[0]
+    other = _orthogonal(gun[None, :])
+    clear, flagged, glaring = (_towards(gun, other, c) for c in (0.3, 0.6, 0.95))
+    assert f.judge(np.stack([clear, flagged, clear])).action == "publish"  # (0.3 + 0.6) / 2 < 0.5
+    held = f.judge(np.stack([clear, flagged, flagged, clear]))
+    assert held.action == "flag" and held.reasons[0].endswith("≥ flag 0.500 over frames 1–2"), held.reasons
+    assert held.scores["gun"] == pytest.approx(0.6, abs=1e-3)
+    assert f.judge(np.stack([clear, glaring, clear])).action == "flag"  # (0.3 + 0.95) / 2 ≥ 0.5
+    assert f.judge(flagged[None, :].astype(np.float32)).action == "flag"  # shorter than the window
+    # The rate and the window travel with the thresholds in the concept file.
+    path = tmp_path / "concepts.json"
+    path.write_text(json.dumps(concepts.to_json()))
+    again = ConceptSet.from_file(path)
+    assert (again.frames_per_second, again.window_s, again.window_frames) == (2, 1.0, 2)
+
+
 def test_a_concept_file_for_another_model_is_refused(shipped: FrameFilter) -> None:
     other = dataclasses.replace(shipped.concepts, model="ViT-B-32@0123456789ab")
     with pytest.raises(FrameFilterError, match="recalibrate"):
@@ -245,6 +274,9 @@ def test_a_concept_file_for_another_model_is_refused(shipped: FrameFilter) -> No
         (lambda c: c["concepts"][0].update(flag=0.5, block=0.4), "blocks below"),
         (lambda c: c["concepts"].append(dict(c["concepts"][0])), "repeat"),
         (lambda c: c.pop("concepts"), "unusable"),
+        (lambda c: c.update(frames_per_second=0), "frames_per_second"),
+        (lambda c: c.update(frames_per_second=25), "frames_per_second"),
+        (lambda c: c.update(window_s=-1), "window_s"),
     ],
 )
 def test_malformed_concept_files_are_refused(tmp_path: Path, edit: object, message: str) -> None:
