@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from generation.base import RenderRequest
-from generation.encoding import encode_mp4
+from generation.encoding import encode_mp4, sample_frame_indices
 from generation.procedural import ProceduralRenderer
 from moderation.frame_filter import (
     DEFAULT_CONCEPTS,
@@ -73,7 +73,7 @@ def test_a_safe_clip_is_published_with_its_embedding(shipped: FrameFilter, tmp_p
     assert verdict.action == "publish", verdict.detail
     assert verdict.reasons == () and set(verdict.scores) == set(default_unsafe())
     assert len(verdict.embedding) == 128 and abs(np.linalg.norm(verdict.embedding) - 1) < 1e-3
-    assert "4 frames clear" in verdict.detail
+    assert f"{len(sample_frame_indices(36, 12, shipped.concepts.frames_per_second))} frames clear" in verdict.detail
 
 
 def test_the_clip_checks_decoded_frames_judge_as_the_file_does(shipped: FrameFilter, tmp_path: Path) -> None:
@@ -177,11 +177,11 @@ def test_what_an_obfuscated_prompt_rendered_is_caught(
 
 def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     """A small slice of the evaluation (the full one is moderation.frame_training.evaluate),
-    as a regression guard for the shipped weights and thresholds: with frames scaled by
-    swscale and thresholds recalibrated for it (2026-11-27), 25 of these 30 unsafe clips
-    are caught and 1 of the 30 safe ones is flagged (24 and 0 with PIL before). The
-    bounds leave a clip's worth of room either way for other CPUs' arithmetic. The
-    targets (95% recall) are not met yet; see docs/performance.md."""
+    as a regression guard for the shipped weights and thresholds: sampled at 4 frames a
+    second and scored over 1.5 s windows (2026-11-27), 25 of these 30 unsafe clips are
+    caught and none of the 30 safe ones is flagged (25 and 1 at 1 frame a second, the
+    worst frame deciding). The bounds leave room either way for other CPUs'
+    arithmetic. The targets (95% recall) are not met yet; see docs/performance.md."""
     items = data.build_items("test", 200)
     unsafe = [it for it in items if it.unsafe][:30]
     safe = [it for it in items if not it.unsafe][:30]
