@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -81,6 +80,26 @@ def ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def accepted_texts(n: int, tag: str) -> list[str]:
+    """``n`` distinct prompts that the API's prompt policy accepts, in a fixed order. The
+    learned classifier flags a few harmless texts ("a rocket flying through space at
+    night, take 93" scores 0.26 on "sexual"); with random suffixes the benchmark failed
+    now and then on one of those, and it measures clips, not the classifier."""
+    from moderation.harm_classifier import default_classifier
+    from moderation.prompt_policy import load_prompt_policy
+    from moderation.text_moderation import TextModerator
+
+    moderator = TextModerator(load_prompt_policy(), default_classifier())  # as the API runs it
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        text = f"{PROMPTS[i % len(PROMPTS)]}, {tag} {i + 1}"
+        if moderator.check(text).allowed:
+            out.append(text)
+        i += 1
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-n", type=int, default=20)
@@ -106,6 +125,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA__", "DATABASE_URL", "API__", "MEDIA__"))}
     env.update({"API__PORT": str(api_port), "KAFKA__EMBEDDED_PORT": str(kafka_port), "LOG_LEVEL": "WARNING"})
     env["API__RATE_LIMITS_ENABLED"] = "false"  # one benchmark user submits far more than 10 prompts a minute
+    env["GENERATION__DAILY_QUOTA"] = "1000000"  # ... and more than the 50 a day a user may generate
     up = UpProcess(cwd, env, ["--no-seed"])
     up.start()
     api = f"http://127.0.0.1:{api_port}"
@@ -129,12 +149,13 @@ def main() -> None:
                 raise RuntimeError(f"prompt {pid} {body['status']}: {body['reason']}")
             return body if body["status"] == "published" else None
 
+        latency_texts, burst_texts = accepted_texts(args.latency_n, "take"), accepted_texts(args.burst_n, "burst")
         # Warm-up: the first prompt pays for the workers' first fetch and imports.
         wait_for(lambda pid=submit("warm up a cat"): published(pid), 120, "warm-up", interval=0.01)
 
         e2e, rows = [], []
         for i in range(args.latency_n):
-            text = f"{PROMPTS[i % len(PROMPTS)]} {uuid.uuid4().hex[:6]}"
+            text = latency_texts[i]
             started = time.time()
             pid = submit(text)
             body = wait_for(lambda pid=pid: published(pid), 120, f"prompt {i}", interval=0.02)
@@ -194,7 +215,6 @@ def main() -> None:
             )
             like_lag.append(time.time() - started)
 
-        burst_texts = [f"{PROMPTS[i % len(PROMPTS)]} burst {uuid.uuid4().hex[:6]}" for i in range(args.burst_n)]
         started = time.time()
         pids = [submit(t) for t in burst_texts]
         for pid in pids:
