@@ -53,7 +53,7 @@ class CheckResult:
     name: str  # "prompt_policy", "media_integrity", "media_decode", "media_format"
     passed: bool
     detail: str  # readable: what was checked and what was found
-    scores: tuple[tuple[str, float], ...] = ()  # frame_safety: (concept, highest score over the frames)
+    scores: tuple[tuple[str, float], ...] = ()  # frame_safety: (concept, the clip's score: its best window of frames)
 
 
 @dataclass(frozen=True)
