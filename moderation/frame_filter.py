@@ -57,6 +57,8 @@ DEFAULT_CONCEPTS = DATA / "frame_concepts.json"
 MAX_FRAMES = 24 * 60
 #: The most frames per second a concept file may ask for (every frame of a 24 fps clip).
 MAX_PER_SECOND = 24
+#: The longest scoring window a concept file may ask for, in seconds.
+MAX_WINDOW_S = 10.0
 
 Action = Literal["publish", "flag", "block"]
 _RANK: dict[str, int] = {"publish": 0, "flag": 1, "block": 2}
@@ -107,6 +109,18 @@ class ConceptSet:
     #: frame-long flicker of a safe scene then weighs less than an object in view.
     window_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Here rather than in from_file: calibrate sets these from its command line.
+        rate = self.frames_per_second
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_PER_SECOND:
+            raise FrameFilterError(f"frames_per_second must be a whole number from 1 to {MAX_PER_SECOND}, not {rate!r}")
+        if not 0.0 <= self.window_s <= MAX_WINDOW_S:  # NaN fails too
+            raise FrameFilterError(f"window_s must be 0 to {MAX_WINDOW_S:g} seconds, not {self.window_s!r}")
+
+    def window_width(self, frames: int) -> int:
+        """Frames in a window when a clip has ``frames`` sampled frames."""
+        return min(self.window_frames, frames)
+
     @property
     def window_frames(self) -> int:
         """Sampled frames in a window (1: every frame on its own)."""
@@ -138,11 +152,13 @@ class ConceptSet:
                 raw.get("about", ""),
                 raw.get("scoring", "cosine"),
                 tuple(tuple(r) for r in raw.get("references", [])),
-                int(raw.get("frames_per_second", 1)),
+                raw.get("frames_per_second", 1),
                 float(raw.get("window_s", 0.0)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FrameFilterError(f"frame concept file {path} is unusable: {exc!r}") from exc
+        except FrameFilterError as exc:
+            raise FrameFilterError(f"{path}: {exc}") from exc
         for c in result.concepts:
             if not c.prompts:
                 raise FrameFilterError(f"{path}: concept {c.name!r} has no prompts")
@@ -154,10 +170,6 @@ class ConceptSet:
             raise FrameFilterError(f"{path}: scoring must be cosine or softmax, not {result.scoring!r}")
         if any(not r for r in result.references):
             raise FrameFilterError(f"{path}: an empty reference")
-        if not 1 <= result.frames_per_second <= MAX_PER_SECOND:
-            raise FrameFilterError(f"{path}: frames_per_second must be 1 to {MAX_PER_SECOND}")
-        if not 0.0 <= result.window_s <= 10.0:
-            raise FrameFilterError(f"{path}: window_s must be 0 to 10 seconds")
         return result
 
     def to_json(self) -> dict[str, Any]:
@@ -472,19 +484,18 @@ class FrameFilter:
         lowered the thresholds in it (C,)."""
         sims, care = self.frame_scores(frame_embeddings)
         lowered = self.lowering(care)
-        margins = sims + lowered[:, None]
-        width = min(self.concepts.window_frames, len(sims))
-        windowed, raw, cared = _window_means(margins, width), _window_means(sims, width), _window_means(lowered, width)
+        width = self.concepts.window_width(len(sims))
+        windowed, cared = _window_means(sims + lowered[:, None], width), _window_means(lowered, width)
         start = windowed.argmax(axis=0)
-        columns = np.arange(sims.shape[1])
-        return windowed[start, columns], raw[start, columns], start, cared[start] > 0
+        best = windowed[start, np.arange(sims.shape[1])]
+        return best, best - cared[start], start, cared[start] > 0
 
     def judge(self, frame_embeddings: np.ndarray) -> FrameVerdict:
         """The verdict for one clip from its frames' normalised embeddings (F, D)."""
         if len(frame_embeddings) == 0:
             raise FrameFilterError("no frames to judge")
         margin, raw, start, cared = self.clip_scores(frame_embeddings)
-        width = min(self.concepts.window_frames, len(frame_embeddings))
+        width = self.concepts.window_width(len(frame_embeddings))
         action: Action = "publish"
         reasons: list[str] = []
         scores: dict[str, float] = {}

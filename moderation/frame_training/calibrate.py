@@ -37,6 +37,7 @@ from moderation.frame_filter import (
     Concept,
     ConceptSet,
     FrameFilter,
+    FrameFilterError,
     SpecialCare,
     load_clip,
 )
@@ -118,10 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     vocab = default_vocabulary()
     clip = load_clip(args.model, args.pretrained, args.device)
     base = ConceptSet.from_file(args.concepts)
-    if args.frames_per_second is not None:
-        base = dataclasses.replace(base, frames_per_second=args.frames_per_second)
-    if args.window is not None:
-        base = dataclasses.replace(base, window_s=args.window)
+    try:
+        if args.frames_per_second is not None:
+            base = dataclasses.replace(base, frames_per_second=args.frames_per_second)
+        if args.window is not None:
+            base = dataclasses.replace(base, window_s=args.window)
+    except FrameFilterError as e:
+        ap.error(str(e))
     named = [c.name for c in base.concepts] + [s.name for s in base.special_care]
     unknown = [n for n in named if n not in vocab.concepts["subjects"]]
     if unknown:

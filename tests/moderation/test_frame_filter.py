@@ -261,6 +261,17 @@ def test_a_window_of_frames_decides_so_a_one_frame_flicker_does_not(shipped: Fra
     assert (again.frames_per_second, again.window_s, again.window_frames) == (2, 1.0, 2)
 
 
+def test_calibration_refuses_a_rate_or_window_out_of_range_before_rendering(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from moderation.frame_training import calibrate
+
+    for argv, message in ((["--frames-per-second", "0"], "frames_per_second"), (["--window", "-2"], "window_s")):
+        with pytest.raises(SystemExit) as exit_info:
+            calibrate.main([*argv, "--out", "/nonexistent/never-written.json"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_concept_file_for_another_model_is_refused(shipped: FrameFilter) -> None:
     other = dataclasses.replace(shipped.concepts, model="ViT-B-32@0123456789ab")
     with pytest.raises(FrameFilterError, match="recalibrate"):
@@ -277,6 +288,7 @@ def test_a_concept_file_for_another_model_is_refused(shipped: FrameFilter) -> No
         (lambda c: c.update(frames_per_second=0), "frames_per_second"),
         (lambda c: c.update(frames_per_second=25), "frames_per_second"),
         (lambda c: c.update(window_s=-1), "window_s"),
+        (lambda c: c.update(frames_per_second=2.5), "whole number"),
     ],
 )
 def test_malformed_concept_files_are_refused(tmp_path: Path, edit: object, message: str) -> None:
