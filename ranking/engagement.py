@@ -15,7 +15,7 @@ with 400 likes out of 1,000.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +81,7 @@ class ClipCounts:
         )
 
 
-def kinds_of(interaction_kind: str, watch_ms: int | None, duration_ms: int | None) -> Iterable[str]:
+def kinds_of(interaction_kind: str, watch_ms: int | None, duration_ms: int | None) -> tuple[str, ...]:
     """The counters one interaction bumps: a view that reached the end is also a completion."""
     if interaction_kind not in KINDS:
         return ()
@@ -130,16 +130,21 @@ def smoothed_rate(hits: float, trials: float, prior_rate: float, prior_weight: f
     return (hits + prior_rate * prior_weight) / (max(trials, 0) + prior_weight)
 
 
+#: What each kind of event in the window counts for in :func:`trending_score`.
+#: Impressions count for nothing: being shown is not engagement.
+TRENDING_WEIGHTS: Mapping[str, float] = {
+    "view": 0.2,
+    "complete": 0.5,
+    "like": 1.0,
+    "share": 2.0,
+    "comment": 1.0,
+    "skip": -0.2,
+    "see_less": -1.0,
+    "report": -3.0,
+}
+
+
 def trending_score(counts: ClipCounts, now: float, window_s: int = WINDOWS_S["1h"]) -> float:
     """Engagement in the window, weighted by how much each action says."""
     w = counts.window(window_s, now)
-    return (
-        w.get("view", 0) * 0.2
-        + w.get("complete", 0) * 0.5
-        + w.get("like", 0) * 1.0
-        + w.get("share", 0) * 2.0
-        + w.get("comment", 0) * 1.0
-        - w.get("skip", 0) * 0.2
-        - w.get("see_less", 0) * 1.0
-        - w.get("report", 0) * 3.0
-    )
+    return sum(n * TRENDING_WEIGHTS[k] for k, n in w.items() if k in TRENDING_WEIGHTS)

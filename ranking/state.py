@@ -26,7 +26,7 @@ import numpy as np
 
 from core.records import ClipFlagged, ClipPublished, Interaction, ModerationDecision
 from ranking.catalog import Catalog, ClipInfo
-from ranking.engagement import STEP_S, WINDOWS_S, ClipCounts, kinds_of, trending_score
+from ranking.engagement import STEP_S, TRENDING_WEIGHTS, WINDOWS_S, ClipCounts, kinds_of, trending_score
 from ranking.feed import Steering, Viewer
 from ranking.index import ClipIndex
 from ranking.signals import SignalWeights, apply, query_vector
@@ -178,8 +178,10 @@ class RankingState:
         self._lock = threading.RLock()
         self._trending: list[str] = []
         self._trending_at = float("-inf")
-        #: clip → time of its latest event: trending scans only these, not the catalogue.
-        #: None until the first refresh after a restore (then every clip with counts).
+        #: clip → time of its latest event that trending weighs (not an impression, the
+        #: most common event, which counts for nothing): trending scans only these, not
+        #: the catalogue. None until the first refresh after a restore (then every clip
+        #: with counts of such events).
         self._active: dict[str, float] | None = {}
         #: users whose ranked_version moved since the last take_touched (plans to remake)
         self._touched: set[str] = set()
@@ -257,9 +259,10 @@ class RankingState:
         counts = self.engagement.get(clip_id)
         if counts is None:
             counts = self.engagement[clip_id] = ClipCounts()
-        for kind in kinds_of(rec.kind, rec.watch_ms, duration):
+        kinds = kinds_of(rec.kind, rec.watch_ms, duration)
+        for kind in kinds:
             counts.add(kind, at)
-        if self._active is not None:
+        if self._active is not None and any(k in TRENDING_WEIGHTS for k in kinds):
             self._active[clip_id] = max(at, self._active.get(clip_id, at))
         user = self.users.get(user_id)
         if user is None:
@@ -340,7 +343,11 @@ class RankingState:
         with self._lock:
             if now - self._trending_at >= TRENDING_REFRESH_S or now < self._trending_at:
                 if self._active is None:
-                    self._active = {cid: now for cid, counts in self.engagement.items() if counts.buckets}
+                    self._active = {
+                        cid: now
+                        for cid, counts in self.engagement.items()
+                        if counts.buckets and any(k in TRENDING_WEIGHTS for k in counts.total)
+                    }
                 horizon = now - WINDOWS_S["1h"] - STEP_S
                 for cid in [c for c, at in self._active.items() if at < horizon]:
                     del self._active[cid]

@@ -220,3 +220,24 @@ def test_engagement_trending_and_affinity_from_interactions() -> None:
     assert state.closeness(str(me)) == {str(author): 1.0}, "...many make them as close as a friend"
     state.apply(Interaction(user_id=me, clip_id=uuid.UUID(int=1), kind="see_less", occurred_at=_at(0)))
     assert len(state.users[str(me)].avoid) == 1
+
+
+def test_trending_scans_only_clips_with_engagement_it_weighs() -> None:
+    """Impressions, most of the log, count for nothing in trending: a clip that was only
+    shown is not among the clips a refresh scores (under load, tens of thousands of
+    them held the state's lock for a tenth of a second every refresh), after a restore
+    either; a like makes it one."""
+    author = uuid.uuid4()
+    state = RankingState(DIM)
+    for n in range(1, 6):
+        state.apply(published(n, author, "cats"))
+        state.apply(Interaction(user_id=uuid.uuid4(), clip_id=uuid.UUID(int=n), kind="impression", occurred_at=_at(0)))
+    state.apply(Interaction(user_id=uuid.uuid4(), clip_id=uuid.UUID(int=4), kind="like", occurred_at=_at(0)))
+    assert set(state._active or ()) == {cid(4)}
+    assert state.trending(NOW) == [cid(4)]
+    state.forget_activity()  # as after a restore: rebuilt from the counts at the next refresh
+    state._trending_at = float("-inf")  # refresh now, not in TRENDING_REFRESH_S
+    assert state.trending(NOW) == [cid(4)] and set(state._active or ()) == {cid(4)}
+    state.apply(Interaction(user_id=uuid.uuid4(), clip_id=uuid.UUID(int=2), kind="like", occurred_at=_at(0)))
+    state._trending_at = float("-inf")
+    assert set(state.trending(NOW)) == {cid(2), cid(4)}
