@@ -119,9 +119,13 @@ class InteractionPublisher:
         same partition list), so a user's interactions stay in order on one partition."""
         partitions = sorted(await producer.partitions_for(INTERACTIONS.name))
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        partition_of: dict[bytes, int] = {}  # murmur2 once per key, not once per record
         for r in records:
             key = record_key(INTERACTIONS, r)
-            by_partition.setdefault(self._partitioner(key, partitions, partitions), []).append((key, r.to_bytes()))
+            partition = partition_of.get(key)
+            if partition is None:
+                partition = partition_of[key] = self._partitioner(key, partitions, partitions)
+            by_partition.setdefault(partition, []).append((key, r.to_bytes()))
         sent = []
         for partition, items in by_partition.items():
             batch = producer.create_batch()
