@@ -24,6 +24,7 @@ from api.schemas import Health
 from core import metrics
 from core.db import make_engine, make_sessionmaker
 from core.db.engine import session_scope
+from core.heap import keep_settled
 from core.logging import RequestContext
 from core.media import LocalMediaStore
 from core.outbox import OutboxRelay
@@ -74,9 +75,15 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.interactions = InteractionPublisher(settings.kafka.servers, app.state.sessionmaker, app.state.relay)
         app.state.feed = FeedService(settings, app.state.sessionmaker)
         await app.state.feed.start()
+        settler = None
+        if settings.api.gc_settle_every_s > 0:
+            started = app.state.feed.started
+            settler = asyncio.create_task(keep_settled(started, settings.api.gc_settle_every_s), name="heap-settle")
         try:
             yield
         finally:
+            if settler is not None:
+                settler.cancel()
             await app.state.feed.stop()
             await app.state.interactions.close()
             if task is not None:

@@ -153,6 +153,7 @@ class FeedService:
                 self.state, settings.kafka.servers, positions=positions, fetch_max_wait_ms=r.fetch_max_wait_ms
             )
         self._tasks: list[asyncio.Task[None]] = []
+        self._warmed = False  # the plans made ahead at start are made
         self._chronological = ChronologicalFeed()
         self._embed: Callable[[Sequence[str]], np.ndarray] | None = None
         self._embed_model = ""
@@ -215,6 +216,11 @@ class FeedService:
     @property
     def ready(self) -> bool:
         return self.tail is not None and self.tail.ready.is_set()
+
+    def started(self) -> bool:
+        """Has this process built what it holds from the start (the replica caught up,
+        the first feed plans made)? True at once when it runs no replica."""
+        return self.tail is None or (self.ready and (self._sessionmaker is None or self._warmed))
 
     def status(self) -> dict[str, Any]:
         if self.tail is None:
@@ -430,6 +436,7 @@ class FeedService:
         self.plans.warming = len(warm)
         log.info("making feed plans for %d recently active users", len(warm))
         while True:
+            self._warmed = self._warmed or not warm  # the last batch made ahead is made
             self.plans.want(self.state.take_touched())
             batch = self.plans.take_wanted(16)
             if not batch and warm:

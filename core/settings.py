@@ -63,6 +63,10 @@ class ApiSettings(BaseModel):
     # served 50 req/s with anyio's default 40 threads, 66 with 2, 76 with 1
     # (docs/performance.md). A few stay so one slow request does not stall the rest.
     threads: int = Field(default=4, ge=1, le=400)
+    # Seconds between heap settles (core/heap.py: collect, then freeze what survived, so
+    # a garbage collection walks only objects younger than that); the first once the
+    # ranking replica has loaded and made its first feed plans. 0: never.
+    gc_settle_every_s: float = Field(default=300.0, ge=0)
 
 
 class AuthSettings(BaseModel):

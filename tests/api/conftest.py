@@ -16,7 +16,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         environment="test",
         database_url=db_url,
         media=MediaSettings(root=tmp_path / "media"),
-        api=ApiSettings(run_outbox_relay=False),
+        api=ApiSettings(run_outbox_relay=False, gc_settle_every_s=0),  # core.heap would freeze the test process
         # No broker here: the feed is newest-first from the SQL store (tests/ranking
         # and tests/integration cover the ranked feed against a real broker).
         ranking=RankingSettings(replica=False),

@@ -31,7 +31,7 @@ def test_a_connection_dropped_mid_request_is_a_503_and_writes_nothing(pg_url: st
         environment="test",
         database_url=pg_url,
         media=MediaSettings(root=tmp_path / "media"),
-        api=ApiSettings(run_outbox_relay=False),
+        api=ApiSettings(run_outbox_relay=False, gc_settle_every_s=0),
         ranking=RankingSettings(replica=False),
     )
     with TestClient(create_app(settings)) as client, psycopg.connect(pg_url, autocommit=True) as admin:

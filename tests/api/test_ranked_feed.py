@@ -61,7 +61,7 @@ def client(vectors: dict[str, np.ndarray], sqlite_url: str, bootstrap: str, tmp_
         database_url=sqlite_url,
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
         media=MediaSettings(root=tmp_path / "media"),
-        api=ApiSettings(run_outbox_relay=False, rate_limits_enabled=False),
+        api=ApiSettings(run_outbox_relay=False, rate_limits_enabled=False, gc_settle_every_s=0),
         ranking=RankingSettings(replica=True, snapshot_dir=tmp_path / "snapshot"),
     )
     with TestClient(create_app(settings)) as c:
@@ -260,6 +260,8 @@ def test_pages_come_from_a_plan_made_ahead_and_a_like_replaces_it(world: World) 
     assert not {c["id"] for c in first["data"]} & {c["id"] for c in second["data"]}
     plans = world.ranking()["plans"]
     assert plans["hits"] >= 1 and plans["plans"] >= 1
+    feed = world.client.app.state.feed  # type: ignore[attr-defined]
+    wait_for(lambda: feed.started() or None, 10, "the replica caught up, its first plans made (core.heap settles then)")
 
     # Impressions (the pages just served) only feed the seen filter: the plan stays.
     time.sleep(0.5)

@@ -49,7 +49,7 @@ def test_writes_during_an_outage_reach_the_restarted_broker_once_each(db_url: st
         database_url=db_url,
         media=MediaSettings(root=tmp_path / "media"),
         kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
-        api=ApiSettings(outbox_poll_interval_s=0.1),
+        api=ApiSettings(outbox_poll_interval_s=0.1, gc_settle_every_s=0),
     )
     factory = make_sessionmaker(make_engine(db_url))
 
