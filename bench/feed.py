@@ -198,6 +198,7 @@ async def load(port: int, paths: list[tuple[str, str | None]], seconds: float, c
         "p50": pct(ms, 50),
         "p95": pct(ms, 95),
         "p99": pct(ms, 99),
+        "max": max(ms, default=float("nan")),
         "errors": len(errors),
         "error_kinds": sorted(set(errors))[:5],
     }
@@ -363,15 +364,19 @@ def main() -> int:
         f"world: {args.clips:,} clips, {args.users:,} users, {world['follows']:,} follows, "
         f"{world['interactions']:,} interactions; {args.conns} connections, {args.seconds:.0f} s per run\n"
     )
-    print("| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | errors | CPU ms/request: API, broker, load |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print(
+        "| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | errors "
+        "| CPU ms/request: API, broker, load |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     rows = [("GET /healthz (baseline)", bare), ("GET /v1/feed?limit=20", feed)]
     if floor is not None:
         rows.append(("GET /v1/feed?limit=20&order=newest (floor)", floor))
     for name, r in rows:
         cpu = r["cpu_ms"]
         print(f"| {name} | {r['requests']:,} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
-              f"| {r['errors']} | {cpu['api']:.2f}, {cpu['broker']:.2f}, {cpu['load']:.2f} |")  # fmt: skip
+              f"| {r['max']:.0f} | {r['errors']} "
+              f"| {cpu['api']:.2f}, {cpu['broker']:.2f}, {cpu['load']:.2f} |")  # fmt: skip
     print(f"\nfeed plans after the load: {plan_stats}")
     print(f"API resident memory: {rss_ready:,.0f} MB once its replica was ready, {rss_loaded:,.0f} MB after the plans "
           f"and the load")  # fmt: skip
