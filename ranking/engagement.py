@@ -15,7 +15,7 @@ with 400 likes out of 1,000.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,11 @@ class ClipCounts:
                 for kind, n in counts.items():
                     out[kind] = out.get(kind, 0) + n
         return out
+
+    def latest(self, kinds: Container[str]) -> float | None:
+        """When the latest bucket holding one of ``kinds`` ends (None: there is none)."""
+        starts = [start for start, counts in self.buckets.items() if any(k in kinds for k in counts)]
+        return max(starts) + self.step if starts else None
 
     def to_json(self) -> dict[str, Any]:
         return {"b": {str(k): v for k, v in self.buckets.items()}, "t": self.total, "s": self.step}

@@ -180,8 +180,8 @@ class RankingState:
         self._trending_at = float("-inf")
         #: clip → time of its latest event that trending weighs (not an impression, the
         #: most common event, which counts for nothing): trending scans only these, not
-        #: the catalogue. None until the first refresh after a restore (then every clip
-        #: with counts of such events).
+        #: the catalogue. None until the first refresh after a restore (then the clips
+        #: whose counts hold such events, each as of the end of its latest bucket).
         self._active: dict[str, float] | None = {}
         #: users whose ranked_version moved since the last take_touched (plans to remake)
         self._touched: set[str] = set()
@@ -342,12 +342,9 @@ class RankingState:
         feed request never pays for the whole catalogue, and neither does a refresh)."""
         with self._lock:
             if now - self._trending_at >= TRENDING_REFRESH_S or now < self._trending_at:
-                if self._active is None:
-                    self._active = {
-                        cid: now
-                        for cid, counts in self.engagement.items()
-                        if counts.buckets and any(k in TRENDING_WEIGHTS for k in counts.total)
-                    }
+                if self._active is None:  # after a restore: when each clip's counts say
+                    latest = ((cid, counts.latest(TRENDING_WEIGHTS)) for cid, counts in self.engagement.items())
+                    self._active = {cid: at for cid, at in latest if at is not None}
                 horizon = now - WINDOWS_S["1h"] - STEP_S
                 for cid in [c for c, at in self._active.items() if at < horizon]:
                     del self._active[cid]

@@ -235,6 +235,8 @@ def test_trending_scans_only_clips_with_engagement_it_weighs() -> None:
     state.apply(Interaction(user_id=uuid.uuid4(), clip_id=uuid.UUID(int=4), kind="like", occurred_at=_at(0)))
     assert set(state._active or ()) == {cid(4)}
     assert state.trending(NOW) == [cid(4)]
+    # Liked five hours ago: still in the 24 h counts, but not trending any more.
+    state.apply(Interaction(user_id=uuid.uuid4(), clip_id=uuid.UUID(int=5), kind="like", occurred_at=_at(5)))
     state.forget_activity()  # as after a restore: rebuilt from the counts at the next refresh
     state._trending_at = float("-inf")  # refresh now, not in TRENDING_REFRESH_S
     assert state.trending(NOW) == [cid(4)] and set(state._active or ()) == {cid(4)}
