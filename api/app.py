@@ -84,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if settler is not None:
                 settler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await settler
             await app.state.feed.stop()
             await app.state.interactions.close()
             if task is not None:
