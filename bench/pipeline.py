@@ -80,24 +80,27 @@ def ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def accepted_texts(n: int, tag: str) -> list[str]:
-    """``n`` distinct prompts that the API's prompt policy accepts, in a fixed order. The
-    learned classifier flags a few harmless texts ("a rocket flying through space at
-    night, take 93" scores 0.26 on "sexual"); with random suffixes the benchmark failed
-    now and then on one of those, and it measures clips, not the classifier."""
+def accepted_texts(wanted: dict[str, int]) -> dict[str, list[str]]:
+    """For each tag, that many distinct prompts that the API's prompt policy accepts, in
+    a fixed order. The learned classifier flags a few harmless texts ("a rocket flying
+    through space at night, take 93" scores 0.26 on "sexual"); with random suffixes the
+    benchmark failed now and then on one of those, and it measures clips, not the
+    classifier."""
     from moderation.harm_classifier import default_classifier
     from moderation.prompt_policy import load_prompt_policy
     from moderation.text_moderation import TextModerator
 
     moderator = TextModerator(load_prompt_policy(), default_classifier())  # as the API runs it
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        text = f"{PROMPTS[i % len(PROMPTS)]}, {tag} {i + 1}"
-        if moderator.check(text).allowed:
-            out.append(text)
-        i += 1
-    return out
+    texts: dict[str, list[str]] = {}
+    for tag, n in wanted.items():
+        out = texts[tag] = []
+        i = 0
+        while len(out) < n:
+            text = f"{PROMPTS[i % len(PROMPTS)]}, {tag} {i + 1}"
+            if moderator.check(text).allowed:
+                out.append(text)
+            i += 1
+    return texts
 
 
 def main() -> None:
@@ -149,7 +152,8 @@ def main() -> None:
                 raise RuntimeError(f"prompt {pid} {body['status']}: {body['reason']}")
             return body if body["status"] == "published" else None
 
-        latency_texts, burst_texts = accepted_texts(args.latency_n, "take"), accepted_texts(args.burst_n, "burst")
+        texts = accepted_texts({"take": args.latency_n, "burst": args.burst_n})
+        latency_texts, burst_texts = texts["take"], texts["burst"]
         # Warm-up: the first prompt pays for the workers' first fetch and imports.
         wait_for(lambda pid=submit("warm up a cat"): published(pid), 120, "warm-up", interval=0.01)
 
