@@ -9,8 +9,11 @@ between the send and the stamp re-sends the row: consumers dedupe on event_id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
@@ -22,6 +25,7 @@ from core.records import Record
 from core.topics import TopicSpec, record_key
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def stop_quietly(producer: AIOKafkaProducer | None, timeout_s: float = 10.0) -> None:
@@ -40,6 +44,27 @@ async def stop_quietly(producer: AIOKafkaProducer | None, timeout_s: float = 10.
             log.warning("a Kafka producer did not stop within %.0fs; leaving it", timeout_s)
         except Exception:  # noqa: BLE001
             pass
+
+
+async def _in_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking call on a worker thread; a cancellation waits for it to end.
+
+    Cancelling the coroutine does not stop the thread. Were the caller then to roll back
+    the same Session from another thread while the call still ran, SQLAlchemy would refuse
+    ("concurrent operations are not permitted") and that error would replace the
+    CancelledError: the relay took it for a broker fault, retried and never stopped, so
+    the API's shutdown hung. Here the call finishes first, then the cancellation goes on.
+    """
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        while not call.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([call])
+        if not call.cancelled():
+            call.exception()  # retrieved: the cancellation is what propagates
+        raise
 
 
 def pending(session: Session) -> int:
@@ -110,9 +135,9 @@ class OutboxRelay:
         producer = await self._ensure_producer()
         session = self.factory()
         try:
-            rows = await asyncio.to_thread(self._claim, session)
+            rows = await _in_thread(self._claim, session)
             if not rows:
-                await asyncio.to_thread(session.rollback)
+                await _in_thread(session.rollback)
                 return 0
             futures = [await producer.send(row.topic, value=row.value, key=row.key) for row in rows]
             await asyncio.gather(*futures)
@@ -120,14 +145,16 @@ class OutboxRelay:
             for row in rows:
                 row.published_at = now
                 row.attempts += 1
-            await asyncio.to_thread(session.commit)
+            await _in_thread(session.commit)
             self.published += len(rows)
             return len(rows)
         except BaseException:
-            await asyncio.to_thread(session.rollback)
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                await _in_thread(session.rollback)
             raise
         finally:
-            await asyncio.to_thread(session.close)
+            with contextlib.suppress(Exception):
+                await _in_thread(session.close)
 
     def pending(self) -> int:
         with session_scope(self.factory) as session:
@@ -144,7 +171,10 @@ class OutboxRelay:
                 backoff = self.poll_interval_s
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 — broker down: keep rows, retry with backoff
+            except Exception as e:  # broker down: keep rows, retry with backoff
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from e  # a stop was asked for: stop, whatever failed meanwhile
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("outbox relay could not publish (%s); retrying in %.1fs", self.last_error, backoff)
                 await self._reset_producer()

@@ -107,3 +107,42 @@ def test_a_producer_that_never_stops_does_not_hold_up_shutdown(caplog: pytest.Lo
     asyncio.run(stop_quietly(Stuck(), timeout_s=0.2))  # type: ignore[arg-type]
     assert time.monotonic() - started < 5
     assert "did not stop within" in caplog.text
+
+
+async def test_a_relay_cancelled_while_claiming_stops(broker: str, tmp_path: Path) -> None:
+    """Shutdown cancels the relay whenever it happens to be; here, while its session is
+    still getting a database connection on a worker thread. Rolling that session back
+    from another thread at once made SQLAlchemy refuse ("concurrent operations are not
+    permitted"); the relay took that for a broker fault, retried, and the API's shutdown
+    hung for good (seen in CI). The relay must wait for the thread, then stop."""
+    import threading
+
+    from sqlalchemy import event
+
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(db_url)
+    engine = make_engine(db_url)
+    factory = make_sessionmaker(engine)
+    _enqueue(factory, 3)
+    checking_out, release = threading.Event(), threading.Event()
+
+    @event.listens_for(engine, "checkout")
+    def _slow_checkout(*_: object) -> None:
+        if not release.is_set():
+            checking_out.set()
+            release.wait(10)
+
+    relay = OutboxRelay(factory, broker, poll_interval_s=0.1)
+    task = asyncio.create_task(relay.run())
+    try:
+        assert await asyncio.to_thread(checking_out.wait, 10), "the relay never reached the database"
+        task.cancel()
+        await asyncio.sleep(0.3)  # the cancellation is delivered while the checkout still blocks
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        assert relay.last_error is None, relay.last_error
+    finally:
+        release.set()
+        task.cancel()
+        await relay.close()
