@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
             outbox_pending=pending,
             outbox_error=error,
             ranking=app.state.feed.status(),
+            process=os.getpid(),
         )
 
     scrape = metrics.ScrapeGauges(lambda: scrape_gauges(app))

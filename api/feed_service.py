@@ -162,7 +162,7 @@ class FeedService:
     async def start(self) -> None:
         if self.tail is not None:
             self._tasks.append(asyncio.create_task(self._follow_log(self.tail), name="ranking-log-tail"))
-            if self.settings.ranking.snapshot_dir is not None:
+            if self.settings.ranking.snapshot_dir is not None and self.settings.ranking.save_snapshots:
                 self._tasks.append(asyncio.create_task(self._snapshots(), name="ranking-snapshots"))
             if self._sessionmaker is not None:
                 self._tasks.append(asyncio.create_task(self._warm(self.tail), name="feed-plans"))
@@ -208,7 +208,7 @@ class FeedService:
 
     def snapshot(self) -> None:
         folder = self.settings.ranking.snapshot_dir
-        if folder is None or self.tail is None:
+        if folder is None or self.tail is None or not self.settings.ranking.save_snapshots:
             return
         tail = self.tail
         save_snapshot(self.state, lambda: tail.positions, folder)

@@ -413,6 +413,9 @@ class Health(BaseModel):
     ranking: dict[str, Any] | None = Field(
         default=None, description="The feed's ranking replica: mode, records applied and skipped, lag behind the log."
     )
+    process: int | None = Field(
+        default=None, description="Process id of the API process that answered (several may share the port)."
+    )
 
 
 ConsentMode = Literal["only_me", "approved", "mutuals", "everyone"]

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -243,10 +244,16 @@ def main() -> int:
         "(collapsed stacks in FILE.feed, FILE.floor)",
     )
     ap.add_argument(
+        "--api-processes", type=int, default=1,
+        help="API processes sharing the port (SO_REUSEPORT, as `clipstream up` runs API__PROCESSES)",
+    )  # fmt: skip
+    ap.add_argument(
         "--floor", action="store_true",
         help="also load order=newest (auth, SQL page, hydration, JSON: everything but ranking)",
     )  # fmt: skip
     args = ap.parse_args()
+    if args.api_processes < 1:
+        ap.error("--api-processes must be at least 1")
 
     work = Path(tempfile.mkdtemp(prefix="clipstream-feed-bench-"))
     kept = args.keep / "world.json" if args.keep else None
@@ -286,22 +293,43 @@ def main() -> int:
         # would compete with the load for the two cores; no prompts are sent here.
         "MODERATION__CLASSIFIER_ENABLED": "false",
     }
-    api = subprocess.Popen([sys.executable, "-m", "core.cli", "api"], cwd=ROOT, env=env)
+    if args.api_processes > 1:
+        env["API__REUSE_PORT"] = "true"
+    apis = []
+    for i in range(args.api_processes):
+        # As `clipstream up` runs them: the first relays the outbox and writes the snapshot.
+        own = {} if i == 0 else {"API__RUN_OUTBOX_RELAY": "false", "RANKING__SAVE_SNAPSHOTS": "false"}
+        apis.append(subprocess.Popen([sys.executable, "-m", "core.cli", "api"], cwd=ROOT, env={**env, **own}))
+    api = apis[0]
     base = f"http://127.0.0.1:{port}"
     try:
         t = time.perf_counter()
 
-        def personalised() -> bool | None:
-            ranking = httpx.get(f"{base}/readyz", timeout=2).json().get("ranking") or {}
-            return ranking.get("mode") == "personalised" or None
+        def every_process(ok: Callable[[dict], bool]) -> bool | None:
+            """``ok`` holds for each API process's /readyz (new connections reach them at
+            random, so ask until every one has answered, and answered yes)."""
+            answers: dict[int, bool] = {}
+            for _ in range(40 * len(apis)):
+                body = httpx.get(f"{base}/readyz", timeout=2).json()
+                answers[body["process"]] = ok(body)
+                if len(answers) == len(apis):
+                    break
+            return (len(answers) == len(apis) and all(answers.values())) or None
 
-        wait_for(personalised, 300, "the API's ranking replica")
+        wait_for(
+            lambda: every_process(lambda b: (b.get("ranking") or {}).get("mode") == "personalised"),
+            300,
+            "the API's ranking replica",
+        )
         ready_s = time.perf_counter() - t
-        rss_ready = rss_mb(api.pid)
+        rss_ready = sum(rss_mb(a.pid) for a in apis)
 
         def plans_made() -> bool | None:
-            plans = httpx.get(f"{base}/readyz", timeout=2).json()["ranking"]["plans"]
-            return (plans["warming"] == 0 and plans["plans"] > 0) or None
+            def made(body: dict) -> bool:
+                plans = body["ranking"]["plans"]
+                return bool(plans["warming"] == 0 and plans["plans"] > 0)
+
+            return every_process(made)
 
         wait_for(plans_made, 1200, "feed plans for the active users")
         plans_s = time.perf_counter() - t - ready_s
@@ -324,11 +352,11 @@ def main() -> int:
             """One load run, with the CPU time the API, the broker and this process
             (the load generator) spent during it, per request."""
             assert broker.process is not None
-            pids = {"api": api.pid, "broker": broker.process.pid, "load": os.getpid()}
-            before = {k: cpu_s(p) for k, p in pids.items()}
+            pids = {"api": [a.pid for a in apis], "broker": [broker.process.pid], "load": [os.getpid()]}
+            before = {k: sum(cpu_s(p) for p in ps) for k, ps in pids.items()}
             result = asyncio.run(load(port, paths, args.seconds, args.conns))
             n = max(result["requests"], 1)
-            result["cpu_ms"] = {k: (cpu_s(p) - before[k]) * 1000 / n for k, p in pids.items()}
+            result["cpu_ms"] = {k: (sum(cpu_s(p) for p in ps) - before[k]) * 1000 / n for k, ps in pids.items()}
             return result
 
         bare = measured([("/healthz", None)])
@@ -351,15 +379,18 @@ def main() -> int:
         if args.floor:
             floor = run([("/v1/feed?limit=20&order=newest", tok) for tok in world["tokens"]], "floor")
         plan_stats = httpx.get(f"{base}/readyz").json()["ranking"]["plans"]
-        rss_loaded = rss_mb(api.pid)
+        rss_loaded = sum(rss_mb(a.pid) for a in apis)
         fresh = freshness(base, world["tokens"][-args.fresh_n :], world["clip_ids"], args.fresh_n)
     finally:
-        api.terminate()
-        api.wait(120)  # it writes its snapshot on the way out
+        for a in apis:
+            a.terminate()
+        for a in apis:
+            a.wait(120)  # the first writes its snapshot on the way out
         broker.stop()
 
     ratio = feed["rps"] / bare["rps"]
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"{args.api_processes} API process(es)")  # fmt: skip
     print(
         f"world: {args.clips:,} clips, {args.users:,} users, {world['follows']:,} follows, "
         f"{world['interactions']:,} interactions; {args.conns} connections, {args.seconds:.0f} s per run\n"
@@ -378,15 +409,16 @@ def main() -> int:
               f"| {r['max']:.0f} | {r['errors']} "
               f"| {cpu['api']:.2f}, {cpu['broker']:.2f}, {cpu['load']:.2f} |")  # fmt: skip
     print(f"\nfeed plans after the load: {plan_stats}")
-    print(f"API resident memory: {rss_ready:,.0f} MB once its replica was ready, {rss_loaded:,.0f} MB after the plans "
-          f"and the load")  # fmt: skip
+    print(f"API resident memory (all processes): {rss_ready:,.0f} MB once the replicas were ready, "
+          f"{rss_loaded:,.0f} MB after the plans and the load")  # fmt: skip
     print(f"feed / baseline throughput: {ratio:.2f}  (target >= 0.3)")
     print(f"feed p99: {feed['p99']:.1f} ms  (target <= 50 ms)")
     print(f"like -> next feed reflects it (n={len(fresh)}): p50 {pct(fresh, 50):.0f} ms, "
           f"p95 {pct(fresh, 95):.0f} ms, max {max(fresh):.0f} ms  (target p95 <= 1000 ms)")  # fmt: skip
     if args.json:
         summary = {k: v for k, v in world.items() if k not in ("tokens", "clip_ids")}
-        out = {"bare": bare, "feed": feed, "ratio": ratio, "fresh_ms": fresh, "ready_s": ready_s, "world": summary}
+        out = {"bare": bare, "feed": feed, "ratio": ratio, "fresh_ms": fresh, "ready_s": ready_s, "world": summary,
+               "api_processes": args.api_processes}  # fmt: skip
         args.json.write_text(json.dumps(out))
     return 0
 

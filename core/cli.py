@@ -4,6 +4,7 @@ rescan."""
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -11,6 +12,19 @@ from pathlib import Path
 from core.lake import archived_topics
 from core.logging import logging_config, setup_logging
 from core.settings import get_settings
+
+
+def shared_port_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket bound with SO_REUSEPORT: every API process on this host
+    binds its own, and the kernel spreads new connections over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from api.app import create_app
 
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(settings),
             host=settings.api.host,
             port=settings.api.port,
@@ -77,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             log_config=logging_config(settings.log_level, "api", settings.log_format),
             timeout_graceful_shutdown=5,
         )
+        sockets = [shared_port_socket(settings.api.host, settings.api.port)] if settings.api.reuse_port else None
+        uvicorn.Server(config).run(sockets=sockets)
         return 0
     if args.command == "worker":
         from streams.worker import run

@@ -67,6 +67,14 @@ class ApiSettings(BaseModel):
     # a garbage collection walks only objects younger than that); the first once the
     # ranking replica has loaded and made its first feed plans. 0: never.
     gc_settle_every_s: float = Field(default=300.0, ge=0)
+    # Bind the port with SO_REUSEPORT so several API processes on one host share it (the
+    # kernel spreads connections over them). `clipstream up` sets it when processes > 1.
+    reuse_port: bool = False
+    # API processes `clipstream up` runs on the port. The work of a request is CPU-bound
+    # under one GIL, so one process uses one core; each holds its own ranking replica
+    # (its own memory) and makes its own feed plans. Only the first runs the outbox relay
+    # and writes the replica's snapshot; rate limits and /metrics are per process.
+    processes: int = Field(default=1, ge=1, le=64)
 
 
 class AuthSettings(BaseModel):
@@ -178,6 +186,9 @@ class RankingSettings(BaseModel):
     #: Folder for the replica's snapshot (written every ``snapshot_every_s`` and on
     #: shutdown, read at start so a restart catches up from there); None: no snapshot.
     snapshot_dir: Path | None = None
+    #: False: read the snapshot at start but never write it (the second and later API
+    #: processes on one host share the first one's folder).
+    save_snapshots: bool = True
     snapshot_every_s: float = Field(default=300.0, ge=5.0)
     #: Feed plans (ranking/plans.py): a viewer's ranked candidates, made ahead and
     #: sliced per page. One older than ``plan_ttl_s`` (trending and fresh clips move

@@ -98,6 +98,22 @@ class Stack:
     def _child(self, name: str, args: list[str], address: str, restart: bool = True) -> Child:
         return Child(name, [sys.executable, "-m", "core.cli", *args], address, self.logs / f"{name}.log", restart)
 
+    def api_children(self) -> list[Child]:
+        """``API__PROCESSES`` API processes on one port (SO_REUSEPORT when several). The
+        first relays the outbox and writes the ranking snapshot; the others read it."""
+        api = self.settings.api
+        out = []
+        for i in range(api.processes):
+            name = "api" if api.processes == 1 else f"api-{i + 1}"
+            child = self._child(name, ["api"], f"http://{api.host}:{api.port}  (docs: /docs, /metrics)")
+            if api.processes > 1:
+                child.own_env["API__REUSE_PORT"] = "true"
+            if i > 0:
+                child.own_env["API__RUN_OUTBOX_RELAY"] = "false"
+                child.own_env["RANKING__SAVE_SNAPSHOTS"] = "false"
+            out.append(child)
+        return out
+
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         k = self.settings.kafka
@@ -115,7 +131,7 @@ class Stack:
         credentials_from(self.settings)  # the development signer exists before any worker signs
         self.env = absolute_settings_env(self.settings, bootstrap, self.var_dir)
         api = self.settings.api
-        self.children = [self._child("api", ["api"], f"http://{api.host}:{api.port}  (docs: /docs, /metrics)")]
+        self.children = self.api_children()
         self.children += [
             self._child(f"worker-{role}", ["worker", role], f"consumer group clipstream-{role}") for role in ROLES
         ]
@@ -123,7 +139,7 @@ class Stack:
         self.children.append(self._child("lake-sink", ["lake", "sink"], f"Parquet under {lake}"))
         # The API serves /metrics on its own port; each other process gets one of its own.
         base = self.settings.workers.metrics_port
-        for i, child in enumerate(self.children[1:]):
+        for i, child in enumerate(self.children[api.processes :]):
             port = base + i if base else free_port(api.host)
             child.own_env["WORKERS__METRICS_PORT"] = str(port)
             child.address += f"  metrics :{port}"

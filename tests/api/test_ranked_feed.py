@@ -246,6 +246,30 @@ def test_a_restart_resumes_from_the_snapshot(world: World) -> None:
     assert applied < applied_before, "only what came after the snapshot is read again"
 
 
+def test_a_process_that_only_reads_the_snapshot_leaves_it_as_it_was(world: World) -> None:
+    """The second and later API processes on a host (``API__PROCESSES``) start from the
+    first one's snapshot but never write it: two writers swapping one folder would race."""
+    service = world.client.app.state.feed  # type: ignore[attr-defined]
+    service.snapshot()
+    folder = service.settings.ranking.snapshot_dir
+    written = {p: p.stat().st_mtime_ns for p in [folder, *folder.rglob("*")]}
+    ranking = service.settings.ranking.model_copy(update={"save_snapshots": False})
+    reader = FeedService(service.settings.model_copy(update={"ranking": ranking}))
+    assert reader.tail is not None and reader.tail.positions, "starts from the snapshot's positions"
+
+    async def run() -> int:
+        await reader.start()
+        try:
+            assert await reader.tail.wait_ready(15)
+            reader.snapshot()
+            return len(reader.state.catalog)
+        finally:
+            await reader.stop()
+
+    assert asyncio.run(run()) == len(TOPICS) * PER_TOPIC
+    assert {p: p.stat().st_mtime_ns for p in [folder, *folder.rglob("*")]} == written
+
+
 def test_pages_come_from_a_plan_made_ahead_and_a_like_replaces_it(world: World) -> None:
     """The second page of a session, and the next session's first, are sliced from the
     plan the first request made; a like makes the background remake it (the next page is
