@@ -172,7 +172,10 @@ def main() -> int:
     ap.add_argument("--sample", type=float, default=15.0, help="seconds between samples")
     ap.add_argument("--rss-growth-mb", type=float, default=64.0)
     ap.add_argument("--out", type=Path, default=None, help="write the samples and summary here (JSON)")
+    ap.add_argument("--api-processes", type=int, default=1, help="API__PROCESSES for `clipstream up`")
     args = ap.parse_args()
+    if args.api_processes < 1:
+        ap.error("--api-processes must be at least 1")
     random.seed(11)
 
     cwd = Path(tempfile.mkdtemp(prefix="clipstream-soak-"))
@@ -180,6 +183,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA__", "DATABASE_URL", "API__", "MEDIA__"))}
     env.update({"API__PORT": str(api_port), "KAFKA__EMBEDDED_PORT": str(free_port()), "LOG_LEVEL": "INFO"})
     env["API__RATE_LIMITS_ENABLED"] = "false"  # 20 users make far more requests than a person would
+    env["API__PROCESSES"] = str(args.api_processes)
     # The lake sink's lag counts rows waiting for their file: roll often so it drains.
     env["LAKE__ROLL_SECONDS"] = "10"
     up = UpProcess(cwd, env, ["--no-seed"])

@@ -72,8 +72,9 @@ class ApiSettings(BaseModel):
     reuse_port: bool = False
     # API processes `clipstream up` runs on the port. The work of a request is CPU-bound
     # under one GIL, so one process uses one core; each holds its own ranking replica
-    # (its own memory) and makes its own feed plans. Only the first runs the outbox relay
-    # and writes the replica's snapshot; rate limits and /metrics are per process.
+    # (its own memory) and makes its own feed plans. Only the first writes the replica's
+    # snapshot; on SQLite only the first relays the outbox (on PostgreSQL all do, sharing
+    # rows with SKIP LOCKED). Rate limits and /metrics are per process.
     processes: int = Field(default=1, ge=1, le=64)
 
 

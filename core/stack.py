@@ -100,8 +100,11 @@ class Stack:
 
     def api_children(self) -> list[Child]:
         """``API__PROCESSES`` API processes on one port (SO_REUSEPORT when several). The
-        first relays the outbox and writes the ranking snapshot; the others read it."""
+        first writes the ranking snapshot and the others start from it. On PostgreSQL
+        each relays the outbox (rows are claimed with SKIP LOCKED); on SQLite, which
+        has no row locks, only the first does, or two relays would send the same rows."""
         api = self.settings.api
+        one_relay = make_url(self.settings.database_url).get_backend_name() == "sqlite"
         out = []
         for i in range(api.processes):
             name = "api" if api.processes == 1 else f"api-{i + 1}"
@@ -109,8 +112,9 @@ class Stack:
             if api.processes > 1:
                 child.own_env["API__REUSE_PORT"] = "true"
             if i > 0:
-                child.own_env["API__RUN_OUTBOX_RELAY"] = "false"
                 child.own_env["RANKING__SAVE_SNAPSHOTS"] = "false"
+                if one_relay:
+                    child.own_env["API__RUN_OUTBOX_RELAY"] = "false"
             out.append(child)
         return out
 

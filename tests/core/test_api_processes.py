@@ -31,15 +31,20 @@ def test_sockets_bound_for_sharing_share_the_port() -> None:
         second.close()
 
 
-def test_up_starts_the_processes_asked_for_and_only_the_first_relays(tmp_path: Path) -> None:
-    one = Stack(Settings(api=ApiSettings(processes=1)), var_dir=tmp_path).api_children()
+def test_up_starts_the_processes_asked_for_and_one_writes_the_snapshot(tmp_path: Path) -> None:
+    sqlite = "sqlite:///var/clipstream.db"
+    one = Stack(Settings(database_url=sqlite, api=ApiSettings(processes=1)), var_dir=tmp_path).api_children()
     assert [c.name for c in one] == ["api"] and one[0].own_env == {}
-    three = Stack(Settings(api=ApiSettings(processes=3)), var_dir=tmp_path).api_children()
+    three = Stack(Settings(database_url=sqlite, api=ApiSettings(processes=3)), var_dir=tmp_path).api_children()
     assert [c.name for c in three] == ["api-1", "api-2", "api-3"]
     assert all(c.own_env["API__REUSE_PORT"] == "true" for c in three)
     assert "API__RUN_OUTBOX_RELAY" not in three[0].own_env and "RANKING__SAVE_SNAPSHOTS" not in three[0].own_env
-    assert all(c.own_env["API__RUN_OUTBOX_RELAY"] == "false" for c in three[1:])
     assert all(c.own_env["RANKING__SAVE_SNAPSHOTS"] == "false" for c in three[1:])
+    assert all(c.own_env["API__RUN_OUTBOX_RELAY"] == "false" for c in three[1:]), "SQLite: one relay"
+    pg = Settings(database_url="postgresql://postgres@127.0.0.1:5432/x", api=ApiSettings(processes=2))
+    both = Stack(pg, var_dir=tmp_path).api_children()
+    assert all("API__RUN_OUTBOX_RELAY" not in c.own_env for c in both), "PostgreSQL: SKIP LOCKED shares the rows"
+    assert both[1].own_env["RANKING__SAVE_SNAPSHOTS"] == "false"
 
 
 @pytest.mark.integration
