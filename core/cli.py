@@ -23,7 +23,6 @@ def shared_port_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -92,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             timeout_graceful_shutdown=5,
         )
         sockets = [shared_port_socket(settings.api.host, settings.api.port)] if settings.api.reuse_port else None
-        uvicorn.Server(config).run(sockets=sockets)
-        return 0
+        server = uvicorn.Server(config)
+        server.run(sockets=sockets)
+        return 0 if server.started else 3  # as uvicorn.run: 3 when start-up failed
     if args.command == "worker":
         from streams.worker import run
 
