@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, aliased, defer
 
 from api.routes.clips import clip_public
 from core import graph
+from core.aio import stop_if_cancelling
 from core.db.models import Block, Clip, ClipStats, FeedSteering, Follow, Like, Mute, User
 from core.records import Interaction
 from core.settings import Settings
@@ -447,7 +448,8 @@ class FeedService:
                 continue
             try:
                 await asyncio.to_thread(self.remake_plans, batch)
-            except Exception:  # a plan not made ahead is made by the request
+            except Exception as e:  # a plan not made ahead is made by the request
+                stop_if_cancelling(e)
                 log.exception("feed plans for %d users failed", len(batch))
                 await asyncio.sleep(1.0)
             await asyncio.sleep(0)  # let requests in between batches

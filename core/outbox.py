@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.aio import stop_if_cancelling
 from core.db.engine import session_scope
 from core.db.models import OutboxMessage
 from core.records import Record
@@ -171,10 +172,8 @@ class OutboxRelay:
                 backoff = self.poll_interval_s
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # broker down: keep rows, retry with backoff
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from e  # a stop was asked for: stop, whatever failed meanwhile
+            except Exception as e:  # noqa: BLE001 — broker down: keep rows, retry with backoff
+                stop_if_cancelling(e)
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("outbox relay could not publish (%s); retrying in %.1fs", self.last_error, backoff)
                 await self._reset_producer()

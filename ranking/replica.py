@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from core.aio import stop_if_cancelling
 from core.errors import RecordError
 from core.records import Record
 from core.topics import CLIPS_FLAGGED, CLIPS_PUBLISHED, INTERACTIONS, MODERATION_DECISIONS, TopicSpec, decode
@@ -101,6 +102,7 @@ class LogTail:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 — broker away or restarting: retry
+                stop_if_cancelling(e)
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("ranking log tail: %s; retrying in %.1f s", self.last_error, self.retry_s)
                 await asyncio.sleep(self.retry_s)

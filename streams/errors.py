@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import faust
 
 from core import metrics
+from core.aio import stop_if_cancelling
 from core.errors import RecordError
 from core.logging import log_context, record_ids
 from core.records import Record
@@ -177,6 +178,7 @@ async def send_dead_letter(
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 — never drop: keep trying until the broker takes it
+            stop_if_cancelling(e)
             log.error("could not dead-letter to %s (%s); retrying in %.1fs", dlq, e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
