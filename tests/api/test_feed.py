@@ -1,5 +1,6 @@
 """Feed pagination and clip media, with clips materialized straight into the store."""
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_only_published_clips_and_their_media_are_served(client: TestClient, set
 
 
 def test_health_endpoints(client: TestClient) -> None:
-    assert client.get("/healthz").json()["status"] == "ok"
+    alive = client.get("/healthz").json()
+    assert alive["status"] == "ok" and alive["process"] == os.getpid()  # which process answered
     ready = client.get("/readyz").json()
-    assert ready["database"] == "ok"
+    assert ready["database"] == "ok" and ready["process"] == os.getpid()
