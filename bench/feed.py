@@ -52,7 +52,8 @@ from core.broker import EmbeddedBroker, ensure_topics, free_port  # noqa: E402
 from core.db import make_engine, migrate  # noqa: E402
 from core.db.models import ApiToken, Clip, ClipStats, Follow, User  # noqa: E402
 from core.records import ClipPublished, GeneratorInfo, Interaction  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.settings import ApiSettings, Settings  # noqa: E402
+from core.stack import api_process_env  # noqa: E402
 from core.stats import cpu_s, pct, rss_mb  # noqa: E402
 from ranking.snapshot import save_snapshot  # noqa: E402
 from ranking.state import RankingState  # noqa: E402
@@ -293,13 +294,11 @@ def main() -> int:
         # would compete with the load for the two cores; no prompts are sent here.
         "MODERATION__CLASSIFIER_ENABLED": "false",
     }
-    if args.api_processes > 1:
-        env["API__REUSE_PORT"] = "true"
-    apis = []
-    for i in range(args.api_processes):
-        # As `clipstream up` runs them: the first relays the outbox and writes the snapshot.
-        own = {} if i == 0 else {"API__RUN_OUTBOX_RELAY": "false", "RANKING__SAVE_SNAPSHOTS": "false"}
-        apis.append(subprocess.Popen([sys.executable, "-m", "core.cli", "api"], cwd=ROOT, env={**env, **own}))
+    layout = Settings(database_url=db_url, api=ApiSettings(processes=args.api_processes))
+    apis = [  # as `clipstream up` runs them
+        subprocess.Popen([sys.executable, "-m", "core.cli", "api"], cwd=ROOT, env={**env, **own})
+        for own in api_process_env(layout)
+    ]
     api = apis[0]
     base = f"http://127.0.0.1:{port}"
     try:

@@ -11,22 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.aio import stop_if_cancelling
+from core.aio import in_thread, stop_if_cancelling
 from core.db.engine import session_scope
 from core.db.models import OutboxMessage
 from core.records import Record
 from core.topics import TopicSpec, record_key
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 async def stop_quietly(producer: AIOKafkaProducer | None, timeout_s: float = 10.0) -> None:
@@ -45,27 +42,6 @@ async def stop_quietly(producer: AIOKafkaProducer | None, timeout_s: float = 10.
             log.warning("a Kafka producer did not stop within %.0fs; leaving it", timeout_s)
         except Exception:  # noqa: BLE001
             pass
-
-
-async def _in_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run a blocking call on a worker thread; a cancellation waits for it to end.
-
-    Cancelling the coroutine does not stop the thread. Were the caller then to roll back
-    the same Session from another thread while the call still ran, SQLAlchemy would refuse
-    ("concurrent operations are not permitted") and that error would replace the
-    CancelledError: the relay took it for a broker fault, retried and never stopped, so
-    the API's shutdown hung. Here the call finishes first, then the cancellation goes on.
-    """
-    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(call)
-    except asyncio.CancelledError:
-        while not call.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([call])
-        if not call.cancelled():
-            call.exception()  # retrieved: the cancellation is what propagates
-        raise
 
 
 def pending(session: Session) -> int:
@@ -136,9 +112,9 @@ class OutboxRelay:
         producer = await self._ensure_producer()
         session = self.factory()
         try:
-            rows = await _in_thread(self._claim, session)
+            rows = await in_thread(self._claim, session)
             if not rows:
-                await _in_thread(session.rollback)
+                await in_thread(session.rollback)
                 return 0
             futures = [await producer.send(row.topic, value=row.value, key=row.key) for row in rows]
             await asyncio.gather(*futures)
@@ -146,16 +122,16 @@ class OutboxRelay:
             for row in rows:
                 row.published_at = now
                 row.attempts += 1
-            await _in_thread(session.commit)
+            await in_thread(session.commit)
             self.published += len(rows)
             return len(rows)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
-                await _in_thread(session.rollback)
+                await in_thread(session.rollback)
             raise
         finally:
             with contextlib.suppress(Exception):
-                await _in_thread(session.close)
+                await in_thread(session.close)
 
     def pending(self) -> int:
         with session_scope(self.factory) as session:

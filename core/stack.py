@@ -84,6 +84,25 @@ def absolute_settings_env(settings: Settings, bootstrap: str, var_dir: Path) -> 
     return env
 
 
+def api_process_env(settings: Settings) -> list[dict[str, str]]:
+    """The settings of each of ``API__PROCESSES`` API processes over the shared ones:
+    several share the port (SO_REUSEPORT). The first writes the ranking snapshot and the
+    others start from it. On PostgreSQL each relays the outbox (rows are claimed with
+    SKIP LOCKED); on SQLite, which has no row locks, only the first does, or two relays
+    would send the same rows."""
+    n = settings.api.processes
+    one_relay = make_url(settings.database_url).get_backend_name() == "sqlite"
+    out = []
+    for i in range(n):
+        own = {"API__REUSE_PORT": "true"} if n > 1 else {}
+        if i > 0:
+            own["RANKING__SAVE_SNAPSHOTS"] = "false"
+            if one_relay:
+                own["API__RUN_OUTBOX_RELAY"] = "false"
+        out.append(own)
+    return out
+
+
 class Stack:
     def __init__(self, settings: Settings, *, seed: bool = True, var_dir: Path = Path("var")) -> None:
         self.settings = settings
@@ -99,22 +118,13 @@ class Stack:
         return Child(name, [sys.executable, "-m", "core.cli", *args], address, self.logs / f"{name}.log", restart)
 
     def api_children(self) -> list[Child]:
-        """``API__PROCESSES`` API processes on one port (SO_REUSEPORT when several). The
-        first writes the ranking snapshot and the others start from it. On PostgreSQL
-        each relays the outbox (rows are claimed with SKIP LOCKED); on SQLite, which
-        has no row locks, only the first does, or two relays would send the same rows."""
+        """``API__PROCESSES`` API processes on one port (see :func:`api_process_env`)."""
         api = self.settings.api
-        one_relay = make_url(self.settings.database_url).get_backend_name() == "sqlite"
         out = []
-        for i in range(api.processes):
+        for i, own in enumerate(api_process_env(self.settings)):
             name = "api" if api.processes == 1 else f"api-{i + 1}"
             child = self._child(name, ["api"], f"http://{api.host}:{api.port}  (docs: /docs, /metrics)")
-            if api.processes > 1:
-                child.own_env["API__REUSE_PORT"] = "true"
-            if i > 0:
-                child.own_env["RANKING__SAVE_SNAPSHOTS"] = "false"
-                if one_relay:
-                    child.own_env["API__RUN_OUTBOX_RELAY"] = "false"
+            child.own_env.update(own)
             out.append(child)
         return out
 
