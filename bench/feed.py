@@ -53,7 +53,7 @@ from core.db import make_engine, migrate  # noqa: E402
 from core.db.models import ApiToken, Clip, ClipStats, Follow, User  # noqa: E402
 from core.records import ClipPublished, GeneratorInfo, Interaction  # noqa: E402
 from core.settings import ApiSettings, Settings  # noqa: E402
-from core.stack import api_process_env  # noqa: E402
+from core.stack import api_layout  # noqa: E402
 from core.stats import cpu_s, pct, rss_mb  # noqa: E402
 from ranking.snapshot import save_snapshot  # noqa: E402
 from ranking.state import RankingState  # noqa: E402
@@ -246,7 +246,11 @@ def main() -> int:
     )
     ap.add_argument(
         "--api-processes", type=int, default=1,
-        help="API processes sharing the port (SO_REUSEPORT, as `clipstream up` runs API__PROCESSES)",
+        help="API processes sharing the port, as `clipstream up` runs API__PROCESSES",
+    )  # fmt: skip
+    ap.add_argument(
+        "--balance", choices=["least-connections", "kernel"], default="least-connections",
+        help="how connections are spread over several API processes (API__BALANCE)",
     )  # fmt: skip
     ap.add_argument(
         "--floor", action="store_true",
@@ -294,11 +298,18 @@ def main() -> int:
         # would compete with the load for the two cores; no prompts are sent here.
         "MODERATION__CLASSIFIER_ENABLED": "false",
     }
-    layout = Settings(database_url=db_url, api=ApiSettings(processes=args.api_processes))
+    layout = api_layout(
+        Settings(database_url=db_url, api=ApiSettings(port=port, processes=args.api_processes, balance=args.balance)),
+        work,
+    )
     apis = [  # as `clipstream up` runs them
         subprocess.Popen([sys.executable, "-m", "core.cli", "api"], cwd=ROOT, env={**env, **own})
-        for own in api_process_env(layout)
+        for own in layout.processes
     ]
+    balancer = None
+    if layout.balancer is not None:
+        balance = [sys.executable, "-m", "core.cli", "balance"]
+        balancer = subprocess.Popen(balance, cwd=ROOT, env={**env, **layout.balancer})
     api = apis[0]
     base = f"http://127.0.0.1:{port}"
     try:
@@ -351,7 +362,8 @@ def main() -> int:
             """One load run, with the CPU time the API, the broker and this process
             (the load generator) spent during it, per request."""
             assert broker.process is not None
-            pids = {"api": [a.pid for a in apis], "broker": [broker.process.pid], "load": [os.getpid()]}
+            serving = apis + ([balancer] if balancer else [])
+            pids = {"api": [a.pid for a in serving], "broker": [broker.process.pid], "load": [os.getpid()]}
             before = {k: sum(cpu_s(p) for p in ps) for k, ps in pids.items()}
             result = asyncio.run(load(port, paths, args.seconds, args.conns))
             n = max(result["requests"], 1)
@@ -381,15 +393,17 @@ def main() -> int:
         rss_loaded = sum(rss_mb(a.pid) for a in apis)
         fresh = freshness(base, world["tokens"][-args.fresh_n :], world["clip_ids"], args.fresh_n)
     finally:
-        for a in apis:
+        everyone = ([balancer] if balancer else []) + apis  # no new connections first
+        for a in everyone:
             a.terminate()
-        for a in apis:
-            a.wait(120)  # the first writes its snapshot on the way out
+        for a in everyone:
+            a.wait(120)  # the first API process writes its snapshot on the way out
         broker.stop()
 
     ratio = feed["rps"] / bare["rps"]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{args.api_processes} API process(es)")  # fmt: skip
+          f"{args.api_processes} API process(es)"
+          + (f", balance={args.balance}" if args.api_processes > 1 else ""))  # fmt: skip
     print(
         f"world: {args.clips:,} clips, {args.users:,} users, {world['follows']:,} follows, "
         f"{world['interactions']:,} interactions; {args.conns} connections, {args.seconds:.0f} s per run\n"
@@ -417,7 +431,7 @@ def main() -> int:
     if args.json:
         summary = {k: v for k, v in world.items() if k not in ("tokens", "clip_ids")}
         out = {"bare": bare, "feed": feed, "ratio": ratio, "fresh_ms": fresh, "ready_s": ready_s, "world": summary,
-               "api_processes": args.api_processes}  # fmt: skip
+               "api_processes": args.api_processes, "balance": args.balance}  # fmt: skip
         args.json.write_text(json.dumps(out))
     return 0
 

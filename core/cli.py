@@ -1,10 +1,9 @@
-"""`clipstream` command line: up, api, worker, migrate, topics, seed, export-schemas, tiny-pipeline, provenance,
-rescan."""
+"""`clipstream` command line: up, api, balance, worker, migrate, topics, seed, export-schemas, tiny-pipeline,
+provenance, rescan."""
 
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -14,24 +13,15 @@ from core.logging import logging_config, setup_logging
 from core.settings import get_settings
 
 
-def shared_port_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket bound with SO_REUSEPORT: every API process on this host
-    binds its own, and the kernel spreads new connections over them."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clipstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole stack (embedded broker unless KAFKA__BOOTSTRAP_SERVERS is set)")
     up.add_argument("--no-seed", action="store_true", help="do not create demo users and prompts")
     sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser(
+        "balance", help="own the API port and hand each connection to the API process holding the fewest (up runs it)"
+    )
     worker = sub.add_parser("worker", help="run one stream-processing worker role")
     worker.add_argument("role", help="generation | moderation | materializer | ranking")
     sub.add_parser("migrate", help="apply database migrations")
@@ -81,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from api.app import create_app
+        from core.balancer import BalancedServer, listen_on
 
         config = uvicorn.Config(
             create_app(settings),
@@ -90,10 +81,22 @@ def main(argv: list[str] | None = None) -> int:
             log_config=logging_config(settings.log_level, "api", settings.log_format),
             timeout_graceful_shutdown=5,
         )
-        sockets = [shared_port_socket(settings.api.host, settings.api.port)] if settings.api.reuse_port else None
-        server = uvicorn.Server(config)
+        api = settings.api
+        # SO_REUSEPORT: every API process on this host binds its own socket on the port.
+        sockets = [listen_on(api.host, api.port, reuse_port=True)] if api.reuse_port else None
+        if api.balancer_socket is not None:
+            server: uvicorn.Server = BalancedServer(config, api.balancer_socket)
+        else:
+            server = uvicorn.Server(config)
         server.run(sockets=sockets)
         return 0 if server.started else 3  # as uvicorn.run: 3 when start-up failed
+    if args.command == "balance":
+        from core.balancer import run_balancer
+
+        if settings.api.balancer_socket is None:
+            print("clipstream balance needs API__BALANCER_SOCKET (the API processes register there)", file=sys.stderr)
+            return 2
+        return run_balancer(settings.api.host, settings.api.port, settings.api.balancer_socket)
     if args.command == "worker":
         from streams.worker import run
 

@@ -68,8 +68,19 @@ class ApiSettings(BaseModel):
     # ranking replica has loaded and made its first feed plans. 0: never.
     gc_settle_every_s: float = Field(default=300.0, ge=0)
     # Bind the port with SO_REUSEPORT so several API processes on one host share it (the
-    # kernel spreads connections over them). `clipstream up` sets it when processes > 1.
+    # kernel spreads connections over them). `clipstream up` sets it when processes > 1
+    # and balance is "kernel".
     reuse_port: bool = False
+    # Bind nothing: take connections from the balancer listening on this Unix socket
+    # (core/balancer.py). `clipstream up` sets it when processes > 1 and balance is
+    # "least-connections".
+    balancer_socket: Path | None = None
+    # How `clipstream up` spreads connections over several API processes:
+    # "least-connections": a balancer process owns the port and hands each new
+    # connection to the process holding the fewest; "kernel": every process binds the
+    # port with SO_REUSEPORT and the kernel hashes connections to them (no extra process,
+    # but keep-alive connections can pile up on one).
+    balance: Literal["least-connections", "kernel"] = "least-connections"
     # API processes `clipstream up` runs on the port. The work of a request is CPU-bound
     # under one GIL, so one process uses one core; each holds its own ranking replica
     # (its own memory) and makes its own feed plans. Only the first writes the replica's

@@ -14,12 +14,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from core.balancer import MAX_PATH
 from core.broker import EmbeddedBroker, die_with_parent, ensure_topics, free_port
 from core.db import migrate
 from core.lake import set_aside
@@ -84,23 +86,50 @@ def absolute_settings_env(settings: Settings, bootstrap: str, var_dir: Path) -> 
     return env
 
 
-def api_process_env(settings: Settings) -> list[dict[str, str]]:
-    """The settings of each of ``API__PROCESSES`` API processes over the shared ones:
-    several share the port (SO_REUSEPORT). The first writes the ranking snapshot and the
-    others start from it. On PostgreSQL each relays the outbox (rows are claimed with
-    SKIP LOCKED); on SQLite, which has no row locks, only the first does, or two relays
-    would send the same rows."""
-    n = settings.api.processes
+def balancer_socket_path(var_dir: Path, port: int) -> Path:
+    """Where the API processes register with the balancer: under ``var_dir``, or in the
+    temporary folder when that path is too long for a Unix socket."""
+    path = var_dir / "run" / "api.sock"
+    if len(os.fsencode(path)) > MAX_PATH:
+        path = Path(tempfile.gettempdir()) / f"clipstream-api-{port}.sock"
+    return path
+
+
+@dataclass
+class ApiLayout:
+    """The settings of each of ``API__PROCESSES`` API processes, and of the balancer in
+    front of them, over the shared ones."""
+
+    balancer: dict[str, str] | None  # None: no balancer process (one API process, or balance=kernel)
+    processes: list[dict[str, str]]
+
+
+def api_layout(settings: Settings, var_dir: Path) -> ApiLayout:
+    """Several API processes share the port: a balancer owns it and hands each
+    connection to the process holding the fewest (balance=least-connections), or each
+    binds it with SO_REUSEPORT (balance=kernel). The first process writes the ranking
+    snapshot and the others start from it. On PostgreSQL each relays the outbox (rows
+    are claimed with SKIP LOCKED); on SQLite, which has no row locks, only the first
+    does, or two relays would send the same rows."""
+    api = settings.api
+    n = api.processes
     one_relay = make_url(settings.database_url).get_backend_name() == "sqlite"
+    balancer = None
+    shared: dict[str, str] = {}
+    if n > 1 and api.balance == "least-connections":
+        balancer = {"API__BALANCER_SOCKET": str(balancer_socket_path(var_dir, api.port))}
+        shared = dict(balancer)
+    elif n > 1:
+        shared = {"API__REUSE_PORT": "true"}
     out = []
     for i in range(n):
-        own = {"API__REUSE_PORT": "true"} if n > 1 else {}
+        own = dict(shared)
         if i > 0:
             own["RANKING__SAVE_SNAPSHOTS"] = "false"
             if one_relay:
                 own["API__RUN_OUTBOX_RELAY"] = "false"
         out.append(own)
-    return out
+    return ApiLayout(balancer, out)
 
 
 class Stack:
@@ -118,12 +147,20 @@ class Stack:
         return Child(name, [sys.executable, "-m", "core.cli", *args], address, self.logs / f"{name}.log", restart)
 
     def api_children(self) -> list[Child]:
-        """``API__PROCESSES`` API processes on one port (see :func:`api_process_env`)."""
+        """``API__PROCESSES`` API processes on one port, with the balancer in front when
+        it has one (see :func:`api_layout`)."""
         api = self.settings.api
+        layout = api_layout(self.settings, self.var_dir)
+        address = f"http://{api.host}:{api.port}"
         out = []
-        for i, own in enumerate(api_process_env(self.settings)):
+        if layout.balancer is not None:
+            balancer = self._child("api-balancer", ["balance"], f"{address}  (least connections)")
+            balancer.own_env.update(layout.balancer)
+            out.append(balancer)
+        for i, own in enumerate(layout.processes):
             name = "api" if api.processes == 1 else f"api-{i + 1}"
-            child = self._child(name, ["api"], f"http://{api.host}:{api.port}  (docs: /docs, /metrics)")
+            where = f"{address}  (docs: /docs, /metrics)" if layout.balancer is None else "via api-balancer"
+            child = self._child(name, ["api"], where)
             child.own_env.update(own)
             out.append(child)
         return out
@@ -146,6 +183,7 @@ class Stack:
         self.env = absolute_settings_env(self.settings, bootstrap, self.var_dir)
         api = self.settings.api
         self.children = self.api_children()
+        serving = len(self.children)
         self.children += [
             self._child(f"worker-{role}", ["worker", role], f"consumer group clipstream-{role}") for role in ROLES
         ]
@@ -153,7 +191,7 @@ class Stack:
         self.children.append(self._child("lake-sink", ["lake", "sink"], f"Parquet under {lake}"))
         # The API serves /metrics on its own port; each other process gets one of its own.
         base = self.settings.workers.metrics_port
-        for i, child in enumerate(self.children[api.processes :]):
+        for i, child in enumerate(self.children[serving:]):
             port = base + i if base else free_port(api.host)
             child.own_env["WORKERS__METRICS_PORT"] = str(port)
             child.address += f"  metrics :{port}"
