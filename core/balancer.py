@@ -38,6 +38,8 @@ import uvicorn
 
 log = logging.getLogger(__name__)
 
+SEND_TIMEOUT_S = 2.0
+
 MAX_PATH = 97  # sun_path holds 108 bytes with the terminating NUL; 10 for the name it is bound under first
 
 
@@ -106,7 +108,10 @@ class Balancer:
             except (OSError, ValueError):
                 sock.close()
                 continue
-            sock.settimeout(None)
+            # A process that leaves handed connections unread until its socket's buffer is
+            # full is hung: after this long a send gives up on it (it registers again if
+            # it recovers) instead of stalling every new connection.
+            sock.settimeout(SEND_TIMEOUT_S)
             backend = Backend(sock, pid)
             with self._changed:
                 self.backends.append(backend)
@@ -119,6 +124,8 @@ class Balancer:
         while True:
             try:
                 msg = backend.sock.recv(64)
+            except TimeoutError:
+                continue  # nothing to report: fine
             except OSError:
                 msg = b""
             if not msg:

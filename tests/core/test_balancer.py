@@ -113,6 +113,53 @@ def test_a_process_that_goes_away_gets_no_more_connections(balancer: Balancer) -
     two.close()
 
 
+def test_a_hung_process_is_given_up_on(balancer: Balancer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One that leaves its handed connections unread until its socket is full must not
+    stall the port: the send times out, the process is dropped, the rest go elsewhere."""
+    monkeypatch.setattr("core.balancer.SEND_TIMEOUT_S", 0.2)
+    hung, alive = FakeApi(balancer.channel_path, 101), FakeApi(balancer.channel_path, 102)
+    registered(balancer, 2)
+    taken = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        alive.chan.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                _, fds, _, _ = socket.recv_fds(alive.chan, 16, 4)
+            except TimeoutError:
+                continue
+            taken.extend(fds)
+
+    reader = threading.Thread(target=serve, daemon=True)
+    reader.start()
+    clients = []
+    try:
+        for _ in range(300):  # far more than a Unix socket's buffer holds unread
+            clients.append(connect(balancer))
+        registered(balancer, 1)
+        assert balancer.backends[0].pid == 102, "the hung one was dropped"
+        held = []  # what the hung process had been given before: its socket's buffer full
+        while True:
+            msg, fds, _, _ = socket.recv_fds(hung.chan, 16, 4)
+            if not msg:
+                break  # then the end: the balancer closed its channel
+            held += fds
+        assert 20 < len(held) < 300
+        wait_for(lambda: len(taken) + len(held) == 300 or None, 10, "every connection handed to someone")
+        for fd in held:
+            socket.socket(fileno=fd).close()
+    finally:
+        stop.set()
+        reader.join(5)
+        for c in clients:
+            c.close()
+        for fd in taken:
+            socket.socket(fileno=fd).close()
+        hung.close()
+        alive.close()
+
+
 def test_connections_wait_while_no_process_is_registered(balancer: Balancer) -> None:
     client = connect(balancer)  # the kernel completes the handshake; the balancer holds off
     time.sleep(0.2)
