@@ -82,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             timeout_graceful_shutdown=5,
         )
         api = settings.api
-        # SO_REUSEPORT: every API process on this host binds its own socket on the port.
-        sockets = [listen_on(api.host, api.port, reuse_port=True)] if api.reuse_port else None
-        if api.balancer_socket is not None:
+        sockets = None
+        if api.balancer_socket is not None:  # binds nothing: the balancer hands connections over
             server: uvicorn.Server = BalancedServer(config, api.balancer_socket)
         else:
             server = uvicorn.Server(config)
+            if api.reuse_port:  # every API process on this host binds its own socket on the port
+                sockets = [listen_on(api.host, api.port, reuse_port=True)]
         server.run(sockets=sockets)
         return 0 if server.started else 3  # as uvicorn.run: 3 when start-up failed
     if args.command == "balance":
