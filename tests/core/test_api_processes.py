@@ -131,7 +131,7 @@ def test_two_api_processes_share_a_port_and_outlive_each_other(tmp_path: Path, b
         if balance == "least-connections":
             for _ in range(3):  # every time, not by luck of the hash
                 # Connections closed a moment ago count until their process has seen them close.
-                time.sleep(0.5)
+                time.sleep(1.0)
                 held = asyncio.run(_processes_of_keepalive_connections(port, 8))
                 assert set(held) == pids and sorted(Counter(held).values()) == [4, 4], held
 
