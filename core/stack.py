@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from core.balancer import MAX_PATH
+from core.balancer import channel_path_ok
 from core.broker import EmbeddedBroker, die_with_parent, ensure_topics, free_port
 from core.db import migrate
 from core.lake import set_aside
@@ -89,10 +89,10 @@ def absolute_settings_env(settings: Settings, bootstrap: str, var_dir: Path) -> 
 def balancer_socket_path(var_dir: Path, port: int) -> Path:
     """Where the API processes register with the balancer: under ``var_dir``, or in the
     temporary folder when that path is too long for a Unix socket."""
-    path = var_dir / "run" / "api.sock"
-    if len(os.fsencode(path)) > MAX_PATH:
-        path = Path(tempfile.gettempdir()) / f"clipstream-api-{port}.sock"
-    return path
+    try:
+        return channel_path_ok(var_dir / "run" / "api.sock")
+    except ValueError:
+        return Path(tempfile.gettempdir()) / f"clipstream-api-{port}.sock"
 
 
 @dataclass
