@@ -8,6 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from core.errors import ConfigurationError
 from core.lake import archived_topics
 from core.logging import logging_config, setup_logging
 from core.settings import get_settings
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("role", nargs="?", help="worker role (default: any worker on this host)")
     args = parser.parse_args(argv)
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigurationError as e:
+        print(f"clipstream: {e}", file=sys.stderr)
+        return 2
     process = f"worker-{args.role}" if args.command == "worker" else args.command
     setup_logging(settings.log_level, process, settings.log_format)
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigurationError
@@ -81,6 +81,17 @@ class ApiSettings(BaseModel):
     # port with SO_REUSEPORT and the kernel hashes connections to them (no extra process,
     # but keep-alive connections can pile up on one).
     balance: Literal["least-connections", "kernel"] = "least-connections"
+
+    @field_validator("balancer_socket")
+    @classmethod
+    def _fits_a_unix_socket(cls, path: Path | None) -> Path | None:
+        """Refused when the settings load, not when a process first binds or connects."""
+        if path is not None:
+            from core.balancer import channel_path_ok
+
+            channel_path_ok(path)
+        return path
+
     # API processes `clipstream up` runs on the port. The work of a request is CPU-bound
     # under one GIL, so one process uses one core; each holds its own ranking replica
     # (its own memory) and makes its own feed plans. Only the first writes the replica's

@@ -4,7 +4,10 @@ TCP and Unix sockets, connections handed over as file descriptors."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -245,3 +248,12 @@ def test_an_api_process_serves_handed_connections_and_reregisters(tmp_path: Path
 def test_a_socket_path_too_long_for_unix_sockets_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="longer than a Unix socket allows"):
         channel_path_ok(tmp_path / ("x" * 120))
+
+
+def test_a_balancer_socket_too_long_is_a_settings_error_with_the_reason(tmp_path: Path) -> None:
+    env = {**os.environ, "API__BALANCER_SOCKET": str(tmp_path / ("x" * 120))}
+    for command in ("api", "balance"):
+        out = subprocess.run([sys.executable, "-m", "core.cli", command], env=env, capture_output=True, text=True)
+        assert out.returncode == 2, "refused before anything starts"
+        assert "invalid settings" in out.stderr and "longer than a Unix socket allows" in out.stderr
+        assert "Traceback" not in out.stderr
