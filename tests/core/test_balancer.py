@@ -163,6 +163,22 @@ def test_a_hung_process_is_given_up_on(balancer: Balancer, monkeypatch: pytest.M
         alive.close()
 
 
+def test_garbage_on_the_channel_registers_nothing_and_breaks_nothing(balancer: Balancer) -> None:
+    bad = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    bad.connect(str(balancer.channel_path))
+    bad.send(b"hello there")  # not "pid N": refused
+    bad.settimeout(5)
+    assert bad.recv(16) == b"", "the balancer closed it"
+    bad.close()
+    good = FakeApi(balancer.channel_path, 104)
+    registered(balancer, 1)
+    good.chan.send(b"open lots received ?")  # a malformed report is ignored
+    client = connect(balancer)
+    assert len(good.take(1)) == 1 and balancer.backends[0].open == 1
+    client.close()
+    good.close()
+
+
 def test_connections_wait_while_no_process_is_registered(balancer: Balancer) -> None:
     client = connect(balancer)  # the kernel completes the handshake; the balancer holds off
     time.sleep(0.2)
