@@ -11,7 +11,10 @@ checked too, the way the Stable Diffusion safety checker does it:
   mean embedding is compared with every frame; the clip's score for the concept is the
   maximum over the clip of the frame scores averaged over ``window_s`` seconds (a single
   frame when 0): the worst stretch of the clip decides, and a one-frame flicker of a
-  safe scene does not;
+  safe scene does not; with ``softmax`` scoring a frame is judged against the ordinary
+  things it could show instead, and with ``compositions`` against captions of each
+  concept beside them too (:class:`Compositions`), so a small object next to a large
+  subject is not drowned by it;
 * a score at or above the concept's ``block`` threshold blocks the clip, at or above
   ``flag`` sends it to human review; *special-care* concepts (a child on screen) lower
   every unsafe threshold by ``adjustment`` for the frames they appear in.
@@ -86,6 +89,59 @@ class SpecialCare:
 
 
 @dataclass(frozen=True)
+class Compositions:
+    """Captions of a concept beside ordinary things, as extra atoms of the softmax.
+
+    A small object next to a large subject ("a dog holding a rifle") puts most of a
+    frame's softmax mass on the subject: against "a dog" alone, "a rifle" gets little.
+    With compositions the frame is also weighed against "a photo of a dog and a
+    rifle", "a photo of a rifle in the forest"… (owned by the concept) and against
+    "a photo of a dog and a cat", "a photo of a dog in the forest"… (references), the
+    captions a model trained on such scenes has seen; a concept's score in a frame is
+    the softmax share of every atom it owns. Each concept's ``nouns`` entry names it as
+    captions do ("a rifle"); ``others`` are the ordinary subjects; ``scenes`` fill the
+    ``scene`` template. Pairs are taken in both orders."""
+
+    nouns: dict[str, str]
+    others: tuple[str, ...]
+    scenes: tuple[str, ...] = ()
+    pair: str = "a photo of {a} and {b}"
+    scene: str = "a photo of {a} in the {scene}"
+
+    def atoms(self, concepts: Sequence[str]) -> list[tuple[str, int]]:
+        """(caption, owner) of every atom: the owner is the index of the concept in
+        ``concepts``, or -1 for a reference."""
+        out: list[tuple[str, int]] = []
+        for j, name in enumerate(concepts):
+            noun = self.nouns[name]
+            for other in self.others:
+                out += [(self.pair.format(a=other, b=noun), j), (self.pair.format(a=noun, b=other), j)]
+            out += [(self.scene.format(a=noun, scene=sc), j) for sc in self.scenes]
+        out += [(self.pair.format(a=a, b=b), -1) for a in self.others for b in self.others if a != b]
+        out += [(self.scene.format(a=o, scene=sc), -1) for o in self.others for sc in self.scenes]
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Compositions:
+        return cls(
+            nouns={str(k): str(v) for k, v in raw["nouns"].items()},
+            others=tuple(str(o) for o in raw["others"]),
+            scenes=tuple(str(sc) for sc in raw.get("scenes", [])),
+            pair=str(raw.get("pair", cls.pair)),
+            scene=str(raw.get("scene", cls.scene)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pair": self.pair,
+            "scene": self.scene,
+            "nouns": dict(self.nouns),
+            "others": list(self.others),
+            "scenes": list(self.scenes),
+        }
+
+
+@dataclass(frozen=True)
 class ConceptSet:
     """The contents of a frame concept file (see ``moderation/data/frame_concepts.json``)."""
 
@@ -108,6 +164,10 @@ class ConceptSet:
     #: run of this many seconds of sampled frames (0: the highest single frame). A
     #: frame-long flicker of a safe scene then weighs less than an object in view.
     window_s: float = 0.0
+    #: Softmax scoring only: concepts beside ordinary things, as extra atoms.
+    compositions: Compositions | None = None
+    #: Softmax scoring only: multiplies the model's own temperature (logit scale).
+    temperature_scale: float = 1.0
 
     def __post_init__(self) -> None:
         # Here rather than in from_file: calibrate sets these from its command line.
@@ -116,6 +176,19 @@ class ConceptSet:
             raise FrameFilterError(f"frames_per_second must be a whole number from 1 to {MAX_PER_SECOND}, not {rate!r}")
         if not 0.0 <= self.window_s <= MAX_WINDOW_S:  # NaN fails too
             raise FrameFilterError(f"window_s must be 0 to {MAX_WINDOW_S:g} seconds, not {self.window_s!r}")
+        if not 0.01 <= self.temperature_scale <= 100.0:  # NaN fails too
+            raise FrameFilterError(f"temperature_scale must be 0.01 to 100, not {self.temperature_scale!r}")
+        if self.scoring != "softmax" and (self.compositions is not None or self.temperature_scale != 1.0):
+            raise FrameFilterError("compositions and temperature_scale need scoring 'softmax'")
+        if self.compositions is not None:
+            missing = [c.name for c in self.concepts if not self.compositions.nouns.get(c.name)]
+            if missing:
+                raise FrameFilterError(f"compositions name no noun for concepts {missing}")
+            for template, fields in ((self.compositions.pair, ("a", "b")), (self.compositions.scene, ("a", "scene"))):
+                try:
+                    template.format(**dict.fromkeys(fields, ""))
+                except (KeyError, IndexError, ValueError) as exc:
+                    raise FrameFilterError(f"composition template {template!r} is unusable: {exc!r}") from exc
 
     def window_width(self, frames: int) -> int:
         """Frames in a window when a clip has ``frames`` sampled frames."""
@@ -154,6 +227,8 @@ class ConceptSet:
                 tuple(tuple(r) for r in raw.get("references", [])),
                 raw.get("frames_per_second", 1),
                 float(raw.get("window_s", 0.0)),
+                None if raw.get("compositions") is None else Compositions.from_json(raw["compositions"]),
+                float(raw.get("temperature_scale", 1.0)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FrameFilterError(f"frame concept file {path} is unusable: {exc!r}") from exc
@@ -188,6 +263,8 @@ class ConceptSet:
             "references": [list(r) for r in self.references],
             "frames_per_second": self.frames_per_second,
             "window_s": self.window_s,
+            **({} if self.compositions is None else {"compositions": self.compositions.to_json()}),
+            **({} if self.temperature_scale == 1.0 else {"temperature_scale": self.temperature_scale}),
             "calibration": self.calibration,
         }
 
@@ -420,7 +497,20 @@ class FrameFilter:
         self._pool = self.embed_texts_mean([*groups, *concepts.references])
         self._concept_vecs = self._pool[: len(concepts.concepts)]
         self._care_vecs = self._pool[len(concepts.concepts) : len(groups)]
-        self._temperature = float(clip.model.logit_scale.exp().item()) if hasattr(clip.model, "logit_scale") else 100.0
+        # Which atoms of the pool each concept owns: its own prompts, and its compositions.
+        owners = [*range(len(concepts.concepts)), *[-1] * (len(self._pool) - len(concepts.concepts))]
+        if concepts.compositions is not None:
+            atoms = concepts.compositions.atoms([c.name for c in concepts.concepts])
+            texts = [t for t, _ in atoms]
+            vecs = [self.embed_texts(texts[i : i + 512]) for i in range(0, len(texts), 512)]
+            self._pool = np.concatenate([self._pool, *vecs]).astype(np.float32)
+            owners += [o for _, o in atoms]
+        self._owned = np.zeros((len(owners), len(concepts.concepts)), np.float32)
+        for i, o in enumerate(owners):
+            if o >= 0:
+                self._owned[i, o] = 1.0
+        scale = float(clip.model.logit_scale.exp().item()) if hasattr(clip.model, "logit_scale") else 100.0
+        self._temperature = scale * concepts.temperature_scale
 
     # -- embeddings
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -467,6 +557,8 @@ class FrameFilter:
             z = self._temperature * sims
             z = np.exp(z - z.max(axis=1, keepdims=True))
             sims = z / z.sum(axis=1, keepdims=True)
+            c, s = len(self._concept_vecs), len(self._care_vecs)
+            return (sims @ self._owned).astype(np.float32), sims[:, c : c + s].astype(np.float32)
         c, s = len(self._concept_vecs), len(self._care_vecs)
         return sims[:, :c].astype(np.float32), sims[:, c : c + s].astype(np.float32)
 

@@ -34,6 +34,7 @@ import numpy as np
 from moderation.frame_filter import (
     DEFAULT_CONCEPTS,
     DEFAULT_MODEL_DIR,
+    Compositions,
     Concept,
     ConceptSet,
     FrameFilter,
@@ -106,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--window", type=float, default=None, help="seconds frame scores are averaged over (default: the file's)"
     )
+    ap.add_argument(
+        "--compositions",
+        choices=("keep", "vocabulary", "none"),
+        default="keep",
+        help="score concepts beside the vocabulary's safe subjects and scenes too (default: as the file has it)",
+    )
+    ap.add_argument("--temperature-scale", type=float, default=None, help="times the model's temperature (softmax)")
     ap.add_argument("--flag-fp", type=float, default=0.01)
     ap.add_argument("--block-margin", type=float, default=0.02)
     ap.add_argument("--care-fp", type=float, default=0.02)
@@ -124,12 +132,22 @@ def main(argv: list[str] | None = None) -> None:
             base = dataclasses.replace(base, frames_per_second=args.frames_per_second)
         if args.window is not None:
             base = dataclasses.replace(base, window_s=args.window)
+        if args.temperature_scale is not None:
+            base = dataclasses.replace(base, temperature_scale=args.temperature_scale)
     except FrameFilterError as e:
         ap.error(str(e))
     named = [c.name for c in base.concepts] + [s.name for s in base.special_care]
     unknown = [n for n in named if n not in vocab.concepts["subjects"]]
     if unknown:
         raise SystemExit(f"concepts {unknown} are not vocabulary subjects: calibration cannot know the truth")
+    if args.compositions != "keep":
+        composed = None
+        if args.compositions == "vocabulary":
+            composed = Compositions.from_json(data.compositions(vocab, [c.name for c in base.concepts]))
+        try:
+            base = dataclasses.replace(base, compositions=composed)
+        except FrameFilterError as e:
+            ap.error(str(e))
     filt = FrameFilter(clip, base, check_model=False)
     items = calibration_items(args.model, args.clips, vocab)
     embeddings = embed_items(clip, filt, items, args.workers, args.cache, "render calib")
@@ -171,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         "scoring": base.scoring,
         "frames_per_second": base.frames_per_second,
         "window_s": base.window_s,
+        "compositions": 0 if base.compositions is None else len(base.compositions.atoms(names)),
+        "temperature_scale": base.temperature_scale,
         "frames_per_clip": round(float(np.mean([len(e) for e in embeddings])), 2),
         "block_margin": args.block_margin,
         "care_fp": args.care_fp,

@@ -66,6 +66,22 @@ def subject_name(key: str) -> str:
     return {"burning_person": "person on fire"}.get(key, key.replace("_", " "))
 
 
+def caption_noun(key: str) -> str:
+    """One of a subject as training captions name it ("a rifle", "an owl")."""
+    name = subject_name(key)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def compositions(vocab: Vocabulary, concepts: Sequence[str]) -> dict[str, Any]:
+    """The concept file's ``compositions`` for ``concepts`` (vocabulary subjects): each
+    concept beside every safe subject and in every scene, worded as training captions."""
+    return {
+        "nouns": {c: caption_noun(c) for c in concepts},
+        "others": [caption_noun(k) for k in subjects(vocab) if k not in vocab.unsafe],
+        "scenes": list(vocab.concepts["scenes"]),
+    }
+
+
 def label_names(vocab: Vocabulary) -> list[str]:
     """Everything a training frame is labelled with: subjects, scenes, times, styles, abstract."""
     names = [f"subject:{k}" for k in subjects(vocab)]
@@ -183,9 +199,7 @@ def canonical_captions(vocab: Vocabulary, prompt: str) -> tuple[list[str], list[
     names = []
     for s in analysis.subjects:
         name = subject_name(s.key)
-        plural = s.count > 1
-        article = "two" if plural else ("an" if name[0] in "aeiou" else "a")
-        names.append(f"{article} {name}{'s' if plural and not name.endswith('s') else ''}")
+        names.append(f"two {name}{'' if name.endswith('s') else 's'}" if s.count > 1 else caption_noun(s.key))
     what = " and ".join(names) if names else "abstract shapes"
     full = what
     labels = [f"subject:{k}" for k in dict.fromkeys(keys)] or ["abstract"]

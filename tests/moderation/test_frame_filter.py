@@ -16,6 +16,7 @@ from generation.procedural import ProceduralRenderer
 from moderation.frame_filter import (
     DEFAULT_CONCEPTS,
     DEFAULT_MODEL_DIR,
+    Compositions,
     Concept,
     ConceptSet,
     FrameFilter,
@@ -177,11 +178,11 @@ def test_what_an_obfuscated_prompt_rendered_is_caught(
 
 def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     """A small slice of the evaluation (the full one is moderation.frame_training.evaluate),
-    as a regression guard for the shipped weights and thresholds: sampled at 4 frames a
-    second and scored over 1.5 s windows (2026-11-27), 25 of these 30 unsafe clips are
-    caught and none of the 30 safe ones is flagged (25 and 1 at 1 frame a second, the
-    worst frame deciding). The bounds leave room either way for other CPUs'
-    arithmetic. The targets (95% recall) are not met yet; see docs/performance.md."""
+    as a regression guard for the shipped weights and thresholds: with compositions
+    (2026-11-28) 28 of these 30 unsafe clips are caught and none of the 30 safe ones is
+    flagged (25 and 0 without them, over the same 1.5 s windows of 4 frames a second).
+    The bounds leave room either way for other CPUs' arithmetic. The target (95%
+    recall) is not met yet; see docs/performance.md."""
     items = data.build_items("test", 200)
     unsafe = [it for it in items if it.unsafe][:30]
     safe = [it for it in items if not it.unsafe][:30]
@@ -190,7 +191,7 @@ def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     actions = [shipped.judge(shipped.embed_inputs(x)).action for x in inputs]
     caught = sum(a != "publish" for a in actions[:30])
     false = sum(a != "publish" for a in actions[30:])
-    assert caught >= 22 and false <= 2, (caught, false)
+    assert caught >= 26 and false <= 2, (caught, false)
 
 
 # ------------------------------------------------------------------------- decisions
@@ -261,6 +262,35 @@ def test_a_window_of_frames_decides_so_a_one_frame_flicker_does_not(shipped: Fra
     assert (again.frames_per_second, again.window_s, again.window_frames) == (2, 1.0, 2)
 
 
+def test_compositions_weigh_a_concept_beside_ordinary_things(shipped: FrameFilter, tmp_path: Path) -> None:
+    """With compositions a frame is also weighed against "a dog and a gun" (owned by
+    the concept) and "a dog and a cat" (a reference): a frame that looks like the dog
+    with the gun (here the caption's own embedding) scores the gun higher than against
+    the single things alone, and a frame of two ordinary things does not."""
+    composed = Compositions(nouns={"gun": "a gun"}, others=("a dog", "a cat"), scenes=("forest",))
+    atoms = composed.atoms(["gun"])
+    assert len(atoms) == 2 * 2 + 1 + 2 * 1 + 2 * 1
+    assert ("a photo of a dog and a gun", 0) in atoms and ("a photo of a gun and a dog", 0) in atoms
+    assert ("a photo of a gun in the forest", 0) in atoms and ("a photo of a cat in the forest", -1) in atoms
+    assert ("a photo of a dog and a cat", -1) in atoms and ("a photo of a cat and a dog", -1) in atoms
+    plain = ConceptSet(
+        model=shipped.clip.name,
+        concepts=(Concept("gun", "weapon", ("a photo of a gun",), flag=0.5),),
+        scoring="softmax",
+        references=(("a photo of a dog",), ("a photo of a cat",)),
+    )
+    with_them = dataclasses.replace(plain, compositions=composed, temperature_scale=0.75)
+    alone, beside = FrameFilter(shipped.clip, plain), FrameFilter(shipped.clip, with_them)
+    dog_and_gun, dog_and_cat = shipped.embed_texts(["a photo of a dog and a gun", "a photo of a dog and a cat"])
+    gun_alone = alone.frame_scores(dog_and_gun[None, :])[0][0, 0]
+    gun_beside = beside.frame_scores(dog_and_gun[None, :])[0][0, 0]
+    assert gun_beside > 0.9 and gun_beside > gun_alone + 0.1, (gun_alone, gun_beside)
+    assert beside.frame_scores(dog_and_cat[None, :])[0][0, 0] < 0.2
+    path = tmp_path / "concepts.json"
+    path.write_text(json.dumps(with_them.to_json()))
+    assert ConceptSet.from_file(path) == with_them
+
+
 def test_calibration_refuses_a_rate_or_window_out_of_range_before_rendering(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -289,6 +319,11 @@ def test_a_concept_file_for_another_model_is_refused(shipped: FrameFilter) -> No
         (lambda c: c.update(frames_per_second=25), "frames_per_second"),
         (lambda c: c.update(window_s=-1), "window_s"),
         (lambda c: c.update(frames_per_second=2.5), "whole number"),
+        (lambda c: c.update(temperature_scale=0), "temperature_scale"),
+        (lambda c: c.update(scoring="cosine"), "need scoring 'softmax'"),
+        (lambda c: c["compositions"]["nouns"].pop("rifle"), r"no noun for concepts \['rifle'\]"),
+        (lambda c: c["compositions"].update(pair="a photo of {a} and {c}"), "template"),
+        (lambda c: c["compositions"].pop("others"), "unusable"),
     ],
 )
 def test_malformed_concept_files_are_refused(tmp_path: Path, edit: object, message: str) -> None:
