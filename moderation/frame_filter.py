@@ -100,7 +100,9 @@ class Compositions:
     captions a model trained on such scenes has seen; a concept's score in a frame is
     the softmax share of every atom it owns. Each concept's ``nouns`` entry names it as
     captions do ("a rifle"); ``others`` are the ordinary subjects; ``scenes`` fill the
-    ``scene`` template. Pairs are taken in both orders."""
+    ``scene`` template. Pairs are taken in both orders. A special-care concept with a
+    noun (a child, also one of the ordinary subjects) owns every caption showing it, so
+    "a photo of a child and a dog" still counts as a child on screen."""
 
     nouns: dict[str, str]
     others: tuple[str, ...]
@@ -108,17 +110,23 @@ class Compositions:
     pair: str = "a photo of {a} and {b}"
     scene: str = "a photo of {a} in the {scene}"
 
-    def atoms(self, concepts: Sequence[str]) -> list[tuple[str, int]]:
-        """(caption, owner) of every atom: the owner is the index of the concept in
-        ``concepts``, or -1 for a reference."""
-        out: list[tuple[str, int]] = []
-        for j, name in enumerate(concepts):
-            noun = self.nouns[name]
-            for other in self.others:
-                out += [(self.pair.format(a=other, b=noun), j), (self.pair.format(a=noun, b=other), j)]
-            out += [(self.scene.format(a=noun, scene=sc), j) for sc in self.scenes]
-        out += [(self.pair.format(a=a, b=b), -1) for a in self.others for b in self.others if a != b]
-        out += [(self.scene.format(a=o, scene=sc), -1) for o in self.others for sc in self.scenes]
+    def atoms(self, names: Sequence[str]) -> list[tuple[str, tuple[int, ...]]]:
+        """(caption, owners) of every atom: the indices in ``names`` (concepts, then
+        special-care concepts) of the named things the caption shows; none for a
+        reference. Names without a noun (special care may have none) own no captions."""
+        index = {self.nouns[n]: j for j, n in enumerate(names) if self.nouns.get(n)}
+        others = list(self.others)
+        nouns = [*[n for n in index if n not in self.others], *others]  # each noun once
+
+        def owners(*parts: str) -> tuple[int, ...]:
+            return tuple(sorted({index[p] for p in parts if p in index}))
+
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for a in nouns:
+            for b in nouns:
+                if a != b and (a in others or b in others):  # never two concepts together
+                    out.append((self.pair.format(a=a, b=b), owners(a, b)))
+            out += [(self.scene.format(a=a, scene=sc), owners(a)) for sc in self.scenes]
         return out
 
     @classmethod
@@ -497,18 +505,20 @@ class FrameFilter:
         self._pool = self.embed_texts_mean([*groups, *concepts.references])
         self._concept_vecs = self._pool[: len(concepts.concepts)]
         self._care_vecs = self._pool[len(concepts.concepts) : len(groups)]
-        # Which atoms of the pool each concept owns: its own prompts, and its compositions.
-        owners = [*range(len(concepts.concepts)), *[-1] * (len(self._pool) - len(concepts.concepts))]
+        # Which atoms of the pool each concept and special-care concept owns: its own
+        # prompts, and the compositions that show it.
+        owners: list[tuple[int, ...]] = [(j,) for j in range(len(groups))]
+        owners += [()] * len(concepts.references)
         if concepts.compositions is not None:
-            atoms = concepts.compositions.atoms([c.name for c in concepts.concepts])
+            names = [c.name for c in concepts.concepts] + [s.name for s in concepts.special_care]
+            atoms = concepts.compositions.atoms(names)
             texts = [t for t, _ in atoms]
             vecs = [self.embed_texts(texts[i : i + 512]) for i in range(0, len(texts), 512)]
             self._pool = np.concatenate([self._pool, *vecs]).astype(np.float32)
             owners += [o for _, o in atoms]
-        self._owned = np.zeros((len(owners), len(concepts.concepts)), np.float32)
-        for i, o in enumerate(owners):
-            if o >= 0:
-                self._owned[i, o] = 1.0
+        self._owned = np.zeros((len(owners), len(groups)), np.float32)
+        for i, owned in enumerate(owners):
+            self._owned[i, list(owned)] = 1.0
         scale = float(clip.model.logit_scale.exp().item()) if hasattr(clip.model, "logit_scale") else 100.0
         self._temperature = scale * concepts.temperature_scale
 
@@ -557,8 +567,8 @@ class FrameFilter:
             z = self._temperature * sims
             z = np.exp(z - z.max(axis=1, keepdims=True))
             sims = z / z.sum(axis=1, keepdims=True)
-            c, s = len(self._concept_vecs), len(self._care_vecs)
-            return (sims @ self._owned).astype(np.float32), sims[:, c : c + s].astype(np.float32)
+            shares = (sims @ self._owned).astype(np.float32)
+            return shares[:, : len(self._concept_vecs)], shares[:, len(self._concept_vecs) :]
         c, s = len(self._concept_vecs), len(self._care_vecs)
         return sims[:, :c].astype(np.float32), sims[:, c : c + s].astype(np.float32)
 

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.compositions != "keep":
         composed = None
         if args.compositions == "vocabulary":
-            composed = Compositions.from_json(data.compositions(vocab, [c.name for c in base.concepts]))
+            composed = Compositions.from_json(data.compositions(vocab, named))
         try:
             base = dataclasses.replace(base, compositions=composed)
         except FrameFilterError as e:
@@ -152,11 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     items = calibration_items(args.model, args.clips, vocab)
     embeddings = embed_items(clip, filt, items, args.workers, args.cache, "render calib")
 
-    care = []
+    care, care_recall = [], {}
     for j, s in enumerate(base.special_care):  # a child on screen in any one frame
         score = np.array([float(filt.frame_scores(e)[1][:, j].max()) for e in embeddings])
         without = np.array([s.name not in it.subjects for it in items])
-        care.append(SpecialCare(s.name, s.prompts, round(float(np.quantile(score[without], 1.0 - args.care_fp)), 4)))
+        threshold = round(float(np.quantile(score[without], 1.0 - args.care_fp)), 4)
+        care.append(SpecialCare(s.name, s.prompts, threshold))
+        if (~without).any():  # how often it is seen where it is on screen
+            care_recall[s.name] = round(float((score[~without] >= threshold).mean()), 4)
     base = dataclasses.replace(base, special_care=tuple(care))
     filt = FrameFilter(clip, base, check_model=False)
 
@@ -189,11 +192,12 @@ def main(argv: list[str] | None = None) -> None:
         "scoring": base.scoring,
         "frames_per_second": base.frames_per_second,
         "window_s": base.window_s,
-        "compositions": 0 if base.compositions is None else len(base.compositions.atoms(names)),
+        "compositions": 0 if base.compositions is None else len(base.compositions.atoms(named)),
         "temperature_scale": base.temperature_scale,
         "frames_per_clip": round(float(np.mean([len(e) for e in embeddings])), 2),
         "block_margin": args.block_margin,
         "care_fp": args.care_fp,
+        "care_recall": care_recall,
     }
     result = dataclasses.replace(base, model=clip.name, concepts=concepts, calibration=calibration)
     out = args.out or args.concepts

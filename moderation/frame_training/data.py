@@ -73,8 +73,9 @@ def caption_noun(key: str) -> str:
 
 
 def compositions(vocab: Vocabulary, concepts: Sequence[str]) -> dict[str, Any]:
-    """The concept file's ``compositions`` for ``concepts`` (vocabulary subjects): each
-    concept beside every safe subject and in every scene, worded as training captions."""
+    """The concept file's ``compositions`` for ``concepts`` (vocabulary subjects, the
+    special-care ones too): each beside every safe subject and in every scene, worded
+    as training captions."""
     return {
         "nouns": {c: caption_noun(c) for c in concepts},
         "others": [caption_noun(k) for k in subjects(vocab) if k not in vocab.unsafe],

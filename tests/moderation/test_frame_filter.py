@@ -267,12 +267,21 @@ def test_compositions_weigh_a_concept_beside_ordinary_things(shipped: FrameFilte
     the concept) and "a dog and a cat" (a reference): a frame that looks like the dog
     with the gun (here the caption's own embedding) scores the gun higher than against
     the single things alone, and a frame of two ordinary things does not."""
+    composed = Compositions(
+        nouns={"gun": "a gun", "knife": "a knife", "child": "a child"},
+        others=("a dog", "a cat", "a child"),
+        scenes=("forest",),
+    )
+    atoms = dict(composed.atoms(["gun", "knife", "child"]))
+    # Each concept beside each other thing both ways, the others in pairs, all in the scene.
+    assert len(atoms) == 2 * (2 * 3) + 3 * 2 + 5
+    assert atoms["a photo of a dog and a gun"] == atoms["a photo of a gun and a dog"] == (0,)
+    assert atoms["a photo of a gun in the forest"] == (0,) and atoms["a photo of a cat in the forest"] == ()
+    assert atoms["a photo of a dog and a cat"] == atoms["a photo of a cat and a dog"] == ()
+    assert "a photo of a gun and a knife" not in atoms
+    # Special care owns every caption showing it, beside a concept too.
+    assert atoms["a photo of a child and a dog"] == (2,) and atoms["a photo of a knife and a child"] == (1, 2)
     composed = Compositions(nouns={"gun": "a gun"}, others=("a dog", "a cat"), scenes=("forest",))
-    atoms = composed.atoms(["gun"])
-    assert len(atoms) == 2 * 2 + 1 + 2 * 1 + 2 * 1
-    assert ("a photo of a dog and a gun", 0) in atoms and ("a photo of a gun and a dog", 0) in atoms
-    assert ("a photo of a gun in the forest", 0) in atoms and ("a photo of a cat in the forest", -1) in atoms
-    assert ("a photo of a dog and a cat", -1) in atoms and ("a photo of a cat and a dog", -1) in atoms
     plain = ConceptSet(
         model=shipped.clip.name,
         concepts=(Concept("gun", "weapon", ("a photo of a gun",), flag=0.5),),
