@@ -238,7 +238,7 @@ class ConceptSet:
                 None if raw.get("compositions") is None else Compositions.from_json(raw["compositions"]),
                 float(raw.get("temperature_scale", 1.0)),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FrameFilterError(f"frame concept file {path} is unusable: {exc!r}") from exc
         except FrameFilterError as exc:
             raise FrameFilterError(f"{path}: {exc}") from exc

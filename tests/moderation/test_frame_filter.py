@@ -333,6 +333,7 @@ def test_a_concept_file_for_another_model_is_refused(shipped: FrameFilter) -> No
         (lambda c: c["compositions"]["nouns"].pop("rifle"), r"no noun for concepts \['rifle'\]"),
         (lambda c: c["compositions"].update(pair="a photo of {a} and {c}"), "template"),
         (lambda c: c["compositions"].pop("others"), "unusable"),
+        (lambda c: c["compositions"].update(nouns=["a gun"]), "unusable"),
     ],
 )
 def test_malformed_concept_files_are_refused(tmp_path: Path, edit: object, message: str) -> None:
