@@ -243,10 +243,10 @@ class FeedService:
     def embedder(self) -> tuple[Callable[[Sequence[str]], np.ndarray], str]:
         """The CLIP text tower of the frame model (loaded on first use)."""
         if self._embed is None:
-            from moderation.frame_filter import frame_filter_for
+            from moderation.frame_filter import clip_model_for
 
-            f = frame_filter_for(self.settings.moderation.frame_filter)
-            self._embed, self._embed_model = f.embed_texts, f.clip.name[-80:]
+            clip = clip_model_for(self.settings.moderation.frame_filter)
+            self._embed, self._embed_model = clip.embed_texts, clip.name[-80:]
         return self._embed, self._embed_model
 
     def steering_row(self, user: User, text: str) -> FeedSteering:

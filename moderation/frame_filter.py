@@ -379,6 +379,17 @@ class ClipModel:
     device: str
     #: The image tower inference runs (:func:`inference_tower`); None: ``model.encode_image``.
     image_tower: Any = None
+    #: Held around every forward pass: torch modules are not re-entrant across threads.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised text embeddings (N, D), one row per text."""
+        import torch
+
+        with self.lock, torch.no_grad():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            out = self.model.encode_text(tokens).float()
+            return torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
 
     @property
     def embed_dim(self) -> int:
@@ -500,7 +511,7 @@ class FrameFilter:
         self.clip = clip
         self.concepts = concepts
         self.batch_size = batch_size
-        self._lock = threading.Lock()  # torch modules are not re-entrant across threads
+        self._lock = clip.lock  # one per model: whoever else uses it waits too
         groups = [c.prompts for c in concepts.concepts] + [s.prompts for s in concepts.special_care]
         self._pool = self.embed_texts_mean([*groups, *concepts.references])
         self._concept_vecs = self._pool[: len(concepts.concepts)]
@@ -524,12 +535,7 @@ class FrameFilter:
 
     # -- embeddings
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        with self._lock, torch.no_grad():
-            tokens = self.clip.tokenizer(list(texts)).to(self.clip.device)
-            out = self.clip.model.encode_text(tokens).float()
-            return torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
+        return self.clip.embed_texts(texts)
 
     def embed_texts_mean(self, groups: Sequence[Sequence[str]]) -> np.ndarray:
         """One normalised vector per group: the mean of its prompts' embeddings (prompt ensembling)."""
@@ -644,10 +650,15 @@ def _window_means(x: np.ndarray, width: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
+def _cached_clip(model: str, pretrained: str | None, device: str, optimize: bool) -> ClipModel:
+    return load_clip(model, pretrained, device, optimize)
+
+
+@lru_cache(maxsize=4)
 def _cached(
     model: str, pretrained: str | None, concepts: str, device: str, batch_size: int, optimize: bool
 ) -> FrameFilter:
-    clip = load_clip(model, pretrained, device, optimize)
+    clip = _cached_clip(model, pretrained, device, optimize)
     return FrameFilter(clip, ConceptSet.from_file(Path(concepts)), batch_size=batch_size)
 
 
@@ -656,6 +667,14 @@ def frame_filter_for(options: FrameFilterSettings) -> FrameFilter:
     return load_frame_filter(
         options.model, options.pretrained, options.concepts, options.device, options.batch_size, options.optimize
     )
+
+
+def clip_model_for(options: FrameFilterSettings) -> ClipModel:
+    """The filter's model alone, shared with the filter in this process, for what only
+    needs its text tower (steering the feed): the concept file's thousands of captions
+    are embedded only by whoever judges frames."""
+    pretrained = None if options.pretrained is None else str(options.pretrained)
+    return _cached_clip(str(options.model or DEFAULT_MODEL_DIR), pretrained, options.device, options.optimize)
 
 
 def load_frame_filter(
