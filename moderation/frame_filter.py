@@ -33,6 +33,8 @@ The clip's embedding (the normalised mean of its frame embeddings) travels on
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import threading
@@ -532,6 +534,24 @@ class FrameFilter:
             self._owned[i, list(owned)] = 1.0
         scale = float(clip.model.logit_scale.exp().item()) if hasattr(clip.model, "logit_scale") else 100.0
         self._temperature = scale * concepts.temperature_scale
+
+    def with_thresholds(self, concepts: ConceptSet) -> FrameFilter:
+        """This filter judging by the thresholds of ``concepts``, which must differ from
+        its own only in thresholds (and calibration notes): the text embeddings are
+        shared, so refitting thresholds does not embed thousands of captions again."""
+        mine, theirs = self.concepts, concepts
+        same = (
+            [(c.name, c.category, c.prompts) for c in mine.concepts]
+            == [(c.name, c.category, c.prompts) for c in theirs.concepts]
+            and [(s.name, s.prompts) for s in mine.special_care] == [(s.name, s.prompts) for s in theirs.special_care]
+            and dataclasses.replace(mine, concepts=(), special_care=(), calibration={}, model="", about="")
+            == dataclasses.replace(theirs, concepts=(), special_care=(), calibration={}, model="", about="")
+        )
+        if not same:
+            raise FrameFilterError("with_thresholds: the concept files differ in more than thresholds")
+        other = copy.copy(self)
+        other.concepts = concepts
+        return other
 
     # -- embeddings
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -7,6 +7,8 @@ procedural generator, captioned with their prompts:
 * :mod:`.data` builds prompts from the generator's vocabulary and renders them;
 * :mod:`.train` trains the model (``python -m moderation.frame_training.train``);
 * :mod:`.calibrate` sets the concept thresholds in ``moderation/data/frame_concepts.json``;
+* :mod:`.crossval` compares scoring rules (concept files) on the calibration renders
+  alone, by repeated halving, before one is chosen;
 * :mod:`.evaluate` measures it on held-out renders it never trained on;
 * :mod:`.step_cost` and :mod:`.sweep` (``gpu_sweep.sh``) compare configurations on a GPU
   at the step count 2 CPU cores reach in the training budget.

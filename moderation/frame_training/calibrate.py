@@ -73,6 +73,30 @@ def calibration_items(model: str | Path, clips: int, vocab: Any = None) -> list[
     return data.build_items("calib", clips, exclude=data.training_prompts(model, vocab), vocab=vocab)
 
 
+def with_care_thresholds(
+    filt: FrameFilter, embeddings: list[np.ndarray], items: list[data.Item], care_fp: float
+) -> tuple[FrameFilter, dict[str, float]]:
+    """``filt`` with each special-care threshold at the ``1 - care_fp`` quantile of its
+    highest frame score on clips without it on screen, and how many of the clips with
+    it on screen reach that threshold (by name)."""
+    care, care_recall = [], {}
+    for j, s in enumerate(filt.concepts.special_care):  # a child on screen in any one frame
+        score = np.array([float(filt.frame_scores(e)[1][:, j].max()) for e in embeddings])
+        without = np.array([s.name not in it.subjects for it in items])
+        threshold = round(float(np.quantile(score[without], 1.0 - care_fp)), 4)
+        care.append(SpecialCare(s.name, s.prompts, threshold))
+        if (~without).any():  # how often it is seen where it is on screen
+            care_recall[s.name] = round(float((score[~without] >= threshold).mean()), 4)
+    concepts = dataclasses.replace(filt.concepts, special_care=tuple(care))
+    return filt.with_thresholds(concepts), care_recall
+
+
+def clip_margins(filt: FrameFilter, embeddings: list[np.ndarray]) -> np.ndarray:
+    """Per clip, the score of each concept that its thresholds apply to (N, C): what
+    :meth:`FrameFilter.judge` compares."""
+    return np.stack([filt.clip_scores(e)[0] for e in embeddings])
+
+
 def fit(
     margins: np.ndarray, safe: np.ndarray, flag_fp: float, block_margin: float
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -152,18 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     items = calibration_items(args.model, args.clips, vocab)
     embeddings = embed_items(clip, filt, items, args.workers, args.cache, "render calib")
 
-    care, care_recall = [], {}
-    for j, s in enumerate(base.special_care):  # a child on screen in any one frame
-        score = np.array([float(filt.frame_scores(e)[1][:, j].max()) for e in embeddings])
-        without = np.array([s.name not in it.subjects for it in items])
-        threshold = round(float(np.quantile(score[without], 1.0 - args.care_fp)), 4)
-        care.append(SpecialCare(s.name, s.prompts, threshold))
-        if (~without).any():  # how often it is seen where it is on screen
-            care_recall[s.name] = round(float((score[~without] >= threshold).mean()), 4)
-    base = dataclasses.replace(base, special_care=tuple(care))
-    filt = FrameFilter(clip, base, check_model=False)
-
-    margins = np.stack([filt.clip_scores(e)[0] for e in embeddings])  # what judge compares
+    filt, care_recall = with_care_thresholds(filt, embeddings, items, args.care_fp)
+    base = filt.concepts
+    margins = clip_margins(filt, embeddings)
     safe = np.array([not it.unsafe for it in items])
     flag, block, q, fp = fit(margins, safe, args.flag_fp, args.block_margin)
     names = [c.name for c in base.concepts]

@@ -353,3 +353,16 @@ def test_models_load_only_from_local_files(tmp_path: Path) -> None:
     (tmp_path / "open_clip_config.json").write_text((DEFAULT_MODEL_DIR / "open_clip_config.json").read_text())
     with pytest.raises(FrameFilterError, match="no weights"):
         load_clip(tmp_path)
+
+
+def test_new_thresholds_reuse_the_text_embeddings_and_nothing_else_may_change(shipped: FrameFilter) -> None:
+    cs = shipped.concepts
+    strict = dataclasses.replace(cs, concepts=tuple(dataclasses.replace(c, flag=0.0, block=None) for c in cs.concepts))
+    other = shipped.with_thresholds(strict)
+    assert other._pool is shipped._pool and shipped.concepts is cs  # the original is untouched
+    frames = np.tile(shipped.embed_texts(["a photo of a dog"]), (4, 1))
+    assert shipped.judge(frames).action == "publish" and other.judge(frames).action == "flag"
+    reworded = dataclasses.replace(cs, concepts=(dataclasses.replace(cs.concepts[0], prompts=("a spoon",)),))
+    for changed in (reworded, dataclasses.replace(cs, temperature_scale=1.0), dataclasses.replace(cs, window_s=0.0)):
+        with pytest.raises(FrameFilterError, match="more than thresholds"):
+            shipped.with_thresholds(changed)

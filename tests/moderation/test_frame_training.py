@@ -10,7 +10,7 @@ import pytest
 
 from generation.vocabulary import default_vocabulary
 from moderation.frame_filter import load_clip
-from moderation.frame_training import data, train
+from moderation.frame_training import crossval, data, train
 from moderation.frame_training.calibrate import fit
 from moderation.prompt_policy import load_prompt_policy
 
@@ -90,3 +90,31 @@ def test_the_training_script_writes_a_model_open_clip_loads(tmp_path: Path) -> N
     assert json.loads((out / "open_clip_config.json").read_text()) == train.CONFIG
     clip = load_clip(out)
     assert clip.name.startswith("model@") and clip.embed_dim == train.CONFIG["model_cfg"]["embed_dim"]
+
+
+def test_halvings_split_every_clip_once_each_way() -> None:
+    pairs = crossval.halves(101, rounds=3)
+    assert len(pairs) == 6
+    for (a, b), (b2, a2) in zip(pairs[::2], pairs[1::2], strict=True):
+        assert np.array_equal(a, a2) and np.array_equal(b, b2)
+        assert not set(a) & set(b) and sorted({*a, *b}) == list(range(101))
+    assert not np.array_equal(pairs[0][0], pairs[2][0])  # each round its own halving
+
+
+def test_cross_validation_tells_a_filter_that_sees_from_one_that_does_not() -> None:
+    from moderation.frame_filter import load_frame_filter
+
+    filt = load_frame_filter()
+    items = data.build_items("calib", 160, vocab=default_vocabulary())
+    assert 20 < sum(bool(it.unsafe) for it in items) < 140
+    rng = np.random.default_rng(0)
+    # Clips "showing" their prompt: text embeddings of it, a little noise per frame.
+    shown = filt.embed_texts([it.prompt for it in items])
+    seeing = [shown[i] + rng.normal(0, 0.02, (6, shown.shape[1])).astype(np.float32) for i in range(len(items))]
+    blind = [rng.normal(0, 1, (6, shown.shape[1])).astype(np.float32) for _ in items]
+    good = crossval.cross_validate(filt, seeing, items, "seeing", rounds=3, flag_fp=0.05)
+    bad = crossval.cross_validate(filt, blind, items, "blind", rounds=3, flag_fp=0.05)
+    assert good.recall[0] > 0.6 and good.false_positives[0] < 0.2
+    assert bad.recall[0] < 0.3, "noise must not look like detection"
+    assert set(good.by_concept) <= {c.name for c in filt.concepts.concepts}
+    assert "| seeing |" in crossval.table([good, bad], 0.05)
