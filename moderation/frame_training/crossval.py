@@ -70,7 +70,7 @@ def cross_validate(
             care_recall.setdefault(k, []).append(v)
         flag, _, _, _ = fit(clip_margins(fitted, [embeddings[i] for i in fit_on]), safe[fit_on], flag_fp, 0.0)
         hit: np.ndarray = clip_margins(fitted, [embeddings[i] for i in judge]) >= flag
-        flagged: np.ndarray = hit.any(axis=1)
+        flagged = np.asarray(hit.any(axis=1), bool)
         recalls.append(float(flagged[~safe[judge]].mean()))
         fps.append(float(flagged[safe[judge]].mean()))
         caught[judge] += flagged[:, None] & truth[judge]
