@@ -90,6 +90,15 @@ class SpecialCare:
     threshold: float
 
 
+#: The fields each template of :class:`Compositions` must use.
+TEMPLATE_FIELDS = {
+    "pair": ("a", "b"),
+    "scene": ("a", "scene"),
+    "style": ("a", "style"),
+    "scene_style": ("a", "scene", "style"),
+}
+
+
 @dataclass(frozen=True)
 class Compositions:
     """Captions of a concept beside ordinary things, as extra atoms of the softmax.
@@ -104,13 +113,23 @@ class Compositions:
     captions do ("a rifle"); ``others`` are the ordinary subjects; ``scenes`` fill the
     ``scene`` template. Pairs are taken in both orders. A special-care concept with a
     noun (a child, also one of the ordinary subjects) owns every caption showing it, so
-    "a photo of a child and a dog" still counts as a child on screen."""
+    "a photo of a child and a dog" still counts as a child on screen.
+
+    Every noun also appears in each of ``styles`` ("a photo of a dog, noir style"), and
+    ``alone`` are ordinary things the generator draws only by themselves ("abstract
+    shapes"): never in pairs, but in every scene, style, and scene and style together.
+    A noir or neon frame, or one of abstract shapes, then has the captions it was
+    trained on to go to instead of lending its mass to a concept."""
 
     nouns: dict[str, str]
     others: tuple[str, ...]
     scenes: tuple[str, ...] = ()
     pair: str = "a photo of {a} and {b}"
     scene: str = "a photo of {a} in the {scene}"
+    styles: tuple[str, ...] = ()
+    alone: tuple[str, ...] = ()
+    style: str = "a photo of {a}, {style} style"
+    scene_style: str = "a photo of {a} in the {scene}, {style} style"
 
     def atoms(self, names: Sequence[str]) -> list[tuple[str, tuple[int, ...]]]:
         """(caption, owners) of every atom: the indices in ``names`` (concepts, then
@@ -129,6 +148,11 @@ class Compositions:
                 if a != b and (a in others or b in others):  # never two concepts together
                     out.append((self.pair.format(a=a, b=b), owners(a, b)))
             out += [(self.scene.format(a=a, scene=sc), owners(a)) for sc in self.scenes]
+        for a in [*nouns, *self.alone]:
+            out += [(self.style.format(a=a, style=st), owners(a)) for st in self.styles]
+        for a in self.alone:
+            out += [(self.scene.format(a=a, scene=sc), ()) for sc in self.scenes]
+            out += [(self.scene_style.format(a=a, scene=sc, style=st), ()) for sc in self.scenes for st in self.styles]
         return out
 
     @classmethod
@@ -139,6 +163,10 @@ class Compositions:
             scenes=tuple(str(sc) for sc in raw.get("scenes", [])),
             pair=str(raw.get("pair", cls.pair)),
             scene=str(raw.get("scene", cls.scene)),
+            styles=tuple(str(st) for st in raw.get("styles", [])),
+            alone=tuple(str(a) for a in raw.get("alone", [])),
+            style=str(raw.get("style", cls.style)),
+            scene_style=str(raw.get("scene_style", cls.scene_style)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -148,6 +176,8 @@ class Compositions:
             "nouns": dict(self.nouns),
             "others": list(self.others),
             "scenes": list(self.scenes),
+            **({} if not self.styles else {"style": self.style, "styles": list(self.styles)}),
+            **({} if not self.alone else {"scene_style": self.scene_style, "alone": list(self.alone)}),
         }
 
 
@@ -194,7 +224,8 @@ class ConceptSet:
             missing = [c.name for c in self.concepts if not self.compositions.nouns.get(c.name)]
             if missing:
                 raise FrameFilterError(f"compositions name no noun for concepts {missing}")
-            for template, fields in ((self.compositions.pair, ("a", "b")), (self.compositions.scene, ("a", "scene"))):
+            for name, fields in TEMPLATE_FIELDS.items():
+                template = getattr(self.compositions, name)
                 try:
                     template.format(**dict.fromkeys(fields, ""))
                 except (KeyError, IndexError, ValueError) as exc:

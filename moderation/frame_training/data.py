@@ -54,6 +54,8 @@ ABSTRACT_WORDS = [
     "abstract", "shapes", "patterns", "feelings", "thoughts", "emotions", "swirls", "moments", "lofi",
 ]  # fmt: skip
 ABSTRACT_TEMPLATES = ["{a} and {b}", "{a} of {b}", "endless {a}", "{a}", "pure {a} {b}", "a loop of {a}"]
+#: What the captions of abstract prompts (no subject) show.
+ABSTRACT_CAPTION = "abstract shapes"
 COUNT_WORDS = ["two", "three", "a pair of", "a few", "several", "four"]
 HANDLES = ["clipstream", "maya", "tom_k", "lucia.art", "dev42", "nightowl", "bo", "sunny_days", "x_y_z"]
 
@@ -74,12 +76,15 @@ def caption_noun(key: str) -> str:
 
 def compositions(vocab: Vocabulary, concepts: Sequence[str]) -> dict[str, Any]:
     """The concept file's ``compositions`` for ``concepts`` (vocabulary subjects, the
-    special-care ones too): each beside every safe subject and in every scene, worded
-    as training captions."""
+    special-care ones too): each beside every safe subject, in every scene and in every
+    style, and abstract shapes (what abstract prompts are captioned as) in every scene
+    and style, worded as training captions."""
     return {
         "nouns": {c: caption_noun(c) for c in concepts},
         "others": [caption_noun(k) for k in subjects(vocab) if k not in vocab.unsafe],
         "scenes": list(vocab.concepts["scenes"]),
+        "styles": list(vocab.concepts["styles"]),
+        "alone": [ABSTRACT_CAPTION],
     }
 
 
@@ -201,7 +206,7 @@ def canonical_captions(vocab: Vocabulary, prompt: str) -> tuple[list[str], list[
     for s in analysis.subjects:
         name = subject_name(s.key)
         names.append(f"two {name}{'' if name.endswith('s') else 's'}" if s.count > 1 else caption_noun(s.key))
-    what = " and ".join(names) if names else "abstract shapes"
+    what = " and ".join(names) if names else ABSTRACT_CAPTION
     full = what
     labels = [f"subject:{k}" for k in dict.fromkeys(keys)] or ["abstract"]
     if analysis.scene:

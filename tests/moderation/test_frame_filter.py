@@ -179,7 +179,8 @@ def test_what_an_obfuscated_prompt_rendered_is_caught(
 def test_held_out_renders_are_judged_well(shipped: FrameFilter) -> None:
     """A small slice of the evaluation (the full one is moderation.frame_training.evaluate),
     as a regression guard for the shipped weights and thresholds: with compositions
-    (2026-11-28) 28 of these 30 unsafe clips are caught and none of the 30 safe ones is
+    (2026-11-28, pairs and scenes, then styles and abstract shapes too: the same both
+    times) 28 of these 30 unsafe clips are caught and none of the 30 safe ones is
     flagged (25 and 0 without them, over the same 1.5 s windows of 4 frames a second).
     The bounds leave room either way for other CPUs' arithmetic. The target (95%
     recall) is not met yet; see docs/performance.md."""
@@ -298,6 +299,36 @@ def test_compositions_weigh_a_concept_beside_ordinary_things(shipped: FrameFilte
     path = tmp_path / "concepts.json"
     path.write_text(json.dumps(with_them.to_json()))
     assert ConceptSet.from_file(path) == with_them
+
+
+def test_compositions_show_every_noun_in_every_style_and_abstract_shapes_alone(tmp_path: Path) -> None:
+    """Styles ("noir") change how everything looks, so every noun appears in each; things
+    the generator draws only by themselves (abstract shapes) appear in every scene and
+    style but never beside anything. Owners follow what each caption shows."""
+    composed = Compositions(
+        nouns={"gun": "a gun", "child": "a child"},
+        others=("a dog", "a child"),
+        scenes=("forest", "city"),
+        styles=("noir", "neon"),
+        alone=("abstract shapes",),
+    )
+    atoms = dict(composed.atoms(["gun", "child"]))
+    assert atoms["a photo of a gun, noir style"] == (0,) and atoms["a photo of a child, neon style"] == (1,)
+    assert atoms["a photo of a dog, noir style"] == ()
+    shapes = [t for t in atoms if "abstract shapes" in t]
+    assert all(atoms[t] == () for t in shapes) and not any(" and " in t for t in shapes)
+    assert len(shapes) == 2 + 2 + 2 * 2  # styles, scenes, scenes and styles
+    assert "a photo of abstract shapes in the city, neon style" in atoms
+    # Pairs and scenes as before, plus three nouns and the shapes in two styles, and the shapes' scenes.
+    assert len(atoms) == (2 * 2 + 2) + 3 * 2 + 3 * 2 + 2 + 2 + 4
+    raw = {"model": "m", "concepts": [], "scoring": "softmax", "compositions": composed.to_json()}
+    path = tmp_path / "concepts.json"
+    path.write_text(json.dumps(raw))
+    assert ConceptSet.from_file(path).compositions == composed
+    raw["compositions"]["style"] = "a photo of {a} in {mood}"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(FrameFilterError, match="template"):
+        ConceptSet.from_file(path)
 
 
 def test_calibration_refuses_a_rate_or_window_out_of_range_before_rendering(
