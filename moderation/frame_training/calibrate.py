@@ -97,6 +97,16 @@ def clip_margins(filt: FrameFilter, embeddings: list[np.ndarray]) -> np.ndarray:
     return np.stack([filt.clip_scores(e)[0] for e in embeddings])
 
 
+def add_model_options(ap: argparse.ArgumentParser) -> None:
+    """The options every command that renders and embeds the calibration or test clips
+    takes: which model, where it runs, how many render processes, the cache."""
+    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder, or an open_clip name")
+    ap.add_argument("--pretrained", default=None, help="weights file for a named model")
+    ap.add_argument("--workers", type=int, default=2, help="render processes")
+    ap.add_argument("--device", default="cpu", help="torch device for the model")
+    ap.add_argument("--cache", type=Path, default=None, help="keep frame embeddings here for the next run")
+
+
 def fit(
     margins: np.ndarray, safe: np.ndarray, flag_fp: float, block_margin: float
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -120,8 +130,7 @@ def fit(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder, or an open_clip name")
-    ap.add_argument("--pretrained", default=None, help="weights file for a named model")
+    add_model_options(ap)
     ap.add_argument("--concepts", type=Path, default=DEFAULT_CONCEPTS)
     ap.add_argument("--out", type=Path, default=None, help="where to write (default: --concepts)")
     ap.add_argument("--clips", type=int, default=2500)
@@ -141,9 +150,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--flag-fp", type=float, default=0.01)
     ap.add_argument("--block-margin", type=float, default=0.02)
     ap.add_argument("--care-fp", type=float, default=0.02)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--device", default="cpu", help="torch device for the model")
-    ap.add_argument("--cache", type=Path, default=None, help="keep frame embeddings here for the next run")
     args = ap.parse_args(argv)
 
     from generation.vocabulary import default_vocabulary

@@ -22,9 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from moderation.frame_filter import DEFAULT_CONCEPTS, DEFAULT_MODEL_DIR, ConceptSet, FrameFilter, load_clip
+from moderation.frame_filter import DEFAULT_CONCEPTS, ConceptSet, FrameFilter, load_clip
 from moderation.frame_training import data
-from moderation.frame_training.calibrate import calibration_items, clip_margins, embed_items, fit, with_care_thresholds
+from moderation.frame_training.calibrate import (
+    add_model_options,
+    calibration_items,
+    clip_margins,
+    embed_items,
+    fit,
+    with_care_thresholds,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +115,12 @@ def table(results: list[Result], flag_fp: float) -> str:
 
 def main(argv: list[str] | None = None) -> list[Result]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder, or an open_clip name")
-    ap.add_argument("--pretrained", default=None, help="weights file for a named model")
+    add_model_options(ap)
     ap.add_argument("--concepts", type=Path, nargs="+", default=[DEFAULT_CONCEPTS], help="candidate concept files")
     ap.add_argument("--clips", type=int, default=2500)
     ap.add_argument("--rounds", type=int, default=10, help="random halvings (each judged both ways)")
     ap.add_argument("--flag-fp", type=float, default=0.01)
     ap.add_argument("--care-fp", type=float, default=0.02)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--device", default="cpu", help="torch device for the model")
-    ap.add_argument("--cache", type=Path, default=None, help="keep frame embeddings here for the next run")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.clips < 4:
         ap.error("--rounds must be at least 1 and --clips at least 4")

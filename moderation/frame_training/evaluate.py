@@ -27,7 +27,7 @@ import numpy as np
 
 from moderation.frame_filter import DEFAULT_CONCEPTS, DEFAULT_MODEL_DIR, ConceptSet, FrameFilter, load_clip
 from moderation.frame_training import data
-from moderation.frame_training.calibrate import embed_items
+from moderation.frame_training.calibrate import add_model_options, embed_items
 from moderation.frame_training.train import subject_prompts
 
 TARGETS = {"subject_top1": 0.80, "unsafe_recall": 0.95, "false_positives": 0.02}
@@ -66,18 +66,14 @@ def evaluation_items(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
-    ap.add_argument("--pretrained", default=None)
+    add_model_options(ap)
     ap.add_argument("--concepts", type=Path, default=DEFAULT_CONCEPTS)
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--obf", type=int, default=600)
-    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
         "--no-prompt-filter", action="store_true", help="skip the prompt-filter columns (where MiniLM is not installed)"
     )
-    ap.add_argument("--device", default="cpu", help="torch device for the model")
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR / "evaluation.json")
-    ap.add_argument("--cache", type=Path, default=None, help="keep frame embeddings here for the next run")
     args = ap.parse_args(argv)
 
     from generation.vocabulary import default_vocabulary
