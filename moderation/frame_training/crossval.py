@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moderation.frame_filter import DEFAULT_CONCEPTS, ConceptSet, FrameFilter, load_clip
+from moderation.frame_filter import DEFAULT_CONCEPTS, ConceptSet, FrameFilter, FrameFilterError, load_clip
 from moderation.frame_training import data
 from moderation.frame_training.calibrate import (
     add_model_options,
@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.clips < 4:
         ap.error("--rounds must be at least 1 and --clips at least 4")
+    if not 0.0 < args.flag_fp < 0.5 or not 0.0 < args.care_fp < 1.0:  # NaN fails too
+        ap.error("--flag-fp must be between 0 and 0.5, --care-fp between 0 and 1")
+    try:  # every file before any rendering: a bad second file must not cost the first's
+        candidates = [(path, ConceptSet.from_file(path)) for path in args.concepts]
+    except FrameFilterError as e:
+        ap.error(str(e))
 
     from generation.vocabulary import default_vocabulary
 
@@ -131,8 +137,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     clip = load_clip(args.model, args.pretrained, args.device)
     items = calibration_items(args.model, args.clips, vocab)
     results = []
-    for path in args.concepts:
-        filt = FrameFilter(clip, ConceptSet.from_file(path), check_model=False)
+    for path, concepts in candidates:
+        filt = FrameFilter(clip, concepts, check_model=False)
         embeddings = embed_items(clip, filt, items, args.workers, args.cache, "render calib")
         results.append(cross_validate(filt, embeddings, items, path.name, args.rounds, args.flag_fp, args.care_fp))
         print(table(results[-1:], args.flag_fp).splitlines()[-1], flush=True)

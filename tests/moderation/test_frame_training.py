@@ -118,3 +118,27 @@ def test_cross_validation_tells_a_filter_that_sees_from_one_that_does_not() -> N
     assert bad.recall[0] < 0.3, "noise must not look like detection"
     assert set(good.by_concept) <= {c.name for c in filt.concepts.concepts}
     assert "| seeing |" in crossval.table([good, bad], 0.05)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rounds", "0"], "--rounds"),
+        (["--flag-fp", "0"], "--flag-fp"),
+        (["--care-fp", "1.5"], "--care-fp"),
+        (["--concepts", "{good}", "{bad}"], "unusable"),
+        (["--concepts", "{missing}"], "unusable"),
+    ],
+)
+def test_crossval_refuses_bad_options_and_concept_files_before_rendering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from moderation.frame_filter import DEFAULT_CONCEPTS
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    paths = {"good": str(DEFAULT_CONCEPTS), "bad": str(bad), "missing": str(tmp_path / "none.json")}
+    with pytest.raises(SystemExit) as exit_:
+        crossval.main([a.format(**paths) for a in args] + ["--cache", str(tmp_path / "never")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists(), "nothing was rendered"
