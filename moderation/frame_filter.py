@@ -700,6 +700,11 @@ def _window_means(x: np.ndarray, width: int) -> np.ndarray:
     return ((padded[width:] - padded[:-width]) / width).astype(np.float32)
 
 
+def _clip_key(model: str | Path | None, pretrained: str | Path | None) -> tuple[str, str | None]:
+    """The model and weights as the caches below key them (the shipped model by default)."""
+    return str(model or DEFAULT_MODEL_DIR), None if pretrained is None else str(pretrained)
+
+
 @lru_cache(maxsize=4)
 def _cached_clip(model: str, pretrained: str | None, device: str, optimize: bool) -> ClipModel:
     return load_clip(model, pretrained, device, optimize)
@@ -724,8 +729,7 @@ def clip_model_for(options: FrameFilterSettings) -> ClipModel:
     """The filter's model alone, shared with the filter in this process, for what only
     needs its text tower (steering the feed): the concept file's thousands of captions
     are embedded only by whoever judges frames."""
-    pretrained = None if options.pretrained is None else str(options.pretrained)
-    return _cached_clip(str(options.model or DEFAULT_MODEL_DIR), pretrained, options.device, options.optimize)
+    return _cached_clip(*_clip_key(options.model, options.pretrained), options.device, options.optimize)
 
 
 def load_frame_filter(
@@ -738,8 +742,7 @@ def load_frame_filter(
 ) -> FrameFilter:
     """The filter for these settings, loaded once per process (models are costly to build)."""
     return _cached(
-        str(model or DEFAULT_MODEL_DIR),
-        None if pretrained is None else str(pretrained),
+        *_clip_key(model, pretrained),
         str(concepts or DEFAULT_CONCEPTS),
         device,
         batch_size,
