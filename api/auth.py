@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
+from core.db.driver_query import DriverQuery
 from core.db.models import ApiToken, User
 
 TOKEN_PREFIX = "cs_"
@@ -60,15 +61,43 @@ _TOKEN_USER = (
 )
 
 
+#: The same lookup for a caller that needs only the user's id (the feed, on every
+#: request), run on the driver: no ORM objects.
+_TOKEN_USER_ID = DriverQuery(
+    lambda _: select(ApiToken.user_id, ApiToken.revoked_at, ApiToken.expires_at).where(
+        ApiToken.token_hash == bindparam("token_hash", type_=String)
+    )
+)
+
+
+def _well_formed(token: str) -> bool:
+    return token.startswith(TOKEN_PREFIX) and len(token) <= 200
+
+
+def _live(revoked_at: datetime | None, expires_at: datetime | None) -> bool:
+    return revoked_at is None and (expires_at is None or expires_at > datetime.now(UTC))
+
+
 def token_user(session: Session, token: str, pepper: str) -> tuple[ApiToken, User] | None:
     """The live token row and its user, in one round trip (every authenticated request
     makes it); None when the token is unknown, revoked or expired."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+    if not _well_formed(token):
         return None
     found = session.execute(_TOKEN_USER, {"token_hash": hash_token(token, pepper)}).first()
     if found is None:
         return None
     row, user = found
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= datetime.now(UTC)):
+    return (row, user) if _live(row.revoked_at, row.expires_at) else None
+
+
+def token_user_id(session: Session, token: str, pepper: str) -> tuple[str, uuid.UUID] | None:
+    """(token hash, user id) of a live token, as :func:`token_user` decides it, without
+    loading the rows."""
+    if not _well_formed(token):
         return None
-    return row, user
+    token_hash = hash_token(token, pepper)
+    rows = _TOKEN_USER_ID.rows(session.connection(), {"token_hash": token_hash})
+    if not rows:
+        return None
+    user_id, revoked_at, expires_at = rows[0]
+    return (token_hash, user_id) if _live(revoked_at, expires_at) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -9,7 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import token_user
+from api.auth import token_user, token_user_id
 from api.events import InteractionPublisher
 from api.problems import ApiError
 from api.ratelimit import DEFAULT_LIMITS, RateLimiter, enforce
@@ -64,16 +65,31 @@ def user_from(
 ) -> User:
     found = token_user(session, credentials.credentials, settings.secret_key.get_secret_value())
     if found is None:
-        raise ApiError(
-            401,
-            "invalid-token",
-            "Unauthorized",
-            "the bearer token is unknown, expired or revoked; log in again",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+        raise _invalid_token()
     row, user = found
     request.state.token_hash = row.token_hash
     return user
+
+
+def user_id_from(
+    request: Request, session: Session, settings: Settings, credentials: HTTPAuthorizationCredentials
+) -> uuid.UUID:
+    """:func:`user_from` for a handler that needs only the caller's id (the feed)."""
+    found = token_user_id(session, credentials.credentials, settings.secret_key.get_secret_value())
+    if found is None:
+        raise _invalid_token()
+    request.state.token_hash, user_id = found
+    return user_id
+
+
+def _invalid_token() -> ApiError:
+    return ApiError(
+        401,
+        "invalid-token",
+        "Unauthorized",
+        "the bearer token is unknown, expired or revoked; log in again",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 def get_current_user(request: Request, session: SessionDep, settings: SettingsDep, credentials: BearerDep) -> User:

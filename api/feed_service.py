@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, aliased, defer
 from api.routes.clips import clip_public
 from core import graph
 from core.aio import stop_if_cancelling
+from core.db.driver_query import DriverQuery, list_params
 from core.db.models import Block, Clip, ClipStats, FeedSteering, Follow, Like, Mute, User
 from core.records import Interaction
 from core.settings import Settings
@@ -80,25 +81,30 @@ def _graph_query() -> Any:
     )
 
 
-_GRAPH = _graph_query()
+_GRAPH = DriverQuery(lambda _: _graph_query())
 
 
-def _hydrate_query(for_user: bool) -> Any:
+def _hydrate_query(for_user: bool) -> DriverQuery:
     """What may have changed about the page's clips (``:ids``) since publication:
-    status, author, counts and, for a viewer (``:uid``), whether they liked each. Built
-    once: building the expression per request cost as much as running it."""
-    liked_by = (
-        select(Like.clip_id).where(Like.user_id == bindparam("uid", type_=Uuid), Like.clip_id == Clip.id).exists()
-        if for_user
-        else literal(False)
-    )
-    # By primary key only: with a status condition SQLite may walk the feed index.
-    return (
-        select(Clip.id, Clip.status, Clip.user_id, ClipStats.likes, ClipStats.views, ClipStats.shares,
-               ClipStats.comments, liked_by)
-        .outerjoin(ClipStats, ClipStats.clip_id == Clip.id)
-        .where(Clip.id.in_(bindparam("ids", expanding=True)))
-    )  # fmt: skip
+    status, author, counts and, for a viewer (``:uid``), whether they liked each. Run
+    on the driver (see core.db.driver_query); clip id, author and "liked" come back as
+    the driver has them, compared with driver values instead of converting each row."""
+
+    def build(n: int) -> Any:
+        liked_by = (
+            select(Like.clip_id).where(Like.user_id == bindparam("uid", type_=Uuid), Like.clip_id == Clip.id).exists()
+            if for_user
+            else literal(False)
+        )
+        # By primary key only: with a status condition SQLite may walk the feed index.
+        return (
+            select(Clip.id, Clip.status, Clip.user_id, ClipStats.likes, ClipStats.views, ClipStats.shares,
+                   ClipStats.comments, liked_by)
+            .outerjoin(ClipStats, ClipStats.clip_id == Clip.id)
+            .where(Clip.id.in_(list_params("ids", n, Uuid)))
+        )  # fmt: skip
+
+    return DriverQuery(build, listed="ids", raw=(0, 2, 7))
 
 
 _HYDRATE_FOR_USER = _hydrate_query(for_user=True)
@@ -271,7 +277,7 @@ class FeedService:
         friends: set[str] = set()
         hidden: set[uuid.UUID] = set()
         stamp: str | None = None
-        for kind, other, at in session.execute(_GRAPH, {"uid": user_id}):
+        for kind, other, at in _GRAPH.rows(session.connection(), {"uid": user_id}):
             if kind == "following":
                 following.add(str(other))
             elif kind == "friend":
@@ -296,7 +302,7 @@ class FeedService:
     def page(
         self,
         session: Session,
-        user: User | None,
+        viewer_id: uuid.UUID | None,
         limit: int,
         cursor: str | None,
         *,
@@ -304,13 +310,13 @@ class FeedService:
         newest: bool = False,
     ) -> FeedOutcome:
         if newest or not self.ready:
-            hidden = graph.hidden_authors(session, user.id) if user is not None else set()
+            hidden = graph.hidden_authors(session, viewer_id) if viewer_id is not None else set()
             reason = "asked for newest first" if newest else self._not_ready_reason()
-            return self._newest(session, user, limit, cursor, hidden, reason)
+            return self._newest(session, viewer_id, limit, cursor, hidden, reason)
         feed_cursor = self._feed_cursor(cursor)
         served = feed_cursor.served if feed_cursor else ServedSet()
         page_no = feed_cursor.page if feed_cursor else 1
-        inputs = self._inputs(session, user)
+        inputs = self._inputs(session, viewer_id)
         now = time.time()
         plan = self.plans.get(inputs.plan_user, inputs.key, now)
         planned = plan is not None
@@ -341,7 +347,7 @@ class FeedService:
                     c.sources.add("seen_before")
                 page = page + again.page
         ids = [c.clip.clip_id for c in page]
-        data, shown = self._hydrate(session, user, ids, inputs.hidden)
+        data, shown = self._hydrate(session, viewer_id, ids, inputs.hidden)
         nxt = FeedCursor(page_no + 1, served.plus(ids)).encode() if len(page) >= limit else None
         info = None
         if explain:
@@ -357,18 +363,18 @@ class FeedService:
         return FeedOutcome(data, shown, nxt, "personalised", None, info)
 
     # ------------------------------------------------------------------ plans
-    def _inputs(self, session: Session, user: User | None) -> PlanInputs:
+    def _inputs(self, session: Session, viewer_id: uuid.UUID | None) -> PlanInputs:
         """What a plan is keyed on, read per request: graph and steering stamp from SQL,
         the viewer's ranked_version from the state."""
-        if user is None:
+        if viewer_id is None:
             return PlanInputs(None, "anonymous", frozenset(), frozenset(), frozenset(), None, (0,))
-        following, friends, hidden, stamp = self.viewer_graph(session, user.id)
-        uid = str(user.id)
+        following, friends, hidden, stamp = self.viewer_graph(session, viewer_id)
+        uid = str(viewer_id)
         us = self.state.user(uid)
         hidden_ids = frozenset(str(h) for h in hidden)
         f, fr = frozenset(following), frozenset(friends)
         key = (us.ranked_version if us is not None else 0, f, fr, hidden_ids, stamp)
-        return PlanInputs(user.id, uid, f, fr, hidden_ids, stamp, key, hidden)
+        return PlanInputs(viewer_id, uid, f, fr, hidden_ids, stamp, key, hidden)
 
     def _missing_news(self, plan: Plan, inputs: PlanInputs) -> bool:
         """Has a clip by someone the viewer follows, or casting them, arrived since? For
@@ -419,11 +425,11 @@ class FeedService:
                 if uid == "anonymous":
                     inputs = self._inputs(session, None)
                 else:
-                    user = session.get(User, uuid.UUID(uid))
-                    if user is None:
+                    viewer_id = uuid.UUID(uid)
+                    if session.get(User, viewer_id) is None:
                         self.plans.drop(uid)
                         continue
-                    inputs = self._inputs(session, user)
+                    inputs = self._inputs(session, viewer_id)
                 self._make_plan(session, inputs, time.time())
                 made += 1
         self.plans.made_ahead += made
@@ -472,7 +478,7 @@ class FeedService:
     def _newest(
         self,
         session: Session,
-        user: User | None,
+        viewer_id: uuid.UUID | None,
         limit: int,
         cursor: str | None,
         hidden: set[uuid.UUID],
@@ -489,11 +495,11 @@ class FeedService:
         clips = [c for c in clips if str(c.id) not in served]
         self._public.fill(clips)  # the rows are loaded already: hydration need not read them again
         ids = [str(c.id) for c in clips]
-        data, shown = self._hydrate(session, user, ids, hidden)
+        data, shown = self._hydrate(session, viewer_id, ids, hidden)
         return FeedOutcome(data, shown, nxt.encode() if nxt else None, "newest", reason)
 
     def _hydrate(
-        self, session: Session, user: User | None, ids: list[str], hidden: set[uuid.UUID]
+        self, session: Session, viewer_id: uuid.UUID | None, ids: list[str], hidden: set[uuid.UUID]
     ) -> tuple[list[dict[str, Any]], list[uuid.UUID]]:
         """The page's clips in order, as ClipPublic JSON. One light query says what may
         change (status: the SQL store has the last word on what is live, so a clip taken
@@ -503,12 +509,17 @@ class FeedService:
         if not ids:
             return [], []
         uuids = [uuid.UUID(i) for i in ids]
-        if user is not None:
-            stmt, params = _HYDRATE_FOR_USER, {"ids": uuids, "uid": user.id}
-        else:
-            stmt, params = _HYDRATE_ANONYMOUS, {"ids": uuids}
-        rows = {r[0]: r for r in session.execute(stmt, params)}
-        live = [u for u in uuids if (r := rows.get(u)) is not None and r[1] == "published" and r[2] not in hidden]
+        query = _HYDRATE_ANONYMOUS if viewer_id is None else _HYDRATE_FOR_USER
+        params: dict[str, Any] = {"ids": uuids} if viewer_id is None else {"ids": uuids, "uid": viewer_id}
+        conn = session.connection()
+        rows = {r[0]: r for r in query.rows(conn, params)}
+
+        def key(u: uuid.UUID) -> Any:  # a clip or author id as the driver returns it (both are Uuid)
+            return query.driver_value(conn, "ids", u)
+
+        hidden_keys = {key(h) for h in hidden}
+        found = {u: r for u in uuids if (r := rows.get(key(u))) is not None}
+        live = [u for u, r in found.items() if r[1] == "published" and r[2] not in hidden_keys]
         fixed = self._public.many(live)
         missing = [u for u in live if u not in fixed]
         if missing:
@@ -516,10 +527,10 @@ class FeedService:
             fixed.update(self._public.fill(loaded))
         data = []
         for u in live:
-            _, _, _, likes, views, shares, comments, liked = rows[u]
+            _, _, _, likes, views, shares, comments, liked = found[u]
             item = dict(fixed[u])
             item["stats"] = {"likes": likes or 0, "views": views or 0, "shares": shares or 0, "comments": comments or 0}
-            item["viewer_liked"] = bool(liked) if user is not None else None
+            item["viewer_liked"] = bool(liked) if viewer_id is not None else None
             data.append(item)
         return data, live
 

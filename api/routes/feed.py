@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import BearerDep, CurrentUserDep, InteractionsDep, SessionDep, user_from, user_rate_limit
+from api.deps import BearerDep, CurrentUserDep, InteractionsDep, SessionDep, user_id_from, user_rate_limit
 from api.feed_service import FeedOutcome, FeedService, impressions_for
 from api.pagination import LimitQ
 from api.problems import ApiError, Problem
 from api.schemas import FeedPage, SteeringPublic, SteeringSet
-from core.db.models import FeedSteering, User
+from core.db.models import FeedSteering
 from ranking.cursor import InvalidCursor
 from ranking.steering import SteeringError
 
@@ -57,11 +58,11 @@ async def feed(
     started = time.perf_counter()
     settings = request.app.state.settings
 
-    def serve() -> tuple[User | None, FeedOutcome]:
+    def serve() -> tuple[uuid.UUID | None, FeedOutcome]:
         # One worker thread for the whole request (session, token, ranking, hydration):
         # each hop to the thread pool costs about as much as slicing a feed plan.
         with request.app.state.sessionmaker() as session:
-            viewer = None if credentials is None else user_from(request, session, settings, credentials)
+            viewer = None if credentials is None else user_id_from(request, session, settings, credentials)
             return viewer, service.page(session, viewer, limit, cursor, explain=explain, newest=order == "newest")
 
     try:
@@ -69,7 +70,7 @@ async def feed(
     except InvalidCursor as e:
         raise ApiError(400, "invalid-cursor", "Invalid cursor", str(e)) from e
     if viewer is not None and out.mode == "personalised" and out.clip_ids:
-        interactions.publish_later(impressions_for(viewer.id, out.clip_ids))
+        interactions.publish_later(impressions_for(viewer, out.clip_ids))
     body = {
         "data": out.data,
         "next_cursor": out.next_cursor,
@@ -77,8 +78,13 @@ async def feed(
         "explain": out.explain,
     }
     # Built as FeedPage's JSON directly (tests check it against the schema): validating
-    # twenty clips through the model again would cost more than the page itself.
-    return JSONResponse(body, headers={"Server-Timing": f"rank;dur={(time.perf_counter() - started) * 1000:.1f}"})
+    # twenty clips through the model again would cost more than the page itself, and
+    # orjson writes it in a tenth of the time json takes.
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        media_type="application/json",
+        headers={"Server-Timing": f"rank;dur={(time.perf_counter() - started) * 1000:.1f}"},
+    )
 
 
 def _steering_public(row: FeedSteering) -> SteeringPublic:

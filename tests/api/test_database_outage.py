@@ -59,3 +59,35 @@ def test_a_connection_dropped_mid_request_is_a_503_and_writes_nothing(pg_url: st
         again = client.post("/v1/prompts", json={"text": "a cat surfing at sunset"}, headers=auth)
         assert again.status_code == 202, again.text
         assert counts(pg_url) == (1, 1, 1)
+
+
+def test_a_connection_dropped_under_the_feed_is_a_503(pg_url: str, tmp_path: Path) -> None:
+    """The feed reads on the driver (core.db.driver_query): a dropped connection is still
+    SQLAlchemy's error, so the same 503, and the next request gets a fresh connection."""
+    migrate(pg_url)
+    settings = Settings(
+        environment="test",
+        database_url=pg_url,
+        media=MediaSettings(root=tmp_path / "media"),
+        api=ApiSettings(run_outbox_relay=False, gc_settle_every_s=0),
+        ranking=RankingSettings(replica=False),
+    )
+    with TestClient(create_app(settings)) as client, psycopg.connect(pg_url, autocommit=True) as admin:
+        auth = signup(client, "maya_makes")
+        cut: list[int] = []
+
+        def drop_before_the_token_lookup(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if not cut and "FROM api_tokens" in statement:
+                cut.append(cursor.connection.info.backend_pid)
+                admin.execute("SELECT pg_terminate_backend(%s)", (cut[0],))
+
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        event.listen(engine, "before_cursor_execute", drop_before_the_token_lookup)
+        resp = client.get("/v1/feed", headers=auth)
+        event.remove(engine, "before_cursor_execute", drop_before_the_token_lookup)
+
+        assert cut, "the request reached the token lookup"
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+        again = client.get("/v1/feed", headers=auth)
+        assert again.status_code == 200, again.text
