@@ -3,6 +3,8 @@ partial write, and the next request is served on a fresh connection."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +27,50 @@ def counts(url: str) -> tuple[int, int, int]:
     return prompts[0], events[0], outbox[0]
 
 
-def test_a_connection_dropped_mid_request_is_a_503_and_writes_nothing(pg_url: str, tmp_path: Path) -> None:
+def pg_settings(pg_url: str, tmp_path: Path) -> Settings:
     migrate(pg_url)
-    settings = Settings(
+    return Settings(
         environment="test",
         database_url=pg_url,
         media=MediaSettings(root=tmp_path / "media"),
         api=ApiSettings(run_outbox_relay=False, gc_settle_every_s=0),
         ranking=RankingSettings(replica=False),
     )
-    with TestClient(create_app(settings)) as client, psycopg.connect(pg_url, autocommit=True) as admin:
+
+
+@contextmanager
+def dropping_the_connection(
+    client: TestClient, admin: psycopg.Connection[Any], when: str, matches: Callable[[str], bool]
+) -> Iterator[list[int]]:
+    """Terminate the request's PostgreSQL backend ``when`` ("before" or "after") the
+    first statement that ``matches`` runs; yields the terminated backend's pid, once cut."""
+    cut: list[int] = []
+
+    def drop(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not cut and matches(statement):
+            cut.append(cursor.connection.info.backend_pid)
+            admin.execute("SELECT pg_terminate_backend(%s)", (cut[0],))
+
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    event.listen(engine, f"{when}_cursor_execute", drop)
+    try:
+        yield cut
+    finally:
+        event.remove(engine, f"{when}_cursor_execute", drop)
+
+
+def test_a_connection_dropped_mid_request_is_a_503_and_writes_nothing(pg_url: str, tmp_path: Path) -> None:
+    with (
+        TestClient(create_app(pg_settings(pg_url, tmp_path))) as client,
+        psycopg.connect(pg_url, autocommit=True) as admin,
+    ):
         auth = signup(client, "maya_makes")
-        cut: list[int] = []
-
-        def drop_after_the_prompt_row(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            # The prompt row is written; its status event and outbox row are not yet.
-            if not cut and statement.lstrip().upper().startswith("INSERT INTO PROMPTS"):
-                cut.append(cursor.connection.info.backend_pid)
-                admin.execute("SELECT pg_terminate_backend(%s)", (cut[0],))
-
-        engine = client.app.state.engine  # type: ignore[attr-defined]
-        event.listen(engine, "after_cursor_execute", drop_after_the_prompt_row)
-        resp = client.post("/v1/prompts", json={"text": "a cat surfing at sunset"}, headers=auth)
-        event.remove(engine, "after_cursor_execute", drop_after_the_prompt_row)
+        # The prompt row is written; its status event and outbox row are not yet.
+        insert = "INSERT INTO PROMPTS"
+        with dropping_the_connection(
+            client, admin, "after", lambda sql: sql.lstrip().upper().startswith(insert)
+        ) as cut:
+            resp = client.post("/v1/prompts", json={"text": "a cat surfing at sunset"}, headers=auth)
 
         assert cut, "the request reached the prompt insert"
         assert resp.status_code == 503, resp.text
@@ -64,27 +87,13 @@ def test_a_connection_dropped_mid_request_is_a_503_and_writes_nothing(pg_url: st
 def test_a_connection_dropped_under_the_feed_is_a_503(pg_url: str, tmp_path: Path) -> None:
     """The feed reads on the driver (core.db.driver_query): a dropped connection is still
     SQLAlchemy's error, so the same 503, and the next request gets a fresh connection."""
-    migrate(pg_url)
-    settings = Settings(
-        environment="test",
-        database_url=pg_url,
-        media=MediaSettings(root=tmp_path / "media"),
-        api=ApiSettings(run_outbox_relay=False, gc_settle_every_s=0),
-        ranking=RankingSettings(replica=False),
-    )
-    with TestClient(create_app(settings)) as client, psycopg.connect(pg_url, autocommit=True) as admin:
+    with (
+        TestClient(create_app(pg_settings(pg_url, tmp_path))) as client,
+        psycopg.connect(pg_url, autocommit=True) as admin,
+    ):
         auth = signup(client, "maya_makes")
-        cut: list[int] = []
-
-        def drop_before_the_token_lookup(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            if not cut and "FROM api_tokens" in statement:
-                cut.append(cursor.connection.info.backend_pid)
-                admin.execute("SELECT pg_terminate_backend(%s)", (cut[0],))
-
-        engine = client.app.state.engine  # type: ignore[attr-defined]
-        event.listen(engine, "before_cursor_execute", drop_before_the_token_lookup)
-        resp = client.get("/v1/feed", headers=auth)
-        event.remove(engine, "before_cursor_execute", drop_before_the_token_lookup)
+        with dropping_the_connection(client, admin, "before", lambda sql: "FROM api_tokens" in sql) as cut:
+            resp = client.get("/v1/feed", headers=auth)
 
         assert cut, "the request reached the token lookup"
         assert resp.status_code == 503, resp.text
