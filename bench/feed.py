@@ -239,6 +239,47 @@ def freshness(base: str, tokens: list[str], clip_ids: list[str], n: int) -> list
     return out
 
 
+# ---------------------------------------------------------------------------- in-process
+def in_process(db_url: str, snapshot: Path, tokens: list[str], n_users: int = 300, rounds: int = 1000) -> dict:
+    """A feed request's own work, without HTTP, broker or load: one process serves
+    ``rounds`` first pages (session, token, plan, live filters, re-rank, hydration) to
+    ``n_users`` signed-in users whose plans it made first. Compare code versions with
+    this: it does not move with the machine's HTTP and scheduling noise."""
+    from sqlalchemy.orm import sessionmaker
+
+    from api.auth import token_user_id
+    from api.feed_service import FeedService
+    from core.settings import RankingSettings
+
+    settings = Settings(database_url=db_url, ranking=RankingSettings(snapshot_dir=snapshot, save_snapshots=False))
+    pepper = settings.secret_key.get_secret_value()
+    engine = make_engine(db_url)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    service = FeedService(settings, factory)
+    assert service.tail is not None
+    service.tail.ready.set()  # the snapshot is the state: nothing to catch up with
+    chosen = tokens[:n_users]
+
+    def serve(token: str) -> None:
+        with factory() as session:
+            found = token_user_id(session, token, pepper)
+            assert found is not None
+            service.page(session, found[1], 20, None)
+
+    t0 = time.perf_counter()
+    for token in chosen:
+        serve(token)  # makes each user's plan
+    plans_ms = (time.perf_counter() - t0) * 1000 / len(chosen)
+    rng = random.Random(0)
+    for _ in range(100):
+        serve(rng.choice(chosen))
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        serve(rng.choice(chosen))
+    engine.dispose()
+    return {"plan_ms": plans_ms, "page_ms": (time.perf_counter() - t0) * 1000 / rounds}
+
+
 # ---------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -269,6 +310,10 @@ def main() -> int:
         "--floor", action="store_true",
         help="also load order=newest (auth, SQL page, hydration, JSON: everything but ranking)",
     )  # fmt: skip
+    ap.add_argument(
+        "--in-process", action="store_true",
+        help="only time a feed request's own work in this process (no HTTP, broker or load), then stop",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.api_processes < 1:
         ap.error("--api-processes must be at least 1")
@@ -293,6 +338,14 @@ def main() -> int:
         if kept is not None:
             kept.write_text(json.dumps(world))
             shutil.copytree(home / "snapshot", work / "snapshot")
+
+    if args.in_process:
+        r = in_process(db_url, work / "snapshot", world["tokens"])
+        print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(f"in-process, 300 users: a plan {r['plan_ms']:.1f} ms; a page from it {r['page_ms']:.2f} ms "
+              "(session, token, filters, re-rank, hydration; 1,000 requests)")  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
 
     broker = EmbeddedBroker("127.0.0.1", free_port(), work / "tansu.log")
     broker.start()
