@@ -513,12 +513,10 @@ class FeedService:
         params: dict[str, Any] = {"ids": uuids} if viewer_id is None else {"ids": uuids, "uid": viewer_id}
         conn = session.connection()
         rows = {r[0]: r for r in query.rows(conn, params)}
-
-        def key(u: uuid.UUID) -> Any:  # a clip or author id as the driver returns it (both are Uuid)
-            return query.driver_value(conn, "ids", u)
-
-        hidden_keys = {key(h) for h in hidden}
-        found = {u: r for u in uuids if (r := rows.get(key(u))) is not None}
+        # Clip and author ids as the driver returns them (both columns are Uuid).
+        hidden_keys = set(query.driver_values(conn, "ids", hidden))
+        keys = query.driver_values(conn, "ids", uuids)
+        found = {u: r for u, k in zip(uuids, keys, strict=True) if (r := rows.get(k)) is not None}
         live = [u for u, r in found.items() if r[1] == "published" and r[2] not in hidden_keys]
         fixed = self._public.many(live)
         missing = [u for u in live if u not in fixed]

@@ -13,14 +13,14 @@ still SQLAlchemy's (a dropped connection is invalidated and the API answers 503)
 
 Rows come back as plain tuples. A column listed in ``raw`` keeps the driver's own
 value (a hex string for a UUID on SQLite, a ``uuid.UUID`` on PostgreSQL); compare it
-with :meth:`DriverQuery.driver_value` of the value you have, which skips converting
+with :meth:`DriverQuery.driver_values` of the values you have, which skips converting
 every row.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,12 +89,12 @@ class DriverQuery:
             self._compiled[key] = made
         return made
 
-    def driver_value(self, connection: Connection, name: str, value: Any) -> Any:
-        """``value`` as the driver sends it for the parameter ``name`` (for a listed
-        parameter, as it sends each item): compare ``raw`` columns with this."""
+    def driver_values(self, connection: Connection, name: str, values: Iterable[Any]) -> list[Any]:
+        """``values`` as the driver sends them for the parameter ``name`` (for a listed
+        parameter, as it sends each item): compare ``raw`` columns with these."""
         compiled = self._compile(connection.dialect, 1 if self._listed else 0)
         process = compiled.binds[f"{name}_0" if name == self._listed else name]
-        return value if process is None else process(value)
+        return list(values) if process is None else [process(v) for v in values]
 
     def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         flat = dict(params)

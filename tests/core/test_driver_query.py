@@ -71,9 +71,9 @@ def test_raw_columns_compare_with_driver_values(session: Session) -> None:
     ids = [uuid.UUID(int=2), uuid.UUID(int=4)]
     rows = {r[0]: r for r in query.rows(conn, {"ids": ids})}
     assert sorted(r[1] for r in rows.values()) == ["u1", "u3"]
-    for u in ids:
-        assert query.driver_value(conn, "ids", u) in rows
-    assert query.driver_value(conn, "ids", uuid.UUID(int=3)) not in rows
+    for key in query.driver_values(conn, "ids", ids):
+        assert key in rows
+    assert query.driver_values(conn, "ids", [uuid.UUID(int=3)])[0] not in rows
 
 
 def test_named_parameters_and_literals_in_a_union(session: Session) -> None:
