@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from api.auth import hash_token  # noqa: E402
 from core.broker import EmbeddedBroker, ensure_topics, free_port  # noqa: E402
-from core.db import make_engine, migrate  # noqa: E402
+from core.db import make_engine, make_sessionmaker, migrate  # noqa: E402
 from core.db.models import ApiToken, Clip, ClipStats, Follow, User  # noqa: E402
 from core.records import ClipPublished, GeneratorInfo, Interaction  # noqa: E402
 from core.settings import ApiSettings, Settings  # noqa: E402
@@ -245,8 +245,6 @@ def in_process(db_url: str, snapshot: Path, tokens: list[str], n_users: int = 30
     ``rounds`` first pages (session, token, plan, live filters, re-rank, hydration) to
     ``n_users`` signed-in users whose plans it made first. Compare code versions with
     this: it does not move with the machine's HTTP and scheduling noise."""
-    from sqlalchemy.orm import sessionmaker
-
     from api.auth import token_user_id
     from api.feed_service import FeedService
     from core.settings import RankingSettings
@@ -254,7 +252,7 @@ def in_process(db_url: str, snapshot: Path, tokens: list[str], n_users: int = 30
     settings = Settings(database_url=db_url, ranking=RankingSettings(snapshot_dir=snapshot, save_snapshots=False))
     pepper = settings.secret_key.get_secret_value()
     engine = make_engine(db_url)
-    factory = sessionmaker(engine, expire_on_commit=False)
+    factory = make_sessionmaker(engine)
     service = FeedService(settings, factory)
     assert service.tail is not None
     service.tail.ready.set()  # the snapshot is the state: nothing to catch up with
