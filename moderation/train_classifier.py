@@ -15,7 +15,8 @@ Design (fixed on train-CV / calibration before the held-out split was looked at)
     prompts, not only hard vs 0%), harmless negatives with target 0: COCO captions
     (weight 0.3), art-style prompts, and COCO captions rewritten as request-style text
     ("make a short video of ...") so that non-caption phrasing is not a harm cue.
-  * model: 0.5 * RBF-SVR(full) + 0.5 * ridge(full+cmax+cmean+lex).
+  * model: 0.85 * RBF-SVR(full, C=1) + 0.15 * ridge(full+cmax+cmean+lex); until 2026-11-28 it was
+    0.5 * SVR(C=0.3) + 0.5 * ridge (docs/performance.md: both compared by train-CV and calibration).
   * threshold: lowest score with FP <= 2% on calibration COCO and <= 5% on calibration art.
   * category head: one-vs-rest logistic regression on I2P `categories` (weak labels);
     "minors" is a lexicon rule (minor term AND sexual score).
@@ -59,7 +60,7 @@ CATEGORIES = ["sexual", "violence", "self-harm", "hate", "harassment", "illegal 
 COCO_TRAIN_N = 3000  # COCO train captions used as negatives
 COCO_AUG_N = 1500  # COCO train captions rewritten as request-style negatives
 W_COCO, W_ART, W_AUG = 0.3, 1.0, 0.5
-SVR_C, RIDGE_ALPHA, W_SVR = 0.3, 3000.0, 0.5
+SVR_C, RIDGE_ALPHA, W_SVR = 1.0, 3000.0, 0.85
 FP_CAP = {"coco": 0.02, "art": 0.05}
 REQUEST_TEMPLATES = [
     "a video of {c}",
@@ -374,7 +375,7 @@ def main():
     print_table(
         "CALIBRATION split (used for the threshold)",
         {
-            "chosen: 0.5*SVR + 0.5*ridge": metrics(main_fn, F, d, "calib", th),
+            f"chosen: {W_SVR:g}*SVR + {1 - W_SVR:g}*ridge": metrics(main_fn, F, d, "calib", th),
             "baseline: LR on MiniLM (hard vs 0)": metrics(base, F, d, "calib", th_base),
         },
     )
@@ -425,7 +426,7 @@ def main():
         return
     # ---- held-out test, evaluated once
     te_rows = {
-        "chosen: 0.5*SVR + 0.5*ridge": metrics(main_fn, F, d, "test", th),
+        f"chosen: {W_SVR:g}*SVR + {1 - W_SVR:g}*ridge": metrics(main_fn, F, d, "test", th),
         "baseline: LR on MiniLM (hard vs 0)": metrics(base, F, d, "test", th_base),
     }
     print_table("HELD-OUT TEST split (thresholds from calibration)", te_rows)
