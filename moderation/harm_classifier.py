@@ -12,8 +12,8 @@ meaning rather than prompt style:
 
 score = w × RBF support-vector regression on the prompt embedding + (1 - w) × ridge
 regression on all features (w = 0.85 in the shipped weights); per-category heads
-(logistic, weak I2P labels) say which kind of harm. Weights and the operating threshold are in ``data/classifier/``;
-``moderation/train_classifier.py`` rebuilds them, ``bench/prompt_moderation.py``
+(logistic, weak I2P labels) say which kind of harm. Weights and the operating
+threshold are in ``data/classifier/``; ``moderation/train_classifier.py`` rebuilds them, ``bench/prompt_moderation.py``
 measures them on a held-out split. The rule-based term lists (prompt_policy) run
 alongside: they catch explicit how-to requests the classifier scores low.
 """

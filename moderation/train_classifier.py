@@ -7,7 +7,8 @@ Reads ../shared/data/moderation/ (see its README
 never copied into the repository).
 bench/prompt_moderation.py measures the shipped weights on the held-out split.
 
-Design (fixed on train-CV / calibration before the held-out split was looked at):
+Design (chosen on train-CV and the calibration split only; the held-out split was scored
+once for the design of 2026-11-26 and once for the reweighting of 2026-11-28):
   * features: all-MiniLM-L6-v2 sentence embedding of the prompt ("full"), element-wise
     max and mean of the embeddings of its comma/sentence phrases ("cmax", "cmean"), and
     per-category hit counts of a hand-written harm lexicon ("lex").
@@ -62,6 +63,7 @@ COCO_AUG_N = 1500  # COCO train captions rewritten as request-style negatives
 W_COCO, W_ART, W_AUG = 0.3, 1.0, 0.5
 SVR_C, RIDGE_ALPHA, W_SVR = 1.0, 3000.0, 0.85
 FP_CAP = {"coco": 0.02, "art": 0.05}
+CHOSEN = f"chosen: {W_SVR:g}*SVR + {1 - W_SVR:g}*ridge"  # its row in the printed tables
 REQUEST_TEMPLATES = [
     "a video of {c}",
     "make a short video of {c}",
@@ -375,7 +377,7 @@ def main():
     print_table(
         "CALIBRATION split (used for the threshold)",
         {
-            f"chosen: {W_SVR:g}*SVR + {1 - W_SVR:g}*ridge": metrics(main_fn, F, d, "calib", th),
+            CHOSEN: metrics(main_fn, F, d, "calib", th),
             "baseline: LR on MiniLM (hard vs 0)": metrics(base, F, d, "calib", th_base),
         },
     )
@@ -426,7 +428,7 @@ def main():
         return
     # ---- held-out test, evaluated once
     te_rows = {
-        f"chosen: {W_SVR:g}*SVR + {1 - W_SVR:g}*ridge": metrics(main_fn, F, d, "test", th),
+        CHOSEN: metrics(main_fn, F, d, "test", th),
         "baseline: LR on MiniLM (hard vs 0)": metrics(base, F, d, "test", th_base),
     }
     print_table("HELD-OUT TEST split (thresholds from calibration)", te_rows)
