@@ -21,6 +21,7 @@ alongside: they catch explicit how-to requests the classifier scores low.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -135,8 +136,12 @@ class HarmScore:
 class HarmClassifier:
     def __init__(self, directory: Path = DATA_DIR, encoder: SentenceEncoder | None = None) -> None:
         weights = np.load(directory / "harm_clf.npz")
-        self.meta: dict[str, Any] = json.loads((directory / "harm_clf.json").read_text())
-        self.version = "harm-clf-" + str(abs(hash((self.meta["threshold"], self.meta["svr_gamma"]))) % 10**8)
+        meta_bytes = (directory / "harm_clf.json").read_bytes()
+        self.meta: dict[str, Any] = json.loads(meta_bytes)
+        # Named by what it computes: a digest of the weights and their settings, so a
+        # retrained classifier never records its decisions under the old one's name.
+        digest = hashlib.sha256((directory / "harm_clf.npz").read_bytes() + b"\x00" + meta_bytes)
+        self.version = "harm-clf-" + digest.hexdigest()[:12]
         self.blocks: list[str] = list(self.meta["blocks"])
         self.threshold = float(self.meta["threshold"])
         self.w_svr = float(self.meta["w_svr"])

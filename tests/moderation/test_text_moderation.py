@@ -103,3 +103,20 @@ def test_held_out_quality_has_not_regressed() -> None:
     s_coco, _ = held_out("coco", 1500)
     s_art, _ = held_out("art")
     assert (s_coco >= clf.threshold).mean() <= 0.02 and (s_art >= clf.threshold).mean() <= 0.06
+
+
+def test_the_classifier_is_named_by_its_weights(tmp_path: Path) -> None:
+    """Decisions record the classifier's version: retrained weights with the same
+    threshold must not record theirs under the old name."""
+    import shutil
+
+    from moderation.harm_classifier import DATA_DIR, HarmClassifier
+
+    shipped = HarmClassifier(DATA_DIR)
+    assert HarmClassifier(DATA_DIR).version == shipped.version, "the same files, the same name"
+    copy = tmp_path / "clf"
+    shutil.copytree(DATA_DIR, copy)
+    weights = dict(np.load(copy / "harm_clf.npz"))
+    weights["ridge_w"] = weights["ridge_w"] * 1.01
+    np.savez(copy / "harm_clf.npz", **weights)
+    assert HarmClassifier(copy).version != shipped.version
