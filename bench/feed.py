@@ -415,7 +415,9 @@ def main() -> int:
         asyncio.run(load(port, users[:200], 3, args.conns))  # warm-up
         server_ms, client_ms = [], []
         with httpx.Client(base_url=base, timeout=10) as http:
-            for path, tok in users[:100]:
+            # Users the warm-up left alone: it shows each of its 200 users several pages,
+            # so many of them have seen all of their plan, and their next page makes one.
+            for path, tok in users[200:300] or users[:100]:
                 t = time.perf_counter()
                 r = http.get(path, headers={"Authorization": f"Bearer {tok}"})
                 client_ms.append((time.perf_counter() - t) * 1000)
