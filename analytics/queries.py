@@ -27,6 +27,24 @@ def events(lake: Lake, topic: str) -> pl.LazyFrame:
     return lake.scan(topic).sort("kafka_timestamp", "kafka_partition", "kafka_offset").unique("event_id", keep="first")
 
 
+def interactions(lake: Lake) -> pl.LazyFrame:
+    """``interactions``, each event once, one row a clip: a feed page's impression (one
+    record naming the page's clips, ``clip_ids``) becomes an impression of each clip,
+    ``position`` its place on the page (from ``attributes`` for an impression archived
+    one a clip, as the API sent them before; null for other kinds)."""
+    inter = events(lake, "interactions")
+    single = inter.filter(pl.col("clip_ids").is_null()).with_columns(
+        position=pl.col("attributes").str.json_path_match("$.position").cast(pl.Int64)
+    )
+    pages = (
+        inter.filter(pl.col("clip_ids").is_not_null())
+        .with_columns(position=pl.int_ranges(0, pl.col("clip_ids").list.len()))
+        .explode("clip_ids", "position")
+        .with_columns(clip_id=pl.col("clip_ids"))
+    )
+    return pl.concat([single, pages], how="vertical_relaxed").drop("clip_ids")
+
+
 # --- creation ----------------------------------------------------------------------
 
 
@@ -152,7 +170,7 @@ def _published(lake: Lake) -> pl.LazyFrame:
 def watch_time(lake: Lake) -> pl.LazyFrame:
     """Every view with a watch time, joined to its clip: ``watched`` is the share of the
     clip seen (over 1 when replayed), ``completed`` at least COMPLETED_SHARE of it."""
-    views = events(lake, "interactions").filter((pl.col("kind") == "view") & pl.col("watch_ms").is_not_null())
+    views = interactions(lake).filter((pl.col("kind") == "view") & pl.col("watch_ms").is_not_null())
     return (
         views.select("user_id", "clip_id", "watch_ms", "occurred_at")
         .join(_published(lake), on="clip_id", how="inner")
@@ -164,7 +182,7 @@ def watch_time(lake: Lake) -> pl.LazyFrame:
 def engagement(lake: Lake) -> pl.LazyFrame:
     """Per published clip: impressions, views, completions, net likes (likes less
     unlikes), shares, comments, reports, see-less, and the like rate per view."""
-    inter = events(lake, "interactions")
+    inter = interactions(lake)
     kinds = ("impression", "view", "like", "unlike", "share", "comment", "report", "see_less", "skip")
     counts = inter.group_by("clip_id").agg(*((pl.col("kind") == k).sum().alias(f"{k}s") for k in kinds))
     done = watch_time(lake).group_by("clip_id").agg(pl.col("completed").sum().alias("completions"))
@@ -206,13 +224,13 @@ def feed_quality(lake: Lake, k: int = 10, every: str = "1h", horizon: str = "30m
     its viewer did with that clip within ``horizon`` after it (a like or share 3, a
     comment 2, a view 1; a skip, see-less or report 0), the page's order is the order
     served. Pages nobody engaged with have no NDCG and are counted apart."""
-    inter = events(lake, "interactions")
+    inter = interactions(lake)
     shown = inter.filter(pl.col("kind") == "impression").select(
         "user_id",
         "clip_id",
         pl.col("occurred_at").alias("shown_at"),
         pl.col("attributes").str.json_path_match("$.page").alias("page"),
-        pl.col("attributes").str.json_path_match("$.position").cast(pl.Int32).alias("position"),
+        pl.col("position").cast(pl.Int32),
     )
     acted = inter.filter(pl.col("kind").is_in(list(GAINS))).select(
         "user_id",

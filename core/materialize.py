@@ -234,7 +234,7 @@ APPLIERS: dict[type[Record], Callable[[Session, Any], None]] = {
 
 
 #: Interactions the SQL store keeps nothing of (the ranking state reads them from the
-#: log): no transaction and no processed-event row, since a feed page sends twenty.
+#: log): no transaction and no processed-event row, for the most frequent events.
 RANKING_ONLY_KINDS = frozenset({"impression", "skip", "see_less"})
 
 

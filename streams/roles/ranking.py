@@ -135,7 +135,9 @@ class RankingHandler:
         return state_of(value, user_id)
 
     async def __call__(self, rec: Interaction, message: Any) -> None:
-        if rec.clip_id is None:
+        # A feed page's impression applies as one impression of each clip it showed.
+        each = [(one, one.clip_id) for one in rec.per_clip() if one.clip_id is not None]
+        if not each:
             return
         key = str(rec.user_id).encode()
         value = self.table.get(key)
@@ -145,10 +147,11 @@ class RankingHandler:
             return
         # A cache hit is a dict read: only a miss pays for a thread hop and a query (a
         # hop per record made the worker wait on the pool, not work: 1,100 records/s).
-        clip = self.clips.cached(rec.clip_id) or await asyncio.to_thread(self.clips.get, rec.clip_id)
+        clips = [self.clips.cached(clip_id) or await asyncio.to_thread(self.clips.get, clip_id) for _, clip_id in each]
         user = self._state(key, value, rec.user_id)
         try:
-            apply_to(user, rec, clip, self.weights)
+            for (one, _), clip in zip(each, clips, strict=True):
+                apply_to(user, one, clip, self.weights)
             user.seen.clear()  # not part of the entry (replicas keep seen sets): keep memory flat
             updated = encode_entry(user, message.partition, message.offset)
             self.table[key] = updated
@@ -159,8 +162,7 @@ class RankingHandler:
         self._states.move_to_end(key)
         while len(self._states) > self.max_states:
             self._states.popitem(last=False)
-        if clip is None:
-            self.unknown_clips += 1
+        self.unknown_clips += sum(clip is None for clip in clips)
         self.applied += 1
 
 

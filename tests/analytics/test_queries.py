@@ -91,10 +91,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     ])  # fmt: skip
 
     i = r.Interaction
-    page = {"page": "p1", "position": 0}
     write_records(lake, "interactions", [
-        i(user_id=VIC, clip_id=c1, kind="impression", attributes=page, occurred_at=at(30)),
-        i(user_id=VIC, clip_id=c2, kind="impression", attributes={**page, "position": 1}, occurred_at=at(30)),
+        # A page's impression as the API sends it: one record naming the page's clips.
+        i(user_id=VIC, kind="impression", clip_ids=[c1, c2], attributes={"page": "p1"}, occurred_at=at(30)),
+        # One a clip, as the API sent them before: both forms are read alike.
         i(user_id=WES, clip_id=c1, kind="impression", attributes={"page": "p2", "position": 0}, occurred_at=at(31)),
         i(user_id=VIC, clip_id=c1, kind="view", watch_ms=2900, occurred_at=at(35)),
         i(user_id=WES, clip_id=c1, kind="view", watch_ms=1000, occurred_at=at(36)),

@@ -38,7 +38,8 @@ async def _partition_of_keyed_send(broker: str, records: list[Interaction]) -> d
 async def test_pages_go_as_batches_on_the_keyed_partition_in_order(broker: str) -> None:
     publisher = InteractionPublisher(broker, None, None)  # type: ignore[arg-type]  # no outbox: the broker is up
     users = [uuid.uuid4() for _ in range(24)]  # enough users to land on every partition
-    pages = {u: impressions_for(u, [uuid.uuid4() for _ in range(20)]) for u in users}
+    # Twenty records a key, one a clip (as a page was sent before it became one record).
+    pages = {u: impressions_for(u, [uuid.uuid4() for _ in range(20)])[0].per_clip() for u in users}
     mixed = [r for page in zip(*pages.values(), strict=True) for r in page]  # users interleaved in one call
     try:
         for u in users[:12]:

@@ -26,7 +26,7 @@ from api.schemas import FeedPage
 from core.db import make_engine, make_sessionmaker, migrate, session_scope
 from core.db.models import User
 from core.materialize import apply_event
-from core.records import ClipPublished, GeneratorInfo, ModerationDecision
+from core.records import ClipPublished, GeneratorInfo, Interaction, ModerationDecision
 from core.settings import ApiSettings, KafkaSettings, MediaSettings, RankingSettings, Settings
 from core.topics import CLIPS_PUBLISHED, INTERACTIONS, MODERATION_DECISIONS, record_key
 from moderation.frame_filter import load_frame_filter
@@ -105,11 +105,16 @@ class World:
         assert resp.status_code == 200, resp.text
         return resp.json()  # type: ignore[no-any-return]
 
-    def impressions(self, handle: str) -> list[dict[str, Any]]:
-        """The impressions the API recorded for ``handle``, in the order it sent them."""
+    def impression_records(self, handle: str) -> list[dict[str, Any]]:
+        """The impression records on the topic for ``handle``, in the order the API sent them."""
         key = str(self.user_id(handle)).encode()
         values = [json.loads(m.value) for m in read_topic(self.bootstrap, INTERACTIONS.name) if m.key == key]
         return [v for v in values if v["kind"] == "impression"]
+
+    def impressions(self, handle: str) -> list[dict[str, Any]]:
+        """The same, one a clip shown (a page's record read as its consumers read it)."""
+        pages = [Interaction.model_validate(v) for v in self.impression_records(handle)]
+        return [json.loads(one.to_bytes()) for page in pages for one in page.per_clip()]
 
     def ranking(self) -> dict[str, Any]:
         return self.client.get("/readyz").json()["ranking"]  # type: ignore[no-any-return]
@@ -144,6 +149,8 @@ def test_cold_start_then_likes_change_the_next_page_and_pages_never_repeat(world
     assert [x["clip_id"] for x in shown] == [c["id"] for c in first["data"]]
     assert [x["attributes"]["position"] for x in shown] == list(range(10))
     assert len({x["attributes"]["page"] for x in shown}) == 1
+    (page,) = world.impression_records("maya")  # one record for the page, naming its clips in order
+    assert page["clip_ids"] == [c["id"] for c in first["data"]] and page["clip_id"] is None
 
     cats = [cid for cid, t in world.topic_of.items() if t == "cat"][:3]
     for cid in cats:

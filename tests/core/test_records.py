@@ -86,3 +86,27 @@ def test_schema_validates_a_real_record() -> None:
     jsonschema.validate(json.loads(_prompt().to_bytes()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"schema_version": 1, "occurred_at": datetime.now(UTC).isoformat()}, schema)
+
+
+def test_a_feed_page_is_one_impression_record_read_one_a_clip() -> None:
+    from core.records import MAX_PAGE_CLIPS, Interaction
+    from core.topics import INTERACTIONS
+
+    clips = [uuid.uuid4() for _ in range(3)]
+    page = Interaction(user_id=uuid.uuid4(), kind="impression", clip_ids=clips, attributes={"page": "p"})
+    assert decode(INTERACTIONS, page.to_bytes()) == page
+    each = page.per_clip()
+    assert [(r.clip_id, r.attributes["position"], r.kind) for r in each] == [
+        (c, i, "impression") for i, c in enumerate(clips)
+    ]
+    assert all(r.attributes["page"] == "p" and r.occurred_at == page.occurred_at for r in each)
+    assert len({r.event_id for r in each}) == 3 and [r.event_id for r in page.per_clip()] == [r.event_id for r in each]
+    like = Interaction(user_id=uuid.uuid4(), clip_id=clips[0], kind="like")
+    assert like.per_clip() == [like]
+    with pytest.raises(ValueError, match="impression of a feed page only"):
+        Interaction(user_id=uuid.uuid4(), kind="like", clip_ids=clips)
+    with pytest.raises(ValueError, match="impression of a feed page only"):
+        Interaction(user_id=uuid.uuid4(), kind="impression", clip_id=clips[0], clip_ids=clips)
+    for bad in ([], [uuid.uuid4() for _ in range(MAX_PAGE_CLIPS + 1)]):
+        with pytest.raises(ValueError):
+            Interaction(user_id=uuid.uuid4(), kind="impression", clip_ids=bad)

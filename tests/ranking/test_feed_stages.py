@@ -243,3 +243,54 @@ def test_trending_scans_only_clips_with_engagement_it_weighs() -> None:
     state.apply(Interaction(user_id=uuid.uuid4(), clip_id=uuid.UUID(int=2), kind="like", occurred_at=_at(0)))
     state._trending_at = float("-inf")
     assert set(state.trending(NOW)) == {cid(2), cid(4)}
+
+
+def test_a_page_impression_counts_and_marks_each_clip_it_showed() -> None:
+    author, viewer = uuid.uuid4(), uuid.uuid4()
+    state = RankingState(DIM)
+    for n in range(1, 4):
+        state.apply(published(n, author, "cats"))
+    page = Interaction(
+        user_id=viewer, kind="impression", clip_ids=[uuid.UUID(int=n) for n in (1, 3)], occurred_at=_at(0)
+    )
+    state.apply(page)
+    user = state.user(str(viewer))
+    assert user is not None and set(user.seen.keys()) == {cid(1), cid(3)}
+    assert user.version == 2 and user.ranked_version == 0, "seen, but nothing to rank again for"
+    assert [
+        state.engagement[cid(n)].total.get("impression", 0) if cid(n) in state.engagement else 0 for n in (1, 2, 3)
+    ] == [1, 0, 1]
+
+
+def test_a_page_impression_does_what_an_impression_of_each_of_its_clips_does() -> None:
+    """The replicas apply a page without making a record a clip; the state must come
+    out as it would from those records (seen sets, counts, version, time), also for a
+    viewer whose table entry already holds the page (a seeded replay)."""
+    author = uuid.uuid4()
+    viewers = [uuid.uuid4() for _ in range(3)]
+    states = RankingState(DIM), RankingState(DIM)
+    for state in states:
+        for n in range(1, 6):
+            state.apply(published(n, author, "cats"))
+        state.seeded[str(viewers[2])] = (0, 10)
+    for k, viewer in enumerate(viewers):
+        for p, ids in enumerate(([1, 2, 3], [3, 4], [5, 1, 2, 4])):
+            page = Interaction(
+                user_id=viewer, kind="impression", clip_ids=[uuid.UUID(int=n) for n in ids], occurred_at=_at(k + p)
+            )
+            states[0].apply(page, (0, p))
+            for one in page.per_clip():
+                states[1].apply(one, (0, p))
+    paged, one_by_one = states
+    for viewer in viewers:
+        a, b = paged.user(str(viewer)), one_by_one.user(str(viewer))
+        assert a is not None and b is not None
+        assert (list(a.seen), a.version, a.ranked_version, a.last_at) == (
+            list(b.seen),
+            b.version,
+            b.ranked_version,
+            b.last_at,
+        )
+    assert paged.users[str(viewers[2])].version == 0, "a replayed page moves no version"
+    assert {c: n.total for c, n in paged.engagement.items()} == {c: n.total for c, n in one_by_one.engagement.items()}
+    assert paged._active == one_by_one._active

@@ -166,3 +166,23 @@ async def test_the_handler_decodes_an_entry_only_when_the_table_holds_another_va
     await view(3)  # the error policy's retry: must not apply the view twice
     assert table[key]["version"] == 4 and table[key]["offset"] == 3
     assert handler.decoded == 3, "a failed write drops the kept state"
+
+
+async def test_a_page_impression_is_one_write_with_each_clip_applied(factory: sessionmaker[Session]) -> None:
+    """The API sends one impression record a feed page: it moves the entry as the same
+    clips' impressions one a record did (version, position), in one write."""
+    known = [_clip(factory) for _ in range(3)]
+    me = uuid.uuid4()
+    page = Interaction(user_id=me, kind="impression", clip_ids=[c.id for c in known] + [uuid.uuid4()])
+    one_by_one: dict[bytes, dict[str, object]] = {}
+    single = RankingHandler(one_by_one, ClipLookup(factory))
+    for i, rec in enumerate(page.per_clip()):
+        await single(rec, Msg(2, i))
+    table: dict[bytes, dict[str, object]] = {}
+    handler = RankingHandler(table, ClipLookup(factory))
+    await handler(page, Msg(2, 3))
+    await handler(page, Msg(2, 3))  # redelivered
+    entry, expected = table[str(me).encode()], one_by_one[str(me).encode()]
+    assert entry["version"] == expected["version"] == 4
+    assert (entry["partition"], entry["offset"]) == (2, 3)
+    assert (handler.applied, handler.duplicates, handler.unknown_clips) == (1, 1, 1)
