@@ -52,7 +52,8 @@ async def feed(
     you liked and watched, what is trending, and a share of fresh clips from new
     creators; clips you have seen, clips by authors you blocked or muted, and anything
     taken down are left out. Pages never repeat a clip: pass `next_cursor` as `cursor`.
-    Each page served to a signed-in user is recorded as impressions on `interactions`.
+    Each page served to a signed-in user is recorded as one impression on `interactions`
+    naming its clips in order.
     Steer it in words with `PUT /v1/me/feed/steering`; `order=newest` gives plain
     newest-first."""
     started = time.perf_counter()
