@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -135,12 +136,13 @@ class HarmScore:
 
 class HarmClassifier:
     def __init__(self, directory: Path = DATA_DIR, encoder: SentenceEncoder | None = None) -> None:
-        weights = np.load(directory / "harm_clf.npz")
+        weight_bytes = (directory / "harm_clf.npz").read_bytes()
+        weights = np.load(io.BytesIO(weight_bytes))
         meta_bytes = (directory / "harm_clf.json").read_bytes()
         self.meta: dict[str, Any] = json.loads(meta_bytes)
         # Named by what it computes: a digest of the weights and their settings, so a
         # retrained classifier never records its decisions under the old one's name.
-        digest = hashlib.sha256((directory / "harm_clf.npz").read_bytes() + b"\x00" + meta_bytes)
+        digest = hashlib.sha256(weight_bytes + b"\x00" + meta_bytes)
         self.version = "harm-clf-" + digest.hexdigest()[:12]
         self.blocks: list[str] = list(self.meta["blocks"])
         self.threshold = float(self.meta["threshold"])

@@ -260,19 +260,14 @@ class RankingState:
             return
         clip_id, user_id, at = str(rec.clip_id), str(rec.user_id), rec.occurred_at.timestamp()
         duration = self.durations.get(clip_id)
-        counts = self.engagement.get(clip_id)
-        if counts is None:
-            counts = self.engagement[clip_id] = ClipCounts()
+        counts = self._counts(clip_id)
         kinds = kinds_of(rec.kind, rec.watch_ms, duration)
         for kind in kinds:
             counts.add(kind, at)
         if self._active is not None and any(k in TRENDING_WEIGHTS for k in kinds):
             self._active[clip_id] = max(at, self._active.get(clip_id, at))
-        user = self.users.get(user_id)
-        if user is None:
-            user = self.users[user_id] = UserState()
-        seeded = self.seeded.get(user_id)
-        if seeded is not None and position is not None and position[0] == seeded[0] and position[1] <= seeded[1]:
+        user = self._user(user_id)
+        if self._in_table(user_id, position):
             if rec.kind in SEEN_KINDS:
                 user.mark_seen(clip_id)  # the table's entry already holds this one's taste
             return
@@ -291,23 +286,35 @@ class RankingState:
         was a third of the cost of applying it."""
         user_id, at = str(rec.user_id), rec.occurred_at.timestamp()
         active = self._active if "impression" in TRENDING_WEIGHTS else None  # (it weighs none today)
-        user = self.users.get(user_id)
-        if user is None:
-            user = self.users[user_id] = UserState()
+        user = self._user(user_id)
         for clip in clip_ids:
             clip_id = str(clip)
-            counts = self.engagement.get(clip_id)
-            if counts is None:
-                counts = self.engagement[clip_id] = ClipCounts()
-            counts.add("impression", at)
+            self._counts(clip_id).add("impression", at)
             if active is not None:
                 active[clip_id] = max(at, active.get(clip_id, at))
             user.mark_seen(clip_id)
-        seeded = self.seeded.get(user_id)
-        if seeded is not None and position is not None and position[0] == seeded[0] and position[1] <= seeded[1]:
+        if self._in_table(user_id, position):
             return  # the table's entry already holds this page (version and time included)
         user.version += len(clip_ids)
         user.last_at = max(user.last_at, at)
+
+    def _counts(self, clip_id: str) -> ClipCounts:
+        counts = self.engagement.get(clip_id)
+        if counts is None:
+            counts = self.engagement[clip_id] = ClipCounts()
+        return counts
+
+    def _user(self, user_id: str) -> UserState:
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users[user_id] = UserState()
+        return user
+
+    def _in_table(self, user_id: str, position: tuple[int, int] | None) -> bool:
+        """Whether the user's ``user_taste`` entry this state was seeded from already
+        holds the record read at ``position`` (its taste and version)."""
+        seeded = self.seeded.get(user_id)
+        return seeded is not None and position is not None and position[0] == seeded[0] and position[1] <= seeded[1]
 
     def take_touched(self) -> list[str]:
         """Users whose ranking inputs changed since the last call."""
