@@ -243,6 +243,7 @@ class FeedService:
             "last_error": s.last_error,
             "caught_up_s": s.caught_up_s,
             "plans": self.plans.stats(),
+            "clip_cache": self._public.stats(),
         }
 
     # ------------------------------------------------------------------ steering
@@ -419,6 +420,7 @@ class FeedService:
         """New plans for these users (their taste moved, or their plan aged), made in the
         background so their next request is served from one."""
         made = 0
+        heads: list[str] = []
         assert self._sessionmaker is not None
         with self._sessionmaker() as session:
             for uid in user_ids:
@@ -430,8 +432,10 @@ class FeedService:
                         self.plans.drop(uid)
                         continue
                     inputs = self._inputs(session, viewer_id)
-                self._make_plan(session, inputs, time.time())
+                plan = self._make_plan(session, inputs, time.time())
+                heads += [c.clip.clip_id for c in plan.items[:PLAN_HEAD]]
                 made += 1
+            self._public.prefetch(session, heads)
         self.plans.made_ahead += made
         return made
 
@@ -521,8 +525,7 @@ class FeedService:
         fixed = self._public.many(live)
         missing = [u for u in live if u not in fixed]
         if missing:
-            loaded = session.scalars(select(Clip).where(Clip.id.in_(missing)).options(defer(Clip.embedding)))
-            fixed.update(self._public.fill(loaded))
+            fixed.update(self._public.load(session, missing))
         data = []
         for u in live:
             _, _, _, likes, views, shares, comments, liked = found[u]
@@ -533,6 +536,11 @@ class FeedService:
         return data, live
 
 
+#: Clips at the head of each plan made ahead whose JSON is cached with it: the first two
+#: pages it will serve.
+PLAN_HEAD = 40
+
+
 class PublicClips:
     """ClipPublic JSON of clips by id, the parts fixed at publication (LRU, thread-safe)."""
 
@@ -540,6 +548,7 @@ class PublicClips:
         self.max_clips = max_clips
         self._items: OrderedDict[uuid.UUID, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self.hits = self.misses = 0
 
     def many(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         with self._lock:
@@ -549,7 +558,34 @@ class PublicClips:
                 if item is not None:
                     self._items.move_to_end(i)
                     out[i] = item
+            self.hits += len(out)
+            self.misses += len(ids) - len(out)
             return out
+
+    def stats(self) -> dict[str, Any]:
+        total = self.hits + self.misses
+        return {
+            "clips": len(self._items),
+            "max_clips": self.max_clips,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": round(self.hits / total, 3) if total else None,
+        }
+
+    def load(self, session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Read these clips from the SQL store into the cache; returns their JSON."""
+        return self.fill(session.scalars(select(Clip).where(Clip.id.in_(ids)).options(defer(Clip.embedding))))
+
+    def prefetch(self, session: Session, clip_ids: Iterable[str]) -> int:
+        """Cache the clips among ``clip_ids`` not cached yet (the heads of plans just
+        made, so the requests they serve find them) while the cache has room: it fills
+        an empty cache, never pushes out what requests use. Returns how many were read."""
+        with self._lock:
+            room = self.max_clips - len(self._items)
+            wanted = list({u: None for i in clip_ids if (u := uuid.UUID(i)) not in self._items})[: max(room, 0)]
+        for i in range(0, len(wanted), 500):
+            self.load(session, wanted[i : i + 500])
+        return len(wanted)
 
     def fill(self, clips: Iterable[Clip]) -> dict[uuid.UUID, dict[str, Any]]:
         """Cache the fixed JSON of those ``clips`` not cached yet; returns it for all of them."""

@@ -455,7 +455,8 @@ def main() -> int:
         floor = None
         if args.floor:
             floor = run([("/v1/feed?limit=20&order=newest", tok) for tok in world["tokens"]], "floor")
-        plan_stats = httpx.get(f"{base}/readyz").json()["ranking"]["plans"]
+        ranking_status = httpx.get(f"{base}/readyz").json()["ranking"]
+        plan_stats, clip_cache = ranking_status["plans"], ranking_status.get("clip_cache")
         rss_loaded = sum(rss_mb(a.pid) for a in apis)
         fresh = freshness(base, world["tokens"][-args.fresh_n :], world["clip_ids"], args.fresh_n)
     finally:
@@ -488,6 +489,7 @@ def main() -> int:
               f"| {r['max']:.0f} | {r['errors']} "
               f"| {cpu['api']:.2f}, {cpu['broker']:.2f}, {cpu['load']:.2f} |")  # fmt: skip
     print(f"\nfeed plans after the load: {plan_stats}")
+    print(f"clip JSON cache after the load (one API process): {clip_cache}")
     print(f"API resident memory (all processes): {rss_ready:,.0f} MB once the replicas were ready, "
           f"{rss_loaded:,.0f} MB after the plans and the load")  # fmt: skip
     print(f"feed / baseline throughput: {ratio:.2f}  (target >= 0.3)")

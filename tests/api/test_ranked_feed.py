@@ -304,9 +304,15 @@ def test_pages_come_from_a_plan_made_ahead_and_a_like_replaces_it(world: World) 
     made_ahead = world.ranking()["plans"]["made_ahead"]
     assert world.client.put(f"/v1/clips/{cat}/like", headers=ines).status_code == 202
     wait_for(lambda: world.ranking()["plans"]["made_ahead"] > made_ahead or None, 10, "a plan remade in the background")
+    cache = world.ranking()["clip_cache"]
     page = world.feed(ines, limit=3)
     assert page["explain"]["plan"]["from_cache"] is True, "served from the plan made ahead"
     assert cat in page["explain"]["liked"] and page["explain"]["cold_start"] is False, "ranked with the like"
+    # The plan made ahead brought its head's clip JSON with it: clips never served
+    # before, and no trip to the SQL store for their fixed parts.
+    assert not {c["id"] for c in page["data"]} & {c["id"] for c in first["data"] + second["data"] + again["data"]}
+    after = world.ranking()["clip_cache"]
+    assert after["misses"] == cache["misses"] and after["hits"] == cache["hits"] + len(page["data"])
 
 
 def test_a_followed_authors_new_clip_gets_a_plan_remade(world: World, vectors: dict[str, np.ndarray]) -> None:
