@@ -135,9 +135,9 @@ class RankingHandler:
         return state_of(value, user_id)
 
     async def __call__(self, rec: Interaction, message: Any) -> None:
-        # A feed page's impression applies as one impression of each clip it showed.
-        each = [(one, one.clip_id) for one in rec.per_clip() if one.clip_id is not None]
-        if not each:
+        page = rec.clip_ids  # a feed page's impression: one record naming its clips
+        each = [] if page is not None else [(rec, rec.clip_id)] if rec.clip_id is not None else []
+        if not each and not page:
             return
         key = str(rec.user_id).encode()
         value = self.table.get(key)
@@ -150,6 +150,13 @@ class RankingHandler:
         clips = [self.clips.cached(clip_id) or await asyncio.to_thread(self.clips.get, clip_id) for _, clip_id in each]
         user = self._state(key, value, rec.user_id)
         try:
+            if page is not None:
+                # What an impression of each clip would do to the entry: an impression
+                # weighs nothing, so no vector, see-less list or affinity moves and no
+                # clip is looked up (the replicas apply pages the same way,
+                # RankingState._page_shown); the seen set is not part of the entry.
+                user.version += len(page)
+                user.last_at = max(user.last_at, rec.occurred_at.timestamp())
             for (one, _), clip in zip(each, clips, strict=True):
                 apply_to(user, one, clip, self.weights)
             user.seen.clear()  # not part of the entry (replicas keep seen sets): keep memory flat

@@ -170,7 +170,9 @@ async def test_the_handler_decodes_an_entry_only_when_the_table_holds_another_va
 
 async def test_a_page_impression_is_one_write_with_each_clip_applied(factory: sessionmaker[Session]) -> None:
     """The API sends one impression record a feed page: it moves the entry as the same
-    clips' impressions one a record did (version, position), in one write."""
+    clips' impressions one a record did (version, time, vector, affinity), in one write,
+    at the page's position, and looks none of its clips up (an impression moves no
+    vector or affinity)."""
     known = [_clip(factory) for _ in range(3)]
     me = uuid.uuid4()
     page = Interaction(user_id=me, kind="impression", clip_ids=[c.id for c in known] + [uuid.uuid4()])
@@ -179,10 +181,14 @@ async def test_a_page_impression_is_one_write_with_each_clip_applied(factory: se
     for i, rec in enumerate(page.per_clip()):
         await single(rec, Msg(2, i))
     table: dict[bytes, dict[str, object]] = {}
-    handler = RankingHandler(table, ClipLookup(factory))
+    lookup = ClipLookup(factory)
+    handler = RankingHandler(table, lookup)
     await handler(page, Msg(2, 3))
     await handler(page, Msg(2, 3))  # redelivered
     entry, expected = table[str(me).encode()], one_by_one[str(me).encode()]
     assert entry["version"] == expected["version"] == 4
     assert (entry["partition"], entry["offset"]) == (2, 3)
-    assert (handler.applied, handler.duplicates, handler.unknown_clips) == (1, 1, 1)
+    same = {k: v for k, v in entry.items() if k not in ("partition", "offset")}
+    assert same == {k: v for k, v in expected.items() if k not in ("partition", "offset")}
+    assert (handler.applied, handler.duplicates, handler.unknown_clips) == (1, 1, 0)
+    assert lookup.misses == 0 and single.clips.misses == 4, "the page looked no clip up"
