@@ -237,6 +237,7 @@ class FeedService:
             "mode": "personalised" if s.ready else "newest",
             "applied": s.applied,
             "skipped": s.skipped,
+            "repeats": self.state.repeats,
             "lag": s.lag,
             "clips": len(self.state.catalog),
             "users": len(self.state.users),

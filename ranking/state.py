@@ -166,6 +166,26 @@ def clip_info(rec: ClipPublished | ClipFlagged, published_at: float) -> ClipInfo
     )
 
 
+class RecentIds:
+    """The event ids seen lately: the last ``size`` to ``2 × size`` of them, in two sets
+    that take turns (no per-id bookkeeping beyond a set insert)."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._now: set[int] = set()
+        self._before: set[int] = set()
+
+    def seen_before(self, event_id: uuid.UUID) -> bool:
+        """True if ``event_id`` came lately; otherwise remembers it."""
+        key = event_id.int
+        if key in self._now or key in self._before:
+            return True
+        if len(self._now) >= self.size:
+            self._before, self._now = self._now, set()
+        self._now.add(key)
+        return False
+
+
 class RankingState:
     def __init__(self, dim: int = 128, index: ClipIndex | None = None, weights: SignalWeights | None = None) -> None:
         self.catalog = Catalog(index or ClipIndex(dim))
@@ -187,6 +207,12 @@ class RankingState:
         #: users whose ranked_version moved since the last take_touched (plans to remake)
         self._touched: set[str] = set()
         self.applied = 0
+        #: Interactions are delivered at least once: an event the API's producer timed
+        #: out on can reach the log twice (the outbox sends it again). A repeat of an
+        #: event id seen lately changes nothing (counted in ``repeats``). Not kept in
+        #: snapshots: what a snapshot holds, its positions never deliver again.
+        self._recent = RecentIds()
+        self.repeats = 0
 
     # ------------------------------------------------------------------ log
     def seed_tastes(self, entries: Mapping[str, Any]) -> None:
@@ -253,6 +279,9 @@ class RankingState:
                 self._publish(dataclasses.replace(held, published_at=rec.occurred_at.timestamp()))
 
     def _interact(self, rec: Interaction, position: tuple[int, int] | None = None) -> None:
+        if self._recent.seen_before(rec.event_id):
+            self.repeats += 1
+            return
         if rec.clip_ids is not None:
             self._page_shown(rec, rec.clip_ids, position)
             return

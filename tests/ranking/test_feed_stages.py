@@ -37,7 +37,7 @@ from ranking.feed import (
     source_remixes,
 )
 from ranking.index import ClipIndex
-from ranking.state import RankingState
+from ranking.state import RankingState, RecentIds
 from ranking.steering import SteeringError, parse, steering_for
 
 NOW = 1_800_000_000.0
@@ -260,6 +260,33 @@ def test_a_page_impression_counts_and_marks_each_clip_it_showed() -> None:
     assert [
         state.engagement[cid(n)].total.get("impression", 0) if cid(n) in state.engagement else 0 for n in (1, 2, 3)
     ] == [1, 0, 1]
+
+
+def test_an_interaction_delivered_twice_counts_once() -> None:
+    """The API's producer can time out on a record the broker did take, and the outbox
+    then sends it again: the same event id at a later offset changes nothing."""
+    author, viewer = uuid.uuid4(), uuid.uuid4()
+    state = RankingState(DIM)
+    state.apply(published(1, author, "cats"))
+    like = Interaction(user_id=viewer, clip_id=uuid.UUID(int=1), kind="like", occurred_at=_at(0))
+    page = Interaction(user_id=viewer, kind="impression", clip_ids=[uuid.UUID(int=1)], occurred_at=_at(0))
+    for offset, rec in enumerate([like, page, like, page]):
+        state.apply(rec, (0, offset))
+    user = state.user(str(viewer))
+    assert user is not None and (user.version, user.ranked_version) == (2, 1)
+    assert state.engagement[cid(1)].total == {"like": 1, "impression": 1}
+    assert state.repeats == 2
+    np.testing.assert_allclose(np.linalg.norm(user.vector), 1.0, rtol=1e-5)  # one pull, not two
+
+
+def test_recent_ids_remember_between_one_and_two_windows() -> None:
+    recent = RecentIds(size=3)
+    ids = [uuid.UUID(int=n) for n in range(10)]
+    assert [recent.seen_before(i) for i in ids[:6]] == [False] * 6
+    assert all(recent.seen_before(i) for i in ids[:6])  # this window and the one before
+    assert not recent.seen_before(ids[6])  # a third window starts: the first is let go
+    assert not recent.seen_before(ids[0]), "forgotten two windows later"
+    assert recent.seen_before(ids[3])
 
 
 def test_a_page_impression_does_what_an_impression_of_each_of_its_clips_does() -> None:
