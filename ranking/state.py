@@ -175,14 +175,20 @@ class RecentIds:
         self._now: set[int] = set()
         self._before: set[int] = set()
 
-    def seen_before(self, event_id: uuid.UUID) -> bool:
-        """True if ``event_id`` came lately; otherwise remembers it."""
+    def __contains__(self, event_id: uuid.UUID) -> bool:
         key = event_id.int
-        if key in self._now or key in self._before:
-            return True
+        return key in self._now or key in self._before
+
+    def add(self, event_id: uuid.UUID) -> None:
         if len(self._now) >= self.size:
             self._before, self._now = self._now, set()
-        self._now.add(key)
+        self._now.add(event_id.int)
+
+    def seen_before(self, event_id: uuid.UUID) -> bool:
+        """True if ``event_id`` came lately; otherwise remembers it."""
+        if event_id in self:
+            return True
+        self.add(event_id)
         return False
 
 

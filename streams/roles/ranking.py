@@ -40,7 +40,7 @@ from core.records import Interaction
 from core.settings import Settings
 from core.topics import INTERACTIONS, USER_TASTE
 from ranking.signals import SignalWeights
-from ranking.state import UserState
+from ranking.state import RecentIds, UserState
 from ranking.taste_table import ClipFacts, already_applied, apply_to, encode_entry, state_of
 from streams.app import RecordSender
 from streams.errors import ErrorPolicy, register_agent
@@ -125,6 +125,12 @@ class RankingHandler:
         self.max_states = max_states
         self._states: OrderedDict[bytes, tuple[Any, UserState]] = OrderedDict()
         self.applied = self.duplicates = self.unknown_clips = self.decoded = 0
+        #: Event ids written lately. A record delivered again at the same offset is
+        #: caught by the entry's position; one sent again by the API's outbox (its
+        #: producer timed out on a record the broker took) has a later offset and the
+        #: same event id. Remembered only once the entry is written, so a record whose
+        #: write failed is applied when the error policy retries it.
+        self._recent = RecentIds()
 
     def _state(self, key: bytes, value: Any, user_id: uuid.UUID) -> UserState:
         """The entry's state: the one kept when this value was written, else decoded."""
@@ -141,8 +147,8 @@ class RankingHandler:
             return
         key = str(rec.user_id).encode()
         value = self.table.get(key)
-        if already_applied(value, message.partition, message.offset):  # redelivered: no lookup needed
-            self.duplicates += 1
+        if rec.event_id in self._recent or already_applied(value, message.partition, message.offset):
+            self.duplicates += 1  # redelivered, or sent twice: no lookup needed
             log.debug("skipping %s:%s for user %s: already applied", message.partition, message.offset, rec.user_id)
             return
         # A cache hit is a dict read: only a miss pays for a thread hop and a query (a
@@ -165,6 +171,7 @@ class RankingHandler:
         except BaseException:
             self._states.pop(key, None)  # the kept state may be ahead of the table now
             raise
+        self._recent.add(rec.event_id)
         self._states[key] = (updated, user)
         self._states.move_to_end(key)
         while len(self._states) > self.max_states:

@@ -192,3 +192,27 @@ async def test_a_page_impression_is_one_write_with_each_clip_applied(factory: se
     assert same == {k: v for k, v in expected.items() if k not in ("partition", "offset")}
     assert (handler.applied, handler.duplicates, handler.unknown_clips) == (1, 1, 0)
     assert lookup.misses == 0 and single.clips.misses == 4, "the page looked no clip up"
+
+
+async def test_an_event_sent_twice_moves_the_entry_once_and_a_failed_write_is_retried(
+    factory: sessionmaker[Session],
+) -> None:
+    """The outbox sends again what the API's producer timed out on: the same event id at
+    a later offset. A record whose write failed is not remembered, so its retry applies."""
+    clip = _clip(factory)
+    table = FailingOnce()
+    handler = RankingHandler(table, ClipLookup(factory))
+    me = uuid.uuid4()
+    key = str(me).encode()
+    like = Interaction(user_id=me, clip_id=clip.id, kind="like")
+    await handler(like, Msg(1, 0))
+    taste = dict(table[key])
+    await handler(like, Msg(1, 7))  # the outbox's copy, later on the partition
+    assert table[key] == taste and handler.duplicates == 1
+    view = Interaction(user_id=me, clip_id=clip.id, kind="view", watch_ms=2500)
+    table.fail = True
+    with pytest.raises(RuntimeError):
+        await handler(view, Msg(1, 8))
+    await handler(view, Msg(1, 8))  # the error policy's retry of the same record
+    assert (table[key]["version"], table[key]["offset"]) == (2, 8)
+    assert (handler.applied, handler.duplicates) == (2, 1)
