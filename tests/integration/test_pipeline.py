@@ -389,8 +389,13 @@ def test_one_prompt_can_be_followed_through_every_process_log(stack: Stack) -> N
 
 def test_redelivered_events_create_no_second_clip(stack: Stack) -> None:
     auth = stack.user("e2e_redelivery")
-    text = f"a rocket flying through space {uuid.uuid4().hex[:6]}"
-    pid = stack.http.post("/v1/prompts", json={"text": text}, headers=auth).json()["id"]
+    # Unique text (the feed is shared by the module's tests), far from the prompt
+    # classifier's threshold: "a rocket flying through space" plus a random hex tag was
+    # blocked for 1.7-3% of tags (scores up to 0.29 against 0.25), this scene for none
+    # of 1,000 (at most 0.14). A fixed seed makes the render, and so the frame
+    # filter's verdict, the same every run.
+    text = f"a hot air balloon over green hills {uuid.uuid4().hex[:6]}"
+    pid = stack.http.post("/v1/prompts", json={"text": text, "seed": 11}, headers=auth).json()["id"]
     prompt = stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})
     assert prompt["status"] == "published"
 
