@@ -40,7 +40,7 @@ from core.settings import Settings
 from ranking.chronological import ChronologicalFeed
 from ranking.cursor import FeedCursor, KeysetCursor, ServedSet, is_feed_cursor
 from ranking.feed import DEFAULT_WEIGHTS_FILE, Candidate, FeedWeights, Steering, Viewer, build_feed
-from ranking.plans import Plan, PlanCache, make_plan, page_from_plan, removed_counts
+from ranking.plans import Plan, PlanCache, hit_counts, make_plan, page_from_plan, removed_counts
 from ranking.replica import LogTail
 from ranking.snapshot import load_snapshot, save_snapshot
 from ranking.state import RankingState
@@ -564,14 +564,7 @@ class PublicClips:
             return out
 
     def stats(self) -> dict[str, Any]:
-        total = self.hits + self.misses
-        return {
-            "clips": len(self._items),
-            "max_clips": self.max_clips,
-            "hits": self.hits,
-            "misses": self.misses,
-            "hit_rate": round(self.hits / total, 3) if total else None,
-        }
+        return {"clips": len(self._items), "max_clips": self.max_clips, **hit_counts(self.hits, self.misses)}
 
     def load(self, session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         """Read these clips from the SQL store into the cache; returns their JSON."""
@@ -583,7 +576,9 @@ class PublicClips:
         an empty cache, never pushes out what requests use. Returns how many were read."""
         with self._lock:
             room = self.max_clips - len(self._items)
-            wanted = list({u: None for i in clip_ids if (u := uuid.UUID(i)) not in self._items})[: max(room, 0)]
+            if room <= 0:  # the usual case once warm: nothing to convert or read
+                return 0
+            wanted = list({u: None for i in clip_ids if (u := uuid.UUID(i)) not in self._items})[:room]
         for i in range(0, len(wanted), 500):
             self.load(session, wanted[i : i + 500])
         return len(wanted)

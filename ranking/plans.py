@@ -117,6 +117,12 @@ def page_from_plan(
     return rerank(kept, limit, weights, emb), removed
 
 
+def hit_counts(hits: int, misses: int) -> dict[str, Any]:
+    """A cache's hits, misses and hit rate (None before the first lookup), as /readyz shows them."""
+    total = hits + misses
+    return {"hits": hits, "misses": misses, "hit_rate": round(hits / total, 3) if total else None}
+
+
 class PlanCache:
     """Plans by viewer (least recently used out first), and which viewers want a new one."""
 
@@ -185,12 +191,9 @@ class PlanCache:
         return len(self._wanted)
 
     def stats(self) -> dict[str, Any]:
-        total = self.hits + self.misses
         return {
             "plans": len(self._plans),
-            "hits": self.hits,
-            "misses": self.misses,
-            "hit_rate": round(self.hits / total, 3) if total else None,
+            **hit_counts(self.hits, self.misses),
             "stale_served": self.stale_served,
             "wanted": len(self._wanted),
             "warming": self.warming,

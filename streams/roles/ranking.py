@@ -142,8 +142,7 @@ class RankingHandler:
 
     async def __call__(self, rec: Interaction, message: Any) -> None:
         page = rec.clip_ids  # a feed page's impression: one record naming its clips
-        each = [] if page is not None else [(rec, rec.clip_id)] if rec.clip_id is not None else []
-        if not each and not page:
+        if page is None and rec.clip_id is None:
             return
         key = str(rec.user_id).encode()
         value = self.table.get(key)
@@ -151,9 +150,11 @@ class RankingHandler:
             self.duplicates += 1  # redelivered, or sent twice: no lookup needed
             log.debug("skipping %s:%s for user %s: already applied", message.partition, message.offset, rec.user_id)
             return
-        # A cache hit is a dict read: only a miss pays for a thread hop and a query (a
-        # hop per record made the worker wait on the pool, not work: 1,100 records/s).
-        clips = [self.clips.cached(clip_id) or await asyncio.to_thread(self.clips.get, clip_id) for _, clip_id in each]
+        clip: ClipFacts | None = None
+        if rec.clip_id is not None:
+            # A cache hit is a dict read: only a miss pays for a thread hop and a query (a
+            # hop per record made the worker wait on the pool, not work: 1,100 records/s).
+            clip = self.clips.cached(rec.clip_id) or await asyncio.to_thread(self.clips.get, rec.clip_id)
         user = self._state(key, value, rec.user_id)
         try:
             if page is not None:
@@ -163,8 +164,8 @@ class RankingHandler:
                 # RankingState._page_shown); the seen set is not part of the entry.
                 user.version += len(page)
                 user.last_at = max(user.last_at, rec.occurred_at.timestamp())
-            for (one, _), clip in zip(each, clips, strict=True):
-                apply_to(user, one, clip, self.weights)
+            else:
+                apply_to(user, rec, clip, self.weights)
             user.seen.clear()  # not part of the entry (replicas keep seen sets): keep memory flat
             updated = encode_entry(user, message.partition, message.offset)
             self.table[key] = updated
@@ -176,7 +177,7 @@ class RankingHandler:
         self._states.move_to_end(key)
         while len(self._states) > self.max_states:
             self._states.popitem(last=False)
-        self.unknown_clips += sum(clip is None for clip in clips)
+        self.unknown_clips += page is None and clip is None
         self.applied += 1
 
 
