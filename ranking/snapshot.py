@@ -3,14 +3,17 @@
 A snapshot is a folder: the FAISS index with its vectors (``ClipIndex.save``) and one
 gzipped JSON file with everything else — the catalogue (embeddings come back from the
 index), clips held for review, windowed engagement, users (taste, seen, likes, "see
-less", affinity) — plus the log position of every partition the tail reads. It is
-written to a temporary folder and renamed into place, so a crash mid-write leaves the
-previous snapshot whole. A snapshot that cannot be read is ignored with a warning: the
-replica then replays the log from the beginning, which is slower but loses nothing.
+less", affinity), the event ids applied lately (an interaction sent twice, one copy on
+each side of the snapshot's positions, still counts once) — plus the log position of
+every partition the tail reads. It is written to a temporary folder and renamed into
+place, so a crash mid-write leaves the previous snapshot whole. A snapshot that cannot
+be read is ignored with a warning: the replica then replays the log from the
+beginning, which is slower but loses nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import logging
@@ -25,7 +28,7 @@ import numpy as np
 from ranking.catalog import ClipInfo
 from ranking.engagement import ClipCounts
 from ranking.index import ClipIndex, ClipIndexError, swap_into_place
-from ranking.state import RankingState, UserState
+from ranking.state import RankingState, RecentIds, UserState
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ def save_snapshot(
                 "users": {uid: {**u.to_json(), "seen": list(u.seen)} for uid, u in state.users.items()},
                 "seeded": {uid: list(at) for uid, at in state.seeded.items()},
             }
+            recent = state.recent_events.copy()
+        body["recent_events"] = base64.b64encode(recent.to_bytes()).decode("ascii")
         with gzip.open(tmp / "state.json.gz", "wt", compresslevel=3) as f:
             json.dump(body, f, separators=(",", ":"))
         swap_into_place(tmp, folder)
@@ -124,6 +129,9 @@ def load_snapshot(folder: Path, dim: int) -> tuple[RankingState, dict[str, int]]
             state.users[uid] = user
         state.seeded.update({uid: (int(p), int(o)) for uid, (p, o) in body.get("seeded", {}).items()})
         state.applied = int(body.get("applied", 0))
+        # Absent from snapshots written before they were kept: nothing to remember then.
+        raw = base64.b64decode(body.get("recent_events", ""), validate=True)
+        state.recent_events = RecentIds.from_bytes(raw, state.recent_events.size)
         return state, {str(k): int(v) for k, v in body["positions"].items()}
     except (OSError, KeyError, TypeError, ValueError, ClipIndexError) as e:
         log.warning("ranking snapshot %s not used (%s); replaying the log from the beginning", folder, e)

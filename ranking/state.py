@@ -191,6 +191,28 @@ class RecentIds:
         self.add(event_id)
         return False
 
+    def copy(self) -> RecentIds:
+        """A copy to encode later (a set copy is cheap; encoding 100,000 ids is not, and
+        a snapshot copies under the state's lock)."""
+        out = RecentIds(self.size)
+        out._now, out._before = set(self._now), set(self._before)
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The ids as 16 bytes each, the older window first, then the current one."""
+        return b"".join([b"".join(i.to_bytes(16, "big") for i in ids) for ids in (self._before, self._now)])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, size: int = 50_000) -> RecentIds:
+        """Ids written by :meth:`to_bytes`, remembered in order: the most recent
+        ``size``–``2 × size`` of them, as if they had just been seen."""
+        if len(raw) % 16:
+            raise ValueError(f"{len(raw)} bytes of event ids is not a whole number of ids")
+        out = cls(size)
+        for at in range(0, len(raw), 16):
+            out.add(uuid.UUID(bytes=raw[at : at + 16]))
+        return out
+
 
 class RankingState:
     def __init__(self, dim: int = 128, index: ClipIndex | None = None, weights: SignalWeights | None = None) -> None:
@@ -215,9 +237,10 @@ class RankingState:
         self.applied = 0
         #: Interactions are delivered at least once: an event the API's producer timed
         #: out on can reach the log twice (the outbox sends it again). A repeat of an
-        #: event id seen lately changes nothing (counted in ``repeats``). Not kept in
-        #: snapshots: what a snapshot holds, its positions never deliver again.
-        self._recent = RecentIds()
+        #: event id seen lately changes nothing (counted in ``repeats``). Snapshots keep
+        #: them: a copy sent again can arrive after the snapshot's positions while the
+        #: first copy came before them.
+        self.recent_events = RecentIds()
         self.repeats = 0
 
     # ------------------------------------------------------------------ log
@@ -285,7 +308,7 @@ class RankingState:
                 self._publish(dataclasses.replace(held, published_at=rec.occurred_at.timestamp()))
 
     def _interact(self, rec: Interaction, position: tuple[int, int] | None = None) -> None:
-        if self._recent.seen_before(rec.event_id):
+        if self.recent_events.seen_before(rec.event_id):
             self.repeats += 1
             return
         if rec.clip_ids is not None:

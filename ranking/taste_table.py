@@ -5,7 +5,8 @@ Each entry is keyed by the user id (UTF-8, no quoting) and holds
 :meth:`UserState.to_json` plus where in the log it stands::
 
     {"schema_version": 2, "vector": "<base64>" | null, "liked": [...], "avoid": ["<base64>", ...],
-     "affinity": {author: score}, "version": n, "partition": p, "offset": o}
+     "affinity": {author: score}, "version": n, "partition": p, "offset": o,
+     "recent_events": "<base64>"}
 
 Vectors are the float32 values, little-endian, in base64: exact, and a third of the
 size of a list of decimals (an entry with a full see-less list was about 25 KB as
@@ -15,7 +16,10 @@ worker's time per record). Schema 1 entries are still read.
 ``partition``/``offset`` name the last ``interactions`` message applied to that user.
 The worker skips a redelivered message at or below that offset, so at-least-once
 delivery applies each interaction once; a reader that keeps applying the log to the
-states it read starts each user after that offset.
+states it read starts each user after that offset. ``recent_events`` holds the event
+ids of the user's last :data:`RECENT_EVENTS` interactions (16 bytes each, in base64):
+a copy the API's outbox sent again comes at a later offset with the same event id, and
+the entry, unlike the worker's memory, survives restarts and rebalances.
 
 The table lives in Faust (memory store) and its compacted changelog topic
 (:data:`core.topics.USER_TASTE`) is the durable copy: :func:`read_taste_table` reads
@@ -28,6 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +51,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: vectors as lists of floats
+#: Event ids an entry remembers (its user's latest interactions): 512 bytes of ids.
+RECENT_EVENTS = 32
 
 
 class TasteEntry(NamedTuple):
@@ -80,8 +87,38 @@ def unpack_vector(text: Any) -> np.ndarray:
     return v
 
 
-def encode_entry(user: UserState, partition: int, offset: int) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION, **user.to_json(pack_vector), "partition": partition, "offset": offset}
+def encode_entry(user: UserState, partition: int, offset: int, recent_events: str = "") -> dict[str, Any]:
+    entry = {"schema_version": SCHEMA_VERSION, **user.to_json(pack_vector), "partition": partition, "offset": offset}
+    if recent_events:
+        entry["recent_events"] = recent_events
+    return entry
+
+
+def _recent_events(value: Mapping[str, Any] | None) -> bytes:
+    text = None if value is None else value.get("recent_events")
+    if not isinstance(text, str):
+        return b""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error: unreadable, so nothing is remembered
+        return b""
+    return raw[: len(raw) - len(raw) % 16]
+
+
+def applied_lately(value: Mapping[str, Any] | None, event_id: uuid.UUID) -> bool:
+    """Whether the entry holds ``event_id`` among the last :data:`RECENT_EVENTS` it
+    applied: a copy the API's outbox sent again arrives at a later offset, which the
+    offset check does not catch, and the entry carries these ids through restarts
+    and rebalances (a worker's own memory of them does not)."""
+    raw, wanted = _recent_events(value), event_id.bytes
+    return any(raw[at : at + 16] == wanted for at in range(0, len(raw), 16))
+
+
+def remember_event(value: Mapping[str, Any] | None, event_id: uuid.UUID) -> str:
+    """The entry's ``recent_events`` once ``event_id`` is applied: the last
+    :data:`RECENT_EVENTS` ids, 16 bytes each, oldest first, in base64."""
+    raw = (_recent_events(value) + event_id.bytes)[-16 * RECENT_EVENTS :]
+    return base64.b64encode(raw).decode("ascii")
 
 
 def decode_entry(value: Mapping[str, Any]) -> TasteEntry:
@@ -125,14 +162,15 @@ def advance(
     weights: SignalWeights | None = None,
 ) -> dict[str, Any] | None:
     """The entry after applying ``rec`` (read at ``partition``/``offset``) to ``value``,
-    or None when nothing changes: a redelivered message, or an interaction without a
-    clip. A clip the store does not know (``clip`` None) still counts: the user's
-    version and position move on, the taste vector does not."""
-    if rec.clip_id is None or already_applied(value, partition, offset):
+    or None when nothing changes: a redelivered message, an event the entry applied
+    lately (sent again), or an interaction without a clip. A clip the store does not
+    know (``clip`` None) still counts: the user's version and position move on, the
+    taste vector does not."""
+    if rec.clip_id is None or already_applied(value, partition, offset) or applied_lately(value, rec.event_id):
         return None
     user = state_of(value, rec.user_id)
     apply_to(user, rec, clip, weights)
-    return encode_entry(user, partition, offset)
+    return encode_entry(user, partition, offset, remember_event(value, rec.event_id))
 
 
 def state_of(value: Mapping[str, Any] | None, user_id: Any) -> UserState:

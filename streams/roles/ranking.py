@@ -11,7 +11,8 @@ reads (ranking.taste_table.read_taste_table).
 Each entry records the partition and offset of the last message applied to it, and a
 message at or below that offset is skipped: a redelivery after a crash (Faust flushes
 the changelog before it commits offsets, so the entry is never behind the commit)
-changes nothing.
+changes nothing. A copy of an event the API's outbox sent again (same event id, a later
+offset) is caught by the ids of the user's last interactions, which the entry keeps too.
 
 The handler keeps the decoded UserState of the entries it wrote last (bounded LRU), so
 a user's next interaction does not decode the entry again. A kept state is used only
@@ -41,7 +42,15 @@ from core.settings import Settings
 from core.topics import INTERACTIONS, USER_TASTE
 from ranking.signals import SignalWeights
 from ranking.state import RecentIds, UserState
-from ranking.taste_table import ClipFacts, already_applied, apply_to, encode_entry, state_of
+from ranking.taste_table import (
+    ClipFacts,
+    already_applied,
+    applied_lately,
+    apply_to,
+    encode_entry,
+    remember_event,
+    state_of,
+)
 from streams.app import RecordSender
 from streams.errors import ErrorPolicy, register_agent
 
@@ -128,8 +137,10 @@ class RankingHandler:
         #: Event ids written lately. A record delivered again at the same offset is
         #: caught by the entry's position; one sent again by the API's outbox (its
         #: producer timed out on a record the broker took) has a later offset and the
-        #: same event id. Remembered only once the entry is written, so a record whose
-        #: write failed is applied when the error policy retries it.
+        #: same event id. The entry itself keeps its user's last 32 ids (through
+        #: restarts and rebalances); this set also catches a copy that comes after
+        #: more of that user's events. Remembered only once the entry is written, so
+        #: a record whose write failed is applied when the error policy retries it.
         self._recent = RecentIds()
 
     def _state(self, key: bytes, value: Any, user_id: uuid.UUID) -> UserState:
@@ -146,7 +157,11 @@ class RankingHandler:
             return
         key = str(rec.user_id).encode()
         value = self.table.get(key)
-        if rec.event_id in self._recent or already_applied(value, message.partition, message.offset):
+        if (
+            rec.event_id in self._recent
+            or already_applied(value, message.partition, message.offset)
+            or applied_lately(value, rec.event_id)
+        ):
             self.duplicates += 1  # redelivered, or sent twice: no lookup needed
             log.debug("skipping %s:%s for user %s: already applied", message.partition, message.offset, rec.user_id)
             return
@@ -167,7 +182,7 @@ class RankingHandler:
             else:
                 apply_to(user, rec, clip, self.weights)
             user.seen.clear()  # not part of the entry (replicas keep seen sets): keep memory flat
-            updated = encode_entry(user, message.partition, message.offset)
+            updated = encode_entry(user, message.partition, message.offset, remember_event(value, rec.event_id))
             self.table[key] = updated
         except BaseException:
             self._states.pop(key, None)  # the kept state may be ahead of the table now

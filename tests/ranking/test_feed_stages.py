@@ -289,6 +289,22 @@ def test_recent_ids_remember_between_one_and_two_windows() -> None:
     assert recent.seen_before(ids[3])
 
 
+def test_recent_ids_survive_bytes_in_order() -> None:
+    recent = RecentIds(size=3)
+    ids = [uuid.UUID(int=n) for n in range(1, 6)]
+    for i in ids:
+        recent.add(i)
+    again = RecentIds.from_bytes(recent.copy().to_bytes(), size=3)
+    assert all(i in again for i in ids)
+    for n in (6, 7):  # 7 turns a window: the oldest three go, as in the original
+        again.add(uuid.UUID(int=n))
+        recent.add(uuid.UUID(int=n))
+    assert [i in again for i in ids] == [i in recent for i in ids] == [False, False, False, True, True]
+    assert RecentIds.from_bytes(b"").to_bytes() == b""
+    with pytest.raises(ValueError, match="whole number"):
+        RecentIds.from_bytes(b"x" * 17)
+
+
 def test_a_page_impression_does_what_an_impression_of_each_of_its_clips_does() -> None:
     """The replicas apply a page without making a record a clip; the state must come
     out as it would from those records (seen sets, counts, version, time), also for a

@@ -56,6 +56,28 @@ def test_a_snapshot_restores_what_the_feed_reads(tmp_path: Path) -> None:
     assert page(again) == page(state)
 
 
+def test_an_interaction_sent_on_both_sides_of_a_snapshot_counts_once(tmp_path: Path) -> None:
+    """The outbox can send a record again after the API's producer timed out on it: the
+    first copy lands before the snapshot's positions, the second after them. The
+    restored replica must still know the first."""
+    state, me = _state()
+    like = Interaction(user_id=me, clip_id=uuid.UUID(int=14), kind="like", occurred_at=_at(0.2))
+    state.apply(like, (3, 5))
+    save_snapshot(state, {"interactions:3": 6}, tmp_path / "snap")
+    restored = load_snapshot(tmp_path / "snap", DIM)
+    assert restored is not None
+    again, _ = restored
+    vector = again.users[str(me)].vector.copy()  # type: ignore[union-attr]
+    likes = again.engagement[cid(14)].total.get("like")
+    again.apply(like, (3, 9))  # the outbox's copy, after the snapshot
+    assert again.repeats == 1
+    assert again.engagement[cid(14)].total.get("like") == likes == 1
+    np.testing.assert_array_equal(again.users[str(me)].vector, vector)
+    fresh = Interaction(user_id=me, clip_id=uuid.UUID(int=15), kind="like", occurred_at=_at(0.1))
+    again.apply(fresh, (3, 10))
+    assert again.engagement[cid(15)].total.get("like") == 1, "a new event still counts"
+
+
 def test_a_damaged_or_foreign_snapshot_is_ignored(tmp_path: Path) -> None:
     assert load_snapshot(tmp_path / "none", DIM) is None
     state, _ = _state()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from core.errors import RecordError
 from core.records import ClipMedia, ClipPublished, GeneratorInfo, Interaction
 from ranking.state import RankingState
-from ranking.taste_table import SCHEMA_VERSION, ClipFacts, advance, decode_entry
+from ranking.taste_table import RECENT_EVENTS, SCHEMA_VERSION, ClipFacts, advance, decode_entry
 
 DIM = 8
 AUTHORS = [uuid.uuid4() for _ in range(3)]
@@ -55,6 +56,21 @@ def test_a_redelivered_or_older_message_changes_nothing() -> None:
     assert advance(first, _like(me), _facts(0), partition=3, offset=9) is None
     later = advance(first, _like(me, CLIPS[1]), _facts(1), partition=3, offset=11)
     assert later is not None and later["version"] == 2 and later["liked"] == [str(CLIPS[1]), str(CLIPS[0])]
+
+
+def test_an_event_sent_again_at_a_later_offset_changes_nothing_while_the_entry_remembers_it() -> None:
+    me = uuid.uuid4()
+    first_like = _like(me)
+    entry = advance(None, first_like, _facts(0), partition=3, offset=10)
+    assert advance(entry, first_like, _facts(0), partition=3, offset=11) is None, "the outbox's copy"
+    for n in range(RECENT_EVENTS - 1):
+        entry = advance(entry, _like(me, CLIPS[1], "impression"), _facts(1), partition=3, offset=20 + n)
+    assert advance(entry, first_like, _facts(0), partition=3, offset=99) is None, f"{RECENT_EVENTS} kept"
+    entry = advance(entry, _like(me, CLIPS[1], "impression"), _facts(1), partition=3, offset=98)
+    assert entry is not None and len(base64.b64decode(entry["recent_events"])) == 16 * RECENT_EVENTS
+    assert advance(entry, first_like, _facts(0), partition=3, offset=99) is not None, "let go after that"
+    damaged = {**entry, "recent_events": "not base64!"}
+    assert advance(damaged, first_like, _facts(0), partition=3, offset=99) is not None, "unreadable: none kept"
 
 
 def test_another_partition_starts_a_new_sequence() -> None:

@@ -188,8 +188,9 @@ async def test_a_page_impression_is_one_write_with_each_clip_applied(factory: se
     entry, expected = table[str(me).encode()], one_by_one[str(me).encode()]
     assert entry["version"] == expected["version"] == 4
     assert (entry["partition"], entry["offset"]) == (2, 3)
-    same = {k: v for k, v in entry.items() if k not in ("partition", "offset")}
-    assert same == {k: v for k, v in expected.items() if k not in ("partition", "offset")}
+    position = ("partition", "offset", "recent_events")  # where each came from, and which events
+    same = {k: v for k, v in entry.items() if k not in position}
+    assert same == {k: v for k, v in expected.items() if k not in position}
     assert (handler.applied, handler.duplicates, handler.unknown_clips) == (1, 1, 0)
     assert lookup.misses == 0 and single.clips.misses == 4, "the page looked no clip up"
 
@@ -216,3 +217,27 @@ async def test_an_event_sent_twice_moves_the_entry_once_and_a_failed_write_is_re
     await handler(view, Msg(1, 8))  # the error policy's retry of the same record
     assert (table[key]["version"], table[key]["offset"]) == (2, 8)
     assert (handler.applied, handler.duplicates) == (2, 1)
+
+
+async def test_an_event_sent_twice_is_caught_by_a_worker_that_did_not_see_the_first(
+    factory: sessionmaker[Session],
+) -> None:
+    """A restart or a rebalance between the two copies: the new owner of the partition
+    knows the first copy only from the entry, which keeps its user's last event ids."""
+    clip = _clip(factory)
+    table: dict[bytes, dict[str, object]] = {}
+    me = uuid.uuid4()
+    key = str(me).encode()
+    like = Interaction(user_id=me, clip_id=clip.id, kind="like")
+    await RankingHandler(table, ClipLookup(factory))(like, Msg(2, 0))
+    for n in range(1, 31):  # more of the user's events come between the copies
+        await RankingHandler(table, ClipLookup(factory))(
+            Interaction(user_id=me, clip_id=clip.id, kind="impression"), Msg(2, n)
+        )
+    taste = dict(table[key])
+    restarted = RankingHandler(table, ClipLookup(factory))
+    await restarted(like, Msg(2, 40))  # the outbox's copy
+    assert table[key] == taste and (restarted.duplicates, restarted.applied) == (1, 0)
+    view = Interaction(user_id=me, clip_id=clip.id, kind="view", watch_ms=2500)
+    await restarted(view, Msg(2, 41))
+    assert (table[key]["version"], table[key]["offset"]) == (taste["version"] + 1, 41)  # type: ignore[operator]
