@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -169,6 +170,7 @@ async def _one_connection(
     latencies: list[float],
     errors: list[str],
     handler_ms: list[float],
+    started: list[float],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -189,6 +191,7 @@ async def _one_connection(
                     handler_ms.append(float(lower.split(b"dur=")[1].split(b",")[0]))
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - t)
+            started.append(t)
             if status != 200:
                 errors.append(str(status))
     finally:
@@ -199,12 +202,17 @@ async def load(port: int, paths: list[tuple[str, str | None]], seconds: float, c
     latencies: list[float] = []
     errors: list[str] = []
     handler_ms: list[float] = []  # the feed's own Server-Timing: its handler, from start to the page built
+    started: list[float] = []
     start = time.perf_counter()
     await asyncio.gather(
-        *[_one_connection(port, paths, start + seconds, latencies, errors, handler_ms) for _ in range(conns)]
+        *[_one_connection(port, paths, start + seconds, latencies, errors, handler_ms, started) for _ in range(conns)]
     )
     elapsed = time.perf_counter() - start
     ms = [x * 1000 for x in latencies]
+    # Where in the run the slowest 1% of requests started, by second: spread evenly,
+    # the tail is queueing; bunched in a few seconds, something stalled the API then.
+    slow = pct(ms, 99) if ms else 0.0
+    by_second = collections.Counter(int(t - start) for t, x in zip(started, ms, strict=True) if x >= slow)
     return {
         "requests": len(ms),
         "rps": len(ms) / elapsed,
@@ -216,6 +224,7 @@ async def load(port: int, paths: list[tuple[str, str | None]], seconds: float, c
         "error_kinds": sorted(set(errors))[:5],
         "handler_p50": pct(handler_ms, 50) if handler_ms else None,
         "handler_p99": pct(handler_ms, 99) if handler_ms else None,
+        "slowest_by_second": dict(sorted(by_second.items())),
     }
 
 
@@ -488,6 +497,11 @@ def main() -> int:
         print(f"| {name} | {r['requests']:,} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
               f"| {r['max']:.0f} | {r['errors']} "
               f"| {cpu['api']:.2f}, {cpu['broker']:.2f}, {cpu['load']:.2f} |")  # fmt: skip
+    spread = feed["slowest_by_second"]
+    if spread:
+        worst = max(spread.values())
+        print(f"\nslowest 1% of feed requests (p99 and over): started in {len(spread)} of the run's "
+              f"{args.seconds:.0f} seconds; the worst second holds {worst} of {sum(spread.values())}")  # fmt: skip
     print(f"\nfeed plans after the load: {plan_stats}")
     print(f"clip JSON cache after the load (one API process): {clip_cache}")
     print(f"API resident memory (all processes): {rss_ready:,.0f} MB once the replicas were ready, "
