@@ -332,9 +332,17 @@ class FeedService:
             page, removed = page_from_plan(plan, viewer, self.state.catalog, served, limit, self.weights)
             if len(page) < limit and planned:
                 # This session has scrolled past the plan: a new one, without what it served.
+                self.plans.outrun += 1
                 plan = self._make_plan(session, inputs, now, served)
                 planned = False
                 page, removed = page_from_plan(plan, viewer, self.state.catalog, served, limit, self.weights)
+            elif planned and inputs.user_id is not None and len(plan.items) - len(removed) - len(page) < limit:
+                # Less than a page left once this one is shown: the next plan is made in the
+                # background now, not while the viewer's next request waits (12 ms or more,
+                # under the state's lock). Its seen set, not a cursor, keeps it from repeating
+                # this page, so signed-in viewers only (one shared plan serves the anonymous).
+                self.plans.running_low += 1
+                self.plans.want([inputs.plan_user])
             if len(page) < limit and us is not None and us.seen:
                 # Everything new has been shown: fill up with the best clips seen before
                 # (never twice in one session: the cursor's served set still applies).

@@ -136,6 +136,11 @@ class PlanCache:
         self.hits = self.misses = self.stale_served = 0
         self.warming = 0  # users still to get a plan made ahead at start
         self.made_ahead = 0  # plans made in the background (not by a request)
+        #: requests that found their plan used up (everything in it shown) and made one
+        #: while the caller waited
+        self.outrun = 0
+        #: plans asked for in the background because a page left less than a page in them
+        self.running_low = 0
 
     def __len__(self) -> int:
         return len(self._plans)
@@ -198,4 +203,6 @@ class PlanCache:
             "wanted": len(self._wanted),
             "warming": self.warming,
             "made_ahead": self.made_ahead,
+            "outrun": self.outrun,
+            "running_low": self.running_low,
         }

@@ -315,6 +315,29 @@ def test_pages_come_from_a_plan_made_ahead_and_a_like_replaces_it(world: World) 
     assert after["misses"] == cache["misses"] and after["hits"] == cache["hits"] + len(page["data"])
 
 
+def test_a_plan_running_low_is_remade_before_the_viewer_runs_out(world: World) -> None:
+    """A page that leaves less than a page in the plan asks for the next plan in the
+    background, so the viewer's next request is served from one instead of waiting
+    while it is made (under the state's lock, which every other request needs too)."""
+    omar = signup(world.client, "omar")
+    first = world.feed(omar, limit=4)  # makes the plan
+    size = first["explain"]["plan"]["size"]
+    feed = world.client.app.state.feed  # type: ignore[attr-defined]
+    wait_for(lambda: feed.started() or None, 10, "the replica caught up, its first plans made")
+    plans = world.ranking()["plans"]
+    limit = (size - 4) // 2 + 1  # a full page, after which less than another is left
+    second = world.feed(omar, limit=limit, cursor=first["next_cursor"])
+    assert second["explain"]["plan"]["from_cache"] is True and len(second["data"]) == limit
+    after = world.ranking()["plans"]
+    assert after["running_low"] == plans["running_low"] + 1
+    wait_for(lambda: world.ranking()["plans"]["made_ahead"] > plans["made_ahead"] or None, 10, "the next plan made")
+    third = world.feed(omar, limit=3, cursor=second["next_cursor"])
+    assert third["explain"]["plan"]["from_cache"] is True, "served from the plan made ahead"
+    assert world.ranking()["plans"]["outrun"] == plans["outrun"], "no request made a plan"
+    shown = [c["id"] for page in (first, second, third) for c in page["data"]]
+    assert len(shown) == len(set(shown)), "no clip twice in one session"
+
+
 def test_a_followed_authors_new_clip_gets_a_plan_remade(world: World, vectors: dict[str, np.ndarray]) -> None:
     noor = signup(world.client, "noor")
     assert world.client.put("/v1/users/maker_2/follow", headers=noor).status_code in (200, 204)
