@@ -1,12 +1,12 @@
 """Ranking role: interactions → each user's taste, kept in the Faust table ``user_taste``.
 
-For every interaction the agent looks the clip up in the SQL store (embedding, duration,
-author; a bounded LRU cache in front), applies the interaction to the user's entry with
-the same code every RankingState runs (ranking.taste_table.advance →
-ranking.state.interact) and writes the entry back. The table is partitioned like
-``interactions`` (keyed by user id), so one worker owns each user; its compacted
-changelog, created by the topic catalog, is what survives a restart and what the API
-reads (ranking.taste_table.read_taste_table).
+For every interaction the agent looks the clip up in the SQL store (status, embedding,
+duration, author, one driver-level query; a bounded LRU cache in front), applies the
+interaction to the user's entry with the same code every RankingState runs
+(ranking.taste_table.advance → ranking.state.interact) and writes the entry back. The
+table is partitioned like ``interactions`` (keyed by user id), so one worker owns each
+user; its compacted changelog, created by the topic catalog, is what survives a
+restart and what the API reads (ranking.taste_table.read_taste_table).
 
 Each entry records the partition and offset of the last message applied to it, and a
 message at or below that offset is skipped: a redelivery after a crash (Faust flushes
@@ -32,9 +32,11 @@ from typing import Any
 
 import faust
 import numpy as np
+from sqlalchemy import Uuid, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_sessionmaker
+from core.db.driver_query import DriverQuery
 from core.db.models import Clip
 from core.errors import ConfigurationError
 from core.records import Interaction
@@ -63,16 +65,27 @@ STATE_CACHE_SIZE = 20_000
 CLIP_CACHE_TTL_S = 60.0
 
 
-def clip_facts(clip: Clip) -> ClipFacts:
-    """A clip row → what the taste update reads; only a published clip with an
+#: The four columns the taste update reads, by primary key, run on the driver
+#: (core.db.driver_query): an ORM ``session.get`` loaded the whole row into the identity
+#: map and was most of the worker's time on a clip its cache did not hold.
+_CLIP_FACTS = DriverQuery(
+    lambda _: select(Clip.status, Clip.embedding, Clip.duration_s, Clip.user_id).where(
+        Clip.id == bindparam("id", type_=Uuid)
+    ),
+    raw=(2,),  # a float as every driver gives it (PostgreSQL's Float processor needs the column's type code)
+)
+
+
+def clip_facts(status: str, embedding: list[float] | None, duration_s: float, author: uuid.UUID) -> ClipFacts:
+    """A clip's row → what the taste update reads; only a published clip with an
     embedding moves taste (as only live clips are in a RankingState's index)."""
     vector = None
-    if clip.status == "published" and clip.embedding:
-        x = np.asarray(clip.embedding, np.float32)
+    if status == "published" and embedding:
+        x = np.asarray(embedding, np.float32)
         norm = float(np.linalg.norm(x))
         if np.isfinite(x).all() and norm >= 1e-6:
             vector = x / norm  # as ClipIndex stores it
-    return ClipFacts(vector=vector, duration_ms=int(clip.duration_s * 1000), author_id=str(clip.user_id))
+    return ClipFacts(vector=vector, duration_ms=int(float(duration_s) * 1000), author_id=str(author))
 
 
 class ClipLookup:
@@ -111,8 +124,8 @@ class ClipLookup:
         now = time.monotonic()
         self.misses += 1
         with self.factory() as session:
-            clip = session.get(Clip, clip_id)
-            facts = None if clip is None else clip_facts(clip)
+            rows = _CLIP_FACTS.rows(session.connection(), {"id": clip_id})
+        facts = clip_facts(*rows[0]) if rows else None
         if facts is not None:
             with self._lock:
                 self._cache[clip_id] = (now, facts)

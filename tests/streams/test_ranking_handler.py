@@ -29,6 +29,14 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def both(db_url: str) -> sessionmaker[Session]:
+    """SQLite, then PostgreSQL: the lookup's query runs on the driver, so each dialect's
+    column types (UUID, JSON) are checked."""
+    migrate(db_url)
+    return make_sessionmaker(make_engine(db_url))
+
+
+@pytest.fixture
 def factory(url: str) -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(url))
 
@@ -46,9 +54,9 @@ def _clip(factory: sessionmaker[Session], status: str = "published", embedding: 
     return clip
 
 
-def test_a_published_clip_gives_its_normalised_embedding_author_and_duration(factory: sessionmaker[Session]) -> None:
-    clip = _clip(factory)
-    facts = ClipLookup(factory).get(clip.id)
+def test_a_published_clip_gives_its_normalised_embedding_author_and_duration(both: sessionmaker[Session]) -> None:
+    clip = _clip(both)
+    facts = ClipLookup(both).get(clip.id)
     assert facts is not None and facts.vector is not None
     np.testing.assert_allclose(facts.vector, [0.6, 0.8], rtol=1e-6)
     assert (facts.duration_ms, facts.author_id) == (2500, str(clip.user_id))
@@ -58,17 +66,17 @@ def test_a_published_clip_gives_its_normalised_embedding_author_and_duration(fac
     ("status", "embedding"), [("in_review", [1.0, 0.0]), ("removed", [1.0, 0.0]), ("published", [])]
 )
 def test_a_clip_that_is_not_live_or_has_no_embedding_moves_no_vector(
-    factory: sessionmaker[Session], status: str, embedding: list[float]
+    both: sessionmaker[Session], status: str, embedding: list[float]
 ) -> None:
-    facts = ClipLookup(factory).get(_clip(factory, status, embedding).id)
+    facts = ClipLookup(both).get(_clip(both, status, embedding).id)
     assert facts is not None and facts.vector is None and facts.author_id is not None
 
 
-def test_a_missing_clip_is_looked_up_again_and_the_cache_is_bounded(factory: sessionmaker[Session]) -> None:
-    lookup = ClipLookup(factory, max_size=2)
+def test_a_missing_clip_is_looked_up_again_and_the_cache_is_bounded(both: sessionmaker[Session]) -> None:
+    lookup = ClipLookup(both, max_size=2)
     missing = uuid.uuid4()
     assert lookup.get(missing) is None
-    a, b, c = (_clip(factory) for _ in range(3))
+    a, b, c = (_clip(both) for _ in range(3))
     for clip in (a, b, a, c):  # c evicts b, the least recently used
         assert lookup.get(clip.id) is not None
     assert lookup.hits == 1 and lookup.misses == 4
