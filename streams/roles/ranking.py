@@ -76,6 +76,20 @@ _CLIP_FACTS = DriverQuery(
 )
 
 
+def _recent_clips(n: int) -> DriverQuery:
+    """The ``n`` clips published last, with the columns of :data:`_CLIP_FACTS` (the
+    feed's index on status and publication time serves it)."""
+    return DriverQuery(
+        lambda _: (
+            select(Clip.id, Clip.status, Clip.embedding, Clip.duration_s, Clip.user_id)
+            .where(Clip.status == "published", Clip.published_at.is_not(None))
+            .order_by(Clip.published_at.desc(), Clip.id.desc())
+            .limit(n)
+        ),
+        raw=(3,),
+    )
+
+
 def clip_facts(status: str, embedding: list[float] | None, duration_s: float, author: uuid.UUID) -> ClipFacts:
     """A clip's row → what the taste update reads; only a published clip with an
     embedding moves taste (as only live clips are in a RankingState's index)."""
@@ -116,6 +130,23 @@ class ClipLookup:
                 self.hits += 1
                 return cached[1]
         return None
+
+    def warm(self) -> int:
+        """Fill the cache with the clips published last (as many as it holds), in one
+        query: most interactions are on recent clips, and a worker that just started
+        (after a crash, with a backlog to catch up on) would otherwise wait on a query
+        for each of them. Clips already cached are left as they are."""
+        with self.factory() as session:
+            rows = _recent_clips(self.max_size).rows(session.connection(), {})
+        now = time.monotonic()
+        with self._lock:
+            for clip_id, *columns in reversed(rows):  # the newest end up most recently used
+                if clip_id not in self._cache:
+                    self._cache[clip_id] = (now, clip_facts(*columns))
+                    self._cache.move_to_end(clip_id)
+            while len(self._cache) > self.max_size:
+                self._cache.popitem(last=False)
+        return len(rows)
 
     def get(self, clip_id: uuid.UUID) -> ClipFacts | None:
         hit = self.cached(clip_id)
@@ -220,4 +251,14 @@ def register(app: faust.App, settings: Settings) -> ErrorPolicy[Any]:
         raise ConfigurationError(f"user_taste changelog would be {table.changelog_topic.get_topic_name()!r}")
     clips = ClipLookup(make_sessionmaker(make_engine(settings.database_url)))
     handler = RankingHandler(table, clips, max_states=settings.ranking.worker_states)
+
+    @app.task
+    async def warm_clip_cache() -> None:
+        try:
+            n = await asyncio.to_thread(clips.warm)
+        except Exception:  # a cold cache only costs a query per clip
+            log.exception("ranking: warming the clip cache failed")
+            return
+        log.info("ranking: clip cache warmed with the %d clips published last", n)
+
     return register_agent(app, INTERACTIONS, settings, handler, name="rank", sender=RecordSender(app))

@@ -249,3 +249,19 @@ async def test_an_event_sent_twice_is_caught_by_a_worker_that_did_not_see_the_fi
     view = Interaction(user_id=me, clip_id=clip.id, kind="view", watch_ms=2500)
     await restarted(view, Msg(2, 41))
     assert (table[key]["version"], table[key]["offset"]) == (taste["version"] + 1, 41)  # type: ignore[operator]
+
+
+def test_warming_loads_the_clips_published_last_and_keeps_what_is_cached(both: sessionmaker[Session]) -> None:
+    clips = [_clip(both) for _ in range(4)]
+    with session_scope(both) as s:
+        for n, clip in enumerate(clips):  # published in this order
+            s.get(Clip, clip.id).published_at = datetime(2026, 11, 1, n, tzinfo=UTC)  # type: ignore[union-attr]
+    hidden = _clip(both, "in_review", [1.0, 0.0])
+    lookup = ClipLookup(both, max_size=3)
+    assert lookup.warm() == 3
+    assert lookup.cached(clips[0].id) is None and lookup.cached(hidden.id) is None, "the oldest, and one not live"
+    for clip in clips[1:]:
+        facts = lookup.cached(clip.id)
+        assert facts is not None and facts.vector is not None and facts.author_id == str(clip.user_id)
+        assert facts.duration_ms == 2500
+    assert lookup.misses == 0
