@@ -180,9 +180,12 @@ class RecentIds:
         return key in self._now or key in self._before
 
     def add(self, event_id: uuid.UUID) -> None:
+        self._add(event_id.int)
+
+    def _add(self, key: int) -> None:
         if len(self._now) >= self.size:
             self._before, self._now = self._now, set()
-        self._now.add(event_id.int)
+        self._now.add(key)
 
     def seen_before(self, event_id: uuid.UUID) -> bool:
         """True if ``event_id`` came lately; otherwise remembers it."""
@@ -210,7 +213,7 @@ class RecentIds:
             raise ValueError(f"{len(raw)} bytes of event ids is not a whole number of ids")
         out = cls(size)
         for at in range(0, len(raw), 16):
-            out.add(uuid.UUID(bytes=raw[at : at + 16]))
+            out._add(int.from_bytes(raw[at : at + 16], "big"))
         return out
 
 

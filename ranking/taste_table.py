@@ -94,7 +94,8 @@ def encode_entry(user: UserState, partition: int, offset: int, recent_events: st
     return entry
 
 
-def _recent_events(value: Mapping[str, Any] | None) -> bytes:
+def recent_events(value: Mapping[str, Any] | None) -> bytes:
+    """The entry's ``recent_events`` as bytes (16 an id); none when absent or unreadable."""
     text = None if value is None else value.get("recent_events")
     if not isinstance(text, str):
         return b""
@@ -105,20 +106,20 @@ def _recent_events(value: Mapping[str, Any] | None) -> bytes:
     return raw[: len(raw) - len(raw) % 16]
 
 
-def applied_lately(value: Mapping[str, Any] | None, event_id: uuid.UUID) -> bool:
-    """Whether the entry holds ``event_id`` among the last :data:`RECENT_EVENTS` it
-    applied: a copy the API's outbox sent again arrives at a later offset, which the
-    offset check does not catch, and the entry carries these ids through restarts
-    and rebalances (a worker's own memory of them does not)."""
-    raw, wanted = _recent_events(value), event_id.bytes
-    return any(raw[at : at + 16] == wanted for at in range(0, len(raw), 16))
+def applied_lately(recent: bytes, event_id: uuid.UUID) -> bool:
+    """Whether ``event_id`` is among an entry's :func:`recent_events`, the ids of the last
+    :data:`RECENT_EVENTS` interactions it applied: a copy the API's outbox sent again
+    arrives at a later offset, which the offset check does not catch, and the entry
+    carries these ids through restarts and rebalances (a worker's own memory of them
+    does not)."""
+    wanted = event_id.bytes
+    return any(recent[at : at + 16] == wanted for at in range(0, len(recent), 16))
 
 
-def remember_event(value: Mapping[str, Any] | None, event_id: uuid.UUID) -> str:
+def remember_event(recent: bytes, event_id: uuid.UUID) -> str:
     """The entry's ``recent_events`` once ``event_id`` is applied: the last
     :data:`RECENT_EVENTS` ids, 16 bytes each, oldest first, in base64."""
-    raw = (_recent_events(value) + event_id.bytes)[-16 * RECENT_EVENTS :]
-    return base64.b64encode(raw).decode("ascii")
+    return base64.b64encode((recent + event_id.bytes)[-16 * RECENT_EVENTS :]).decode("ascii")
 
 
 def decode_entry(value: Mapping[str, Any]) -> TasteEntry:
@@ -166,11 +167,12 @@ def advance(
     lately (sent again), or an interaction without a clip. A clip the store does not
     know (``clip`` None) still counts: the user's version and position move on, the
     taste vector does not."""
-    if rec.clip_id is None or already_applied(value, partition, offset) or applied_lately(value, rec.event_id):
+    recent = recent_events(value)
+    if rec.clip_id is None or already_applied(value, partition, offset) or applied_lately(recent, rec.event_id):
         return None
     user = state_of(value, rec.user_id)
     apply_to(user, rec, clip, weights)
-    return encode_entry(user, partition, offset, remember_event(value, rec.event_id))
+    return encode_entry(user, partition, offset, remember_event(recent, rec.event_id))
 
 
 def state_of(value: Mapping[str, Any] | None, user_id: Any) -> UserState:

@@ -50,6 +50,7 @@ from ranking.taste_table import (
     applied_lately,
     apply_to,
     encode_entry,
+    recent_events,
     remember_event,
     state_of,
 )
@@ -68,10 +69,9 @@ CLIP_CACHE_TTL_S = 60.0
 #: The four columns the taste update reads, by primary key, run on the driver
 #: (core.db.driver_query): an ORM ``session.get`` loaded the whole row into the identity
 #: map and was most of the worker's time on a clip its cache did not hold.
+_FACT_COLUMNS = (Clip.status, Clip.embedding, Clip.duration_s, Clip.user_id)  # clip_facts' arguments
 _CLIP_FACTS = DriverQuery(
-    lambda _: select(Clip.status, Clip.embedding, Clip.duration_s, Clip.user_id).where(
-        Clip.id == bindparam("id", type_=Uuid)
-    ),
+    lambda _: select(*_FACT_COLUMNS).where(Clip.id == bindparam("id", type_=Uuid)),
     raw=(2,),  # a float as every driver gives it (PostgreSQL's Float processor needs the column's type code)
 )
 
@@ -81,7 +81,7 @@ def _recent_clips(n: int) -> DriverQuery:
     feed's index on status and publication time serves it)."""
     return DriverQuery(
         lambda _: (
-            select(Clip.id, Clip.status, Clip.embedding, Clip.duration_s, Clip.user_id)
+            select(Clip.id, *_FACT_COLUMNS)
             .where(Clip.status == "published", Clip.published_at.is_not(None))
             .order_by(Clip.published_at.desc(), Clip.id.desc())
             .limit(n)
@@ -142,11 +142,15 @@ class ClipLookup:
         with self._lock:
             for clip_id, *columns in reversed(rows):  # the newest end up most recently used
                 if clip_id not in self._cache:
-                    self._cache[clip_id] = (now, clip_facts(*columns))
-                    self._cache.move_to_end(clip_id)
-            while len(self._cache) > self.max_size:
-                self._cache.popitem(last=False)
+                    self._put(clip_id, now, clip_facts(*columns))
         return len(rows)
+
+    def _put(self, clip_id: uuid.UUID, at: float, facts: ClipFacts) -> None:
+        """Cache ``facts`` as the most recently used (the caller holds the lock)."""
+        self._cache[clip_id] = (at, facts)
+        self._cache.move_to_end(clip_id)
+        while len(self._cache) > self.max_size:
+            self._cache.popitem(last=False)
 
     def get(self, clip_id: uuid.UUID) -> ClipFacts | None:
         hit = self.cached(clip_id)
@@ -159,10 +163,7 @@ class ClipLookup:
         facts = clip_facts(*rows[0]) if rows else None
         if facts is not None:
             with self._lock:
-                self._cache[clip_id] = (now, facts)
-                self._cache.move_to_end(clip_id)
-                while len(self._cache) > self.max_size:
-                    self._cache.popitem(last=False)
+                self._put(clip_id, now, facts)
         return facts
 
 
@@ -201,10 +202,11 @@ class RankingHandler:
             return
         key = str(rec.user_id).encode()
         value = self.table.get(key)
+        recent = recent_events(value)
         if (
             rec.event_id in self._recent
             or already_applied(value, message.partition, message.offset)
-            or applied_lately(value, rec.event_id)
+            or applied_lately(recent, rec.event_id)
         ):
             self.duplicates += 1  # redelivered, or sent twice: no lookup needed
             log.debug("skipping %s:%s for user %s: already applied", message.partition, message.offset, rec.user_id)
@@ -226,7 +228,7 @@ class RankingHandler:
             else:
                 apply_to(user, rec, clip, self.weights)
             user.seen.clear()  # not part of the entry (replicas keep seen sets): keep memory flat
-            updated = encode_entry(user, message.partition, message.offset, remember_event(value, rec.event_id))
+            updated = encode_entry(user, message.partition, message.offset, remember_event(recent, rec.event_id))
             self.table[key] = updated
         except BaseException:
             self._states.pop(key, None)  # the kept state may be ahead of the table now
