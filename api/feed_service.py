@@ -351,7 +351,7 @@ class FeedService:
                     self.state.catalog, dataclasses.replace(viewer, seen=frozenset(), steering=steering),
                     self.state.engagement,
                     self.state.trending(now), now, limit - len(page), self.weights,
-                    served.plus(c.clip.clip_id for c in page),
+                    served.plus(c.clip.clip_id for c in page), self.state.prior_for(now, self.weights),
                 )  # fmt: skip
                 for c in again.page:
                     c.sources.add("seen_before")
@@ -409,13 +409,15 @@ class FeedService:
     def _make_plan(self, session: Session, inputs: PlanInputs, now: float, served: Container[str] = ()) -> Plan:
         """Rank the viewer's feed now and keep it as their plan."""
         steering = self._steering(session, inputs)
+        prior = self.state.prior_for(now, self.weights)  # before the lock: a refit takes a while
         with self.state.lock:
             us = self.state.user(inputs.uid)
             viewer = self._viewer(inputs, steering)
             trending = self.state.trending(now)
             plan = make_plan(
-                inputs.key, self.state.catalog, viewer, self.state.engagement, trending, now, self.weights, served
-            )
+                inputs.key, self.state.catalog, viewer, self.state.engagement, trending, now, self.weights, served,
+                prior=prior,
+            )  # fmt: skip
             plan.info = {
                 "taste_version": us.version if us is not None else 0,
                 "liked": list(us.liked)[:5] if us is not None else [],

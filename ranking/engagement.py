@@ -8,9 +8,12 @@ expire as new events arrive. The ranking worker keeps one per clip in a Faust ta
 (the value is :meth:`ClipCounts.to_json`), the offline evaluator keeps them in a dict:
 both run this code.
 
-Smoothed rates (:func:`smoothed_rate`) shrink a clip's rate toward the global prior
-when it has few impressions, so three likes out of three views does not outrank a clip
-with 400 likes out of 1,000.
+Smoothed rates (:func:`smoothed_rate`) shrink a clip's rate toward a prior when it has
+few impressions, so three likes out of three views does not outrank a clip with 400
+likes out of 1,000. The prior is the catalogue's rate, or, with a :class:`ContentPrior`,
+the rate that clips *like this one* earn: a linear model of the clip's embedding fitted
+on every clip's counts (:func:`fit_content_prior`). Most clips have been shown a handful
+of times, and their own counts say little; what similar clips did says more.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 KINDS = ("impression", "view", "complete", "like", "share", "comment", "skip", "see_less", "report")
 STEP_S = 300  # five-minute buckets
@@ -32,7 +37,8 @@ class ClipCounts:
     buckets: dict[int, dict[str, int]] = field(default_factory=dict)
     total: dict[str, int] = field(default_factory=dict)
     step: int = STEP_S
-    _quality: tuple[float, Mapping[str, float], float] | None = field(default=None, repr=False, compare=False)
+    #: (reactions, weighted reactions, times shown), kept until the next event.
+    _quality: tuple[Mapping[str, float], float, int] | None = field(default=None, repr=False, compare=False)
     #: The earliest bucket's start (None: not known yet), so that most events need not
     #: scan every bucket to find none expired (a busy clip has 288 of them).
     _first: int | None = field(default=None, repr=False, compare=False)
@@ -115,24 +121,88 @@ def reactions_and_shown(counts: ClipCounts, reactions: Mapping[str, float] = REA
     return sum(w * total.get(kind, 0) for kind, w in reactions.items()), shown
 
 
-def quality(counts: ClipCounts, prior_rate: float, reactions: Mapping[str, float] = REACTION_WEIGHTS) -> float:
+#: How many impressions' worth of weight the prior carries in a smoothed rate.
+PRIOR_WEIGHT = 20.0
+
+
+def quality(
+    counts: ClipCounts | None,
+    prior_rate: float,
+    reactions: Mapping[str, float] = REACTION_WEIGHTS,
+    expected: float | None = None,
+    prior_weight: float = PRIOR_WEIGHT,
+) -> float:
     """The scorer's engagement feature: the smoothed rate of good reactions (likes,
     shares, completions, less skips, "see less" and reports; weights ``reactions``) per
-    impression, relative to the prior, minus one (0 for a clip nobody has reacted to).
-    Cached on ``counts`` until its next event, because every feed request asks it of
-    hundreds of clips."""
-    cached = counts._quality
-    if cached is not None and cached[0] == prior_rate and cached[1] is reactions:
-        return cached[2]
-    hits, shown = reactions_and_shown(counts, reactions)
-    value = smoothed_rate(hits, shown, prior_rate) / max(prior_rate, 1e-6) - 1.0
-    counts._quality = (prior_rate, reactions, value)
-    return value
+    impression, relative to the catalogue's rate ``prior_rate``, minus one. The rate
+    shrinks toward ``expected`` (what a :class:`ContentPrior` predicts for this clip)
+    when given, otherwise toward ``prior_rate`` (then a clip nobody has reacted to
+    scores 0). The counts' sums are cached on ``counts`` until its next event, because
+    every feed request asks this of hundreds of clips."""
+    if counts is None:
+        hits, shown = 0.0, 0
+    else:
+        cached = counts._quality
+        if cached is not None and cached[0] is reactions:
+            hits, shown = cached[1], cached[2]
+        else:
+            hits, shown = reactions_and_shown(counts, reactions)
+            counts._quality = (reactions, hits, shown)
+    toward = prior_rate if expected is None else expected
+    return smoothed_rate(hits, shown, toward, prior_weight) / max(prior_rate, 1e-6) - 1.0
 
 
-def smoothed_rate(hits: float, trials: float, prior_rate: float, prior_weight: float = 20.0) -> float:
+def smoothed_rate(hits: float, trials: float, prior_rate: float, prior_weight: float = PRIOR_WEIGHT) -> float:
     """(hits + prior_rate·w) / (trials + w): a Beta-prior estimate of a rate."""
     return (hits + prior_rate * prior_weight) / (max(trials, 0) + prior_weight)
+
+
+@dataclass(frozen=True)
+class ContentPrior:
+    """The weighted reaction rate a clip can expect from its embedding alone: a linear
+    model, predictions kept within the range of the rates it was fitted on."""
+
+    coef: np.ndarray
+    intercept: float
+    low: float
+    high: float
+    clips: int  # clips with impressions it was fitted on
+    impressions: int
+
+    def predict(self, vectors: np.ndarray) -> np.ndarray:
+        """One expected rate per row of ``vectors`` (clip embeddings)."""
+        raw = np.asarray(vectors, np.float64) @ self.coef + self.intercept
+        return np.clip(raw, self.low, self.high)
+
+
+#: Fewer clips with impressions than this and no content prior is fitted.
+MIN_PRIOR_CLIPS = 10
+
+
+def fit_content_prior(
+    vectors: np.ndarray, hits: np.ndarray, shown: np.ndarray, ridge: float = 100.0
+) -> ContentPrior | None:
+    """Weighted ridge regression of each clip's reaction rate (``hits / shown``) on its
+    embedding, each clip weighing as many times as it was shown (so it is the least
+    squares fit of every impression's outcome); ``ridge`` is in impressions. None when
+    fewer than :data:`MIN_PRIOR_CLIPS` clips have impressions."""
+    n = np.asarray(shown, np.float64)
+    keep = n > 0
+    if int(keep.sum()) < MIN_PRIOR_CLIPS:
+        return None
+    x = np.asarray(vectors, np.float64)[keep]
+    n = n[keep]
+    rate = np.asarray(hits, np.float64)[keep] / n
+    total = float(n.sum())
+    x_mean = n @ x / total
+    r_mean = float(n @ rate) / total
+    xc = x - x_mean
+    weighted = xc * n[:, None]
+    coef = np.linalg.solve(weighted.T @ xc + ridge * np.eye(x.shape[1]), weighted.T @ (rate - r_mean))
+    return ContentPrior(
+        coef=coef, intercept=float(r_mean - x_mean @ coef), low=float(rate.min()), high=float(rate.max()),
+        clips=int(keep.sum()), impressions=int(total),
+    )  # fmt: skip
 
 
 #: What each kind of event in the window counts for in :func:`trending_score`.

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ranking.catalog import Catalog, ClipInfo
-from ranking.engagement import KINDS, REACTION_WEIGHTS, ClipCounts, quality
+from ranking.engagement import KINDS, PRIOR_WEIGHT, REACTION_WEIGHTS, ClipCounts, ContentPrior, quality
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_WEIGHTS_FILE = DATA_DIR / "feed_weights.json"
@@ -104,6 +104,13 @@ class FeedWeights:
     fresh: int = 60
     fresh_max_impressions: int = 50
     prior_like_rate: float = 0.05
+    #: Shrink each clip's engagement toward what clips like it earn (a ContentPrior the
+    #: state fits on its counts) instead of toward ``prior_like_rate`` alone.
+    content_prior: bool = False
+    #: Impressions' worth of weight the prior carries against a clip's own counts.
+    prior_weight: float = PRIOR_WEIGHT
+    #: Ridge penalty of the content prior's fit, in impressions.
+    prior_ridge: float = 100.0
     #: Reaction kind → weight in the engagement feature (ranking.engagement.quality).
     reactions: Mapping[str, float] = field(default_factory=lambda: REACTION_WEIGHTS, hash=False)
 
@@ -275,9 +282,11 @@ def score(
     now: float,
     w: FeedWeights,
     catalog: Catalog | None = None,
+    prior: ContentPrior | None = None,
 ) -> list[Candidate]:
     """Features and a weighted score for each candidate, best first. Similarities are
-    computed for all candidates at once (one matrix product each)."""
+    computed for all candidates at once (one matrix product each). With ``prior``, each
+    clip's engagement shrinks toward the rate it predicts from the clip's embedding."""
     if not candidates:
         return []
     decay = math.log(2) / (w.freshness_half_life_h * 3600)
@@ -289,7 +298,8 @@ def score(
         return e @ np.asarray(v, np.float32) if v is not None else zeros
 
     s = viewer.steering
-    prior, reactions = w.prior_like_rate, w.reactions
+    rate, reactions, strength = w.prior_like_rate, w.reactions, w.prior_weight
+    expected: Sequence[float | None] = prior.predict(e).tolist() if prior is not None else [None] * n
     friends, following, affinity = viewer.friends, viewer.following, viewer.affinity
     features = {
         "similarity": cos(viewer.vector),
@@ -298,8 +308,8 @@ def score(
         "negative": (e @ np.stack(viewer.avoid).T).max(axis=1) if viewer.avoid else zeros,
         "engagement": np.fromiter(
             (
-                quality(k, prior, reactions) if (k := engagement.get(c.clip.clip_id)) is not None else 0.0
-                for c in candidates
+                quality(engagement.get(c.clip.clip_id), rate, reactions, x, strength)
+                for c, x in zip(candidates, expected, strict=True)
             ),
             np.float64,
             n,
@@ -426,8 +436,10 @@ def build_feed(
     limit: int = 20,
     weights: FeedWeights | None = None,
     served: Container[str] = frozenset(),
+    prior: ContentPrior | None = None,
 ) -> FeedResult:
-    """One page of the viewer's feed: sources → filters → scorer → re-rank."""
+    """One page of the viewer's feed: sources → filters → scorer → re-rank (``prior``:
+    the content prior of the engagement feature, see :func:`score`)."""
     w = weights or FeedWeights()
     raw: list[Source] = []
     raw += source_followed(catalog, viewer, now, w)
@@ -441,6 +453,6 @@ def build_feed(
         by_source[name] = by_source.get(name, 0) + 1
     candidates = gather(catalog, raw)
     kept, removed = apply_filters(candidates, filters_for(viewer, catalog, served))
-    ranked = score(kept, viewer, engagement, now, w, catalog)
+    ranked = score(kept, viewer, engagement, now, w, catalog, prior)
     page = rerank(ranked, limit, w)
     return FeedResult(page, removed, len(candidates), by_source)

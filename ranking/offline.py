@@ -266,7 +266,7 @@ class FeedScorer(_OnlineWeights):
         with state.lock:
             w = self.weights_for(state)
             cands = gather(state.catalog, [(c, "offline") for c in candidates])
-            scored = score(cands, viewer, state.engagement, now, w, state.catalog)
+            scored = score(cands, viewer, state.engagement, now, w, state.catalog, state.prior_for(now, w))
             page = rerank(scored, limit, w) if self.diversify else scored[:limit]
         return [c.clip.clip_id for c in page]
 
@@ -280,7 +280,8 @@ class FeedPages(_OnlineWeights):
     def rank(self, state: RankingState, viewer: Viewer, candidates: Sequence[str], now: float, limit: int) -> list[str]:
         with state.lock:
             w = self.weights_for(state)
-            result = build_feed(state.catalog, viewer, state.engagement, state.trending(now), now, limit, w)
+            trending, prior = state.trending(now), state.prior_for(now, w)
+            result = build_feed(state.catalog, viewer, state.engagement, trending, now, limit, w, prior=prior)
         return [c.clip.clip_id for c in result.page]
 
 

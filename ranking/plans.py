@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ranking.catalog import Catalog
-from ranking.engagement import ClipCounts
+from ranking.engagement import ClipCounts, ContentPrior
 from ranking.feed import Candidate, FeedWeights, Removed, Viewer, apply_filters, build_feed, filters_for, rerank
 
 PAGES = 5  # pages of the usual size a plan holds
@@ -66,13 +66,14 @@ def make_plan(
     weights: FeedWeights,
     served: Container[str] = frozenset(),
     size: int = PAGES * PAGE_SIZE,
+    prior: ContentPrior | None = None,
 ) -> Plan:
     """``size`` clips of the viewer's feed in order. The author cap and the exploration
     share are those of a page times the pages a plan holds, so the plan keeps enough of
     every kind for each page's own re-rank to apply the page's caps."""
     pages = max(1, size // PAGE_SIZE)
     w = dataclasses.replace(weights, author_cap=weights.author_cap * pages)
-    result = build_feed(catalog, viewer, engagement, trending, now, size, w, served)
+    result = build_feed(catalog, viewer, engagement, trending, now, size, w, served, prior)
     items = result.page
     vectors = None
     if items and all(c.vector is not None for c in items):

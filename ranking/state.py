@@ -27,8 +27,18 @@ import numpy as np
 
 from core.records import ClipFlagged, ClipPublished, Interaction, ModerationDecision
 from ranking.catalog import Catalog, ClipInfo
-from ranking.engagement import STEP_S, TRENDING_WEIGHTS, WINDOWS_S, ClipCounts, kinds_of, trending_score
-from ranking.feed import Steering, Viewer
+from ranking.engagement import (
+    STEP_S,
+    TRENDING_WEIGHTS,
+    WINDOWS_S,
+    ClipCounts,
+    ContentPrior,
+    fit_content_prior,
+    kinds_of,
+    reactions_and_shown,
+    trending_score,
+)
+from ranking.feed import FeedWeights, Steering, Viewer
 from ranking.index import ClipIndex
 from ranking.signals import SignalWeights, apply, query_vector
 
@@ -39,6 +49,8 @@ REJECTED_MAX = 1000
 AFFINITY_MAX = 200
 TRENDING_SIZE = 300
 TRENDING_REFRESH_S = 5.0
+#: Seconds between fits of the engagement feature's content prior.
+PRIOR_REFRESH_S = 600.0
 AFFINITY_SATURATION = 5.0
 SEEN_KINDS = frozenset({"impression", "view", "skip", "like", "share", "see_less", "report"})
 AFFINITY_WEIGHTS = {"like": 1.0, "share": 1.5, "comment": 1.0, "view": 0.1, "see_less": -1.0, "report": -2.0}
@@ -245,6 +257,8 @@ class RankingState:
         #: first copy came before them.
         self.recent_events = RecentIds()
         self.repeats = 0
+        #: (reactions, ridge) → (fitted at, the prior): refitted every PRIOR_REFRESH_S.
+        self._priors: dict[tuple[tuple[tuple[str, float], ...], float], tuple[float, ContentPrior | None]] = {}
 
     # ------------------------------------------------------------------ log
     def seed_tastes(self, entries: Mapping[str, Any]) -> None:
@@ -455,6 +469,35 @@ class RankingState:
                 self._trending = [cid for _, cid in heapq.nlargest(TRENDING_SIZE, scored)]
                 self._trending_at = now
             return list(self._trending)
+
+    def prior_for(self, now: float, w: FeedWeights) -> ContentPrior | None:
+        """The content prior the weights ask for (None when they do not)."""
+        return self.content_prior(now, w.reactions, w.prior_ridge) if w.content_prior else None
+
+    def content_prior(self, now: float, reactions: Mapping[str, float], ridge: float) -> ContentPrior | None:
+        """The engagement feature's content prior (:func:`~ranking.engagement.fit_content_prior`)
+        over every live clip with impressions, refitted at most every PRIOR_REFRESH_S (a
+        clip's own counts move the feature at once; what clips like it earn moves slowly).
+        Only the list of clips is taken under the lock; summing and the fit (a d×d solve)
+        are done outside it (call this before taking the lock, as the API does)."""
+        key = (tuple(sorted(reactions.items())), ridge)
+        with self._lock:
+            cached = self._priors.get(key)
+            if cached is not None and 0 <= now - cached[0] < PRIOR_REFRESH_S:
+                return cached[1]
+            shown = [(cid, counts) for cid, counts in self.engagement.items() if cid in self.catalog]
+        # Summed outside the lock (a clip's counts may move meanwhile: a prior can miss an
+        # event or two); the API holds this lock for every request.
+        sums = np.array([reactions_and_shown(counts, reactions) for _, counts in shown], np.float64).reshape(-1, 2)
+        vectors = self.catalog.index.vectors([cid for cid, _ in shown]) if shown else None
+        prior = None
+        if vectors is not None and len(sums):
+            prior = fit_content_prior(vectors, sums[:, 0], sums[:, 1], ridge)
+        with self._lock:
+            if len(self._priors) >= 16:  # weights are few; a long evaluation grid must not grow this
+                self._priors.clear()
+            self._priors[key] = (now, prior)
+        return prior
 
     def forget_activity(self) -> None:
         """After a restore: the next trending refresh looks at every clip with counts once."""

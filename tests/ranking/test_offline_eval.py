@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.records import Interaction
-from ranking.engagement import REACTION_WEIGHTS, ClipCounts, quality
+from ranking.engagement import REACTION_WEIGHTS, ClipCounts, fit_content_prior, quality
 from ranking.feed import FeedWeights
 from ranking.offline import (
     FeedPages,
@@ -36,7 +36,7 @@ from ranking.offline import (
     paired_difference,
     recall_at_k,
 )
-from ranking.state import RankingState
+from ranking.state import PRIOR_REFRESH_S, RankingState
 
 # ---------------------------------------------------------------------------- metrics
 
@@ -288,3 +288,66 @@ def test_the_ranking_evaluation_notebook_runs(kuairand_slice) -> None:  # type: 
     ).execute()
     tables = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "execute_result"]
     assert any("popularity" in str(o.get("data", {}).get("text/plain", "")) for o in tables)
+
+
+# ---------------------------------------------------------------------------- content prior
+def test_a_content_prior_learns_what_clips_like_this_one_earn() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(400, DIM))
+    true_rate = 0.2 + 0.1 * vectors[:, 0]  # the first direction is what viewers like
+    shown = rng.integers(1, 6, size=400)  # a handful of impressions each, as in KuaiRand
+    hits = rng.binomial(shown, np.clip(true_rate, 0, 1))
+    prior = fit_content_prior(vectors, hits, shown, ridge=10.0)
+    assert prior is not None and prior.clips == 400 and prior.impressions == int(shown.sum())
+    assert prior.coef[0] == pytest.approx(0.1, abs=0.03) and abs(prior.coef[1]) < 0.03
+    predicted = prior.predict(vectors)
+    raw = hits / shown
+    # what similar clips earned predicts a clip's true rate better than its own four views
+    assert np.corrcoef(predicted, true_rate)[0, 1] > np.corrcoef(raw, true_rate)[0, 1] + 0.2
+    assert predicted.min() >= raw.min() and predicted.max() <= raw.max()  # never outside what was seen
+    assert fit_content_prior(vectors[:5], hits[:5], shown[:5]) is None  # too few clips to fit on
+    assert fit_content_prior(vectors, hits, np.zeros(400)) is None  # nobody shown anything
+
+
+def test_the_engagement_feature_shrinks_toward_the_content_prior() -> None:
+    counts = ClipCounts()
+    counts.add("impression", T0, 2)
+    counts.add("like", T0, 1)
+    # no prior: toward the catalogue's rate; a prior: toward what it expects of this clip
+    assert quality(counts, 0.1) == pytest.approx((1 + 0.1 * 20) / 22 / 0.1 - 1)
+    assert quality(counts, 0.1, expected=0.3) == pytest.approx((1 + 0.3 * 20) / 22 / 0.1 - 1)
+    assert quality(counts, 0.1, expected=0.3, prior_weight=5) == pytest.approx((1 + 0.3 * 5) / 7 / 0.1 - 1)
+    # a clip nobody has been shown: 0 without a prior, what its look predicts with one
+    assert quality(None, 0.1) == 0.0
+    assert quality(None, 0.1, expected=0.05) == pytest.approx(-0.5)
+
+
+def test_unseen_clips_that_look_like_liked_ones_rank_first_with_a_content_prior() -> None:
+    records, topic, _ = _world()
+    state = RankingState(DIM)
+    Replay(state, records).advance(T0 + 86_400)
+    # ten new clips, five on each of the two topics viewers liked least and most
+    liked = {t: 0 for t in range(DIM)}
+    for cid, counts in state.engagement.items():
+        liked[topic[cid]] += counts.total.get("like", 0) - counts.total.get("skip", 0)
+    best, worst = max(liked, key=liked.__getitem__), min(liked, key=liked.__getitem__)
+    new = [_clip(100 + i, worst if i < 5 else best, T0 + 86_400) for i in range(10)]
+    Replay(state, new).advance(T0 + 86_401)
+    fresh = [str(r.clip_id) for r in new]  # type: ignore[attr-defined]
+    nobody = state.viewer(None)
+    plain = replace(FeedWeights.load(), similarity=0.0, freshness=0.0, engagement=1.0)
+    with_prior = replace(plain, content_prior=True, prior_ridge=1.0)
+    assert state.prior_for(T0 + 86_401, plain) is None
+    prior = state.prior_for(T0 + 86_401, with_prior)
+    assert prior is not None and prior.clips == len(state.engagement) == 19  # the clips shown, not the new ones
+    without = FeedScorer(plain, diversify=False).rank(state, nobody, fresh, T0 + 86_401, 5)
+    ranked = FeedScorer(with_prior, diversify=False).rank(state, nobody, fresh, T0 + 86_401, 5)
+    assert sorted(ranked) == sorted(fresh[5:])  # the five that look like what viewers liked
+    assert sorted(without) == sorted(fresh[:5])  # a tie on engagement without it: id order
+    # refitted only after PRIOR_REFRESH_S, or when the reactions it weighs change
+    assert state.prior_for(T0 + 86_402, with_prior) is prior
+    assert state.prior_for(T0 + 86_401 + PRIOR_REFRESH_S, with_prior) is not prior
+    clicks = replace(with_prior, reactions={**REACTION_WEIGHTS, "view": 1.0})
+    assert state.prior_for(T0 + 86_401 + PRIOR_REFRESH_S, clicks) is not state.prior_for(
+        T0 + 86_401 + PRIOR_REFRESH_S, with_prior
+    )
