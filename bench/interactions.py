@@ -18,6 +18,10 @@ the 12 partitions of ``interactions``.
   table and its changelog), from its first processed record to its last, read from
   the worker's own Prometheus counter (the group join is not throughput).
 
+It also prints each worker's largest resident size while it ran: run it with
+``--clips 100000`` and ``--clips 1000000`` for the worker's memory at those catalogue
+sizes (the store is written in chunks; a million clips take a few minutes).
+
 Usage: .venv/bin/python bench/interactions.py [--records 50000] [--clips 5000] [--users 2000]
 """
 
@@ -48,16 +52,16 @@ from core.db.models import Clip, User  # noqa: E402
 from core.topics import INTERACTIONS, decode  # noqa: E402
 
 DIM = 128
+STORE_CHUNK = 20_000
 
 
 def build_store(db_url: str, clips: int, users: int) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
-    """Users and published clips with embeddings, written in bulk."""
+    """Users and published clips with embeddings, written in bulk (in chunks, so a
+    million clips do not become a million row dicts at once)."""
     rng = np.random.default_rng(7)
     now = datetime.now(UTC)
     user_ids = [uuid.uuid4() for _ in range(users)]
     clip_ids = [uuid.uuid4() for _ in range(clips)]
-    vecs = rng.normal(size=(clips, DIM)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     migrate(db_url)
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -66,17 +70,33 @@ def build_store(db_url: str, clips: int, users: int) -> tuple[list[uuid.UUID], l
             [{"id": u, "handle": f"u{i}", "handle_key": f"u{i}", "handle_skeleton": f"u{i}", "display_name": f"U{i}",
               "bio": "", "role": "user", "created_at": now} for i, u in enumerate(user_ids)],
         )  # fmt: skip
-        conn.execute(
-            Clip.__table__.insert(),
-            [{"id": cid, "prompt_id": uuid.uuid4(), "user_id": user_ids[i % users], "creator_handle": f"u{i % users}",
-              "text": "bench", "status": "published", "video_key": f"clips/{cid}/clip.mp4",
-              "poster_key": f"clips/{cid}/poster.jpg", "mime_type": "video/mp4", "width": 288, "height": 512,
-              "fps": 12, "frame_count": 36, "duration_s": 3.0, "sha256": "0" * 64, "generator": {}, "checks": [],
-              "block_reasons": [], "generated_at": now, "published_at": now, "embedding": vecs[i].tolist(),
-              "embedding_model": "bench"} for i, cid in enumerate(clip_ids)],
-        )  # fmt: skip
+        for start in range(0, clips, STORE_CHUNK):
+            part = clip_ids[start : start + STORE_CHUNK]
+            vecs = rng.normal(size=(len(part), DIM)).astype(np.float32)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            conn.execute(
+                Clip.__table__.insert(),
+                [{"id": cid, "prompt_id": uuid.uuid4(), "user_id": user_ids[i % users],
+                  "creator_handle": f"u{i % users}", "text": "bench", "status": "published",
+                  "video_key": f"clips/{cid}/clip.mp4", "poster_key": f"clips/{cid}/poster.jpg",
+                  "mime_type": "video/mp4", "width": 288, "height": 512, "fps": 12, "frame_count": 36,
+                  "duration_s": 3.0, "sha256": "0" * 64, "generator": {}, "checks": [], "block_reasons": [],
+                  "generated_at": now, "published_at": now, "embedding": vec.tolist(), "embedding_model": "bench"}
+                 for i, cid, vec in zip(range(start, start + len(part)), part, vecs, strict=True)],
+            )  # fmt: skip
     engine.dispose()
     return user_ids, clip_ids
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MB (Linux /proc), None where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def processed(port: int) -> float:
@@ -116,9 +136,9 @@ def floor_worker() -> None:
 
 def run_worker(
     command: list[str], env: dict[str, str], port: int, n: int, log: Path, timeout_s: float
-) -> tuple[float, float]:
+) -> tuple[float, float, float | None]:
     """Start a worker process (``command``); (seconds from its first processed record to
-    its last, records counted in that span)."""
+    its last, records counted in that span, its largest resident size in MB)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             command,
@@ -129,14 +149,18 @@ def run_worker(
         try:
             deadline = time.monotonic() + timeout_s
             first = None
+            peak: float | None = None
             while time.monotonic() < deadline:
                 done = processed(port)
                 now = time.perf_counter()
+                rss = rss_mb(proc.pid)
+                if rss is not None:
+                    peak = rss if peak is None else max(peak, rss)
                 if first is None and done > 0:
                     first = (now, done)
                 if done >= n:
                     assert first is not None
-                    return now - first[0], done - first[1]
+                    return now - first[0], done - first[1], peak
                 if proc.poll() is not None:
                     raise SystemExit(f"{command} exited; see {log}")
                 time.sleep(0.05)
@@ -185,11 +209,11 @@ def main() -> None:
                     "PYTHONUNBUFFERED": "1",
                 }
             )
-            floor_s, floor_n = run_worker(
+            floor_s, floor_n, floor_rss = run_worker(
                 [sys.executable, __file__, "--floor-worker"], env, free_port(), args.records, root / "floor.log",
                 args.timeout,
             )  # fmt: skip
-            worker_s, counted = run_worker(
+            worker_s, counted, worker_rss = run_worker(
                 [sys.executable, "-m", "core.cli", "worker", "ranking"], env, free_port(), args.records,
                 root / "worker.log", args.timeout,
             )  # fmt: skip
@@ -212,6 +236,13 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, rate, ratio in rows:
         print(f"| {name} | {rate:,.0f} | {ratio:.3f} | {rate / floor:.2f} |")
+    print()
+    print("Resident memory, largest while it ran (the floor is a Faust worker holding nothing):")
+    print()
+    print("| process | peak RSS MB |")
+    print("|---|---:|")
+    for name, rss in (("Faust floor worker", floor_rss), ("ranking worker", worker_rss)):
+        print(f"| {name} | {'n/a' if rss is None else f'{rss:,.0f}'} |")
 
 
 if __name__ == "__main__":
