@@ -171,7 +171,11 @@ v.play().catch(e => {{ document.title = 'PLAYFAIL ' + e; }});
 def test_the_lake_archives_the_prompt_and_its_clip(stack: Stack) -> None:
     """The lake sink `up` runs writes each topic to Parquet under var/lake."""
     auth = stack.user("e2e_lake")
-    pid = stack.http.post("/v1/prompts", json={"text": "a lighthouse at dusk"}, headers=auth).json()["id"]
+    # Seeded: a prompt outside the generator's vocabulary renders abstract shapes, and the
+    # frame filter flags some of those (3 of 40 random seeds of this prompt, "syringe");
+    # this seed's render scores at most 0.22 of a flag threshold.
+    body = {"text": "a lighthouse at dusk", "seed": 63353}
+    pid = stack.http.post("/v1/prompts", json=body, headers=auth).json()["id"]
     prompt = stack.wait_prompt(pid, auth, {"published", "rejected", "failed"})
     assert prompt["status"] == "published"
     lake = Lake(stack.up.cwd / "var" / "lake")
@@ -738,7 +742,10 @@ def test_a_reviewer_removes_a_reported_clip_in_the_console(stack: Stack, tmp_pat
     from selenium.webdriver.support.ui import Select
 
     creator, fan, reviewer = stack.user("e2e_edgy"), stack.user("e2e_reporter"), stack.user("e2e_reviewer")
-    pid = stack.http.post("/v1/prompts", json={"text": "a knight fighting a dragon"}, headers=creator).json()["id"]
+    # Seeded, so the frame filter publishes it (1 of 40 random seeds was flagged; this one
+    # scores at most 0.11 of a flag threshold) and the report is what sends it to review.
+    body = {"text": "a knight fighting a dragon", "seed": 55434}
+    pid = stack.http.post("/v1/prompts", json=body, headers=creator).json()["id"]
     clip_id = stack.wait_prompt(pid, creator, {"published", "rejected", "failed"})["clip_id"]
     assert stack.http.post(f"/v1/clips/{clip_id}/reports", json={"reason": "violence"}, headers=fan).status_code == 201
     subprocess.run(
