@@ -8,6 +8,7 @@ Clip embeddings are the shipped CLIP model's text embeddings of each clip's subj
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -363,3 +364,47 @@ def test_a_new_clip_reaches_the_anonymous_feed(world: World, vectors: dict[str, 
     page = world.feed({}, limit=len(TOPICS) * PER_TOPIC + 1)
     assert page["explain"]["plan"]["from_cache"] is True
     assert fresh in {c["id"] for c in page["data"]}
+
+
+def test_with_a_content_prior_new_clips_start_from_what_clips_like_them_earned(
+    world: World, vectors: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``content_prior`` in the feed weights: a clip nobody has been shown yet scores the
+    engagement its look predicts (a fit over every clip's counts), not zero."""
+    monkeypatch.setattr("ranking.state.PRIOR_REFRESH_S", 0.0)  # refit on every plan
+    service = world.client.app.state.feed  # type: ignore[attr-defined]
+    service.weights = dataclasses.replace(service.weights, content_prior=True, prior_ridge=1.0)
+    cats = {cid for cid, t in world.topic_of.items() if t == "cat"}
+    for i in range(3):  # three fans are shown everything and like every cat
+        fan = signup(world.client, f"fan_{i}")
+        cursor = None
+        for _ in range(10):
+            page = world.feed(fan, **({"cursor": cursor} if cursor else {}))
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        for cid in cats:
+            assert world.client.put(f"/v1/clips/{cid}/like", headers=fan).status_code == 202
+    liked = len(cats) * 3
+    wait_for(lambda: sum(c.total.get("like", 0) for c in service.state.engagement.values()) >= liked or None, 20,
+             "the likes on the replica")  # fmt: skip
+    new = {world.publish("maker_1", t, vectors[t]): t for t in ("cat", "cat", "car", "car")}
+    wait_for(
+        lambda: world.ranking()["clips"] == len(TOPICS) * PER_TOPIC + 4 or None, 10, "the new clips on the replica"
+    )
+    prior = service.state.prior_for(time.time(), service.weights)
+    assert prior is not None and prior.predict(vectors["cat"][None])[0] > prior.predict(vectors["car"][None])[0]
+
+    maya = signup(world.client, "maya")
+    engagement: dict[str, float] = {}
+    cursor = None
+    for _ in range(10):  # her whole session, to find the new clips on its pages
+        page = world.feed(maya, **({"cursor": cursor} if cursor else {}))
+        engagement.update({item["clip_id"]: item["engagement"] for item in page["explain"]["items"]})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    new_cats = [engagement[c] for c, t in new.items() if t == "cat"]
+    new_cars = [engagement[c] for c, t in new.items() if t == "car"]
+    # unshown, so without the prior all four would score 0; with it cats start high
+    assert min(new_cats) > 0 > max(new_cars), (new_cats, new_cars)
