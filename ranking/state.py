@@ -485,9 +485,11 @@ class RankingState:
             cached = self._priors.get(key)
             if cached is not None and 0 <= now - cached[0] < PRIOR_REFRESH_S:
                 return cached[1]
-            shown = [(cid, counts) for cid, counts in self.engagement.items() if cid in self.catalog]
-        # Summed outside the lock (a clip's counts may move meanwhile: a prior can miss an
-        # event or two); the API holds this lock for every request.
+            every = list(self.engagement.items())
+        # Filtered and summed outside the lock (a clip's counts may move meanwhile: a prior
+        # can miss an event or two, or a clip taken down a moment ago); the API holds this
+        # lock for every request.
+        shown = [(cid, counts) for cid, counts in every if cid in self.catalog]
         sums = np.array([reactions_and_shown(counts, reactions) for _, counts in shown], np.float64).reshape(-1, 2)
         vectors = self.catalog.index.vectors([cid for cid, _ in shown]) if shown else None
         prior = None
