@@ -198,7 +198,11 @@ def fit_content_prior(
     r_mean = float(n @ rate) / total
     xc = x - x_mean
     weighted = xc * n[:, None]
-    coef = np.linalg.solve(weighted.T @ xc + ridge * np.eye(x.shape[1]), weighted.T @ (rate - r_mean))
+    gram, target = weighted.T @ xc + max(ridge, 0.0) * np.eye(x.shape[1]), weighted.T @ (rate - r_mean)
+    try:
+        coef = np.linalg.solve(gram, target)
+    except np.linalg.LinAlgError:  # no ridge and fewer distinct clips than dimensions
+        coef = np.linalg.lstsq(gram, target, rcond=None)[0]
     return ContentPrior(
         coef=coef, intercept=float(r_mean - x_mean @ coef), low=float(rate.min()), high=float(rate.max()),
         clips=int(keep.sum()), impressions=int(total),

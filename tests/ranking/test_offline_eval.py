@@ -351,3 +351,12 @@ def test_unseen_clips_that_look_like_liked_ones_rank_first_with_a_content_prior(
     assert state.prior_for(T0 + 86_401 + PRIOR_REFRESH_S, clicks) is not state.prior_for(
         T0 + 86_401 + PRIOR_REFRESH_S, with_prior
     )
+
+
+def test_a_content_prior_without_ridge_on_too_few_clips_still_fits() -> None:
+    vectors = np.zeros((12, DIM))
+    vectors[:6, 0], vectors[6:, 1] = 1.0, 1.0  # two distinct looks: a singular system without ridge
+    hits, shown = np.array([3] * 6 + [0] * 6), np.full(12, 3)
+    prior = fit_content_prior(vectors, hits, shown, ridge=0.0)
+    assert prior is not None
+    assert prior.predict(vectors[:1])[0] == pytest.approx(1.0) and prior.predict(vectors[6:7])[0] == pytest.approx(0.0)
