@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import subprocess
@@ -49,6 +50,7 @@ from bench.lake import bare, produce  # noqa: E402
 from core.broker import EmbeddedBroker, ensure_topics, free_port  # noqa: E402
 from core.db import make_engine, migrate  # noqa: E402
 from core.db.models import Clip, User  # noqa: E402
+from core.stats import rss_mb  # noqa: E402
 from core.topics import INTERACTIONS, decode  # noqa: E402
 
 DIM = 128
@@ -86,17 +88,6 @@ def build_store(db_url: str, clips: int, users: int) -> tuple[list[uuid.UUID], l
             )  # fmt: skip
     engine.dispose()
     return user_ids, clip_ids
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of a process in MB (Linux /proc), None where it cannot be read."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def processed(port: int) -> float:
@@ -153,8 +144,11 @@ def run_worker(
             while time.monotonic() < deadline:
                 done = processed(port)
                 now = time.perf_counter()
-                rss = rss_mb(proc.pid)
-                if rss is not None:
+                try:
+                    rss = rss_mb(proc.pid)
+                except OSError:  # it has just exited: the poll below says so
+                    rss = float("nan")
+                if not math.isnan(rss):  # NaN: unknown
                     peak = rss if peak is None else max(peak, rss)
                 if first is None and done > 0:
                     first = (now, done)
