@@ -154,6 +154,9 @@ def run_worker(
                     first = (now, done)
                 if done >= n:
                     assert first is not None
+                    if now <= first[0]:
+                        raise SystemExit(f"{command} processed all {n} records between two samples: "
+                                         "too few to time, pass more --records")  # fmt: skip
                     return now - first[0], done - first[1], peak
                 if proc.poll() is not None:
                     raise SystemExit(f"{command} exited; see {log}")
