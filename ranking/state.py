@@ -259,6 +259,7 @@ class RankingState:
         self.repeats = 0
         #: (reactions, ridge) → (fitted at, the prior): refitted every PRIOR_REFRESH_S.
         self._priors: dict[tuple[tuple[tuple[str, float], ...], float], tuple[float, ContentPrior | None]] = {}
+        self._refitting: set[tuple[tuple[tuple[str, float], ...], float]] = set()
 
     # ------------------------------------------------------------------ log
     def seed_tastes(self, entries: Mapping[str, Any]) -> None:
@@ -483,22 +484,27 @@ class RankingState:
         key = (tuple(sorted(reactions.items())), ridge)
         with self._lock:
             cached = self._priors.get(key)
-            if cached is not None and 0 <= now - cached[0] < PRIOR_REFRESH_S:
-                return cached[1]
+            if cached is not None and (0 <= now - cached[0] < PRIOR_REFRESH_S or key in self._refitting):
+                return cached[1]  # fresh, or another thread is refitting it: the last one will do
+            self._refitting.add(key)
             every = list(self.engagement.items())
         # Filtered and summed outside the lock (a clip's counts may move meanwhile: a prior
         # can miss an event or two, or a clip taken down a moment ago); the API holds this
         # lock for every request.
-        shown = [(cid, counts) for cid, counts in every if cid in self.catalog]
-        sums = np.array([reactions_and_shown(counts, reactions) for _, counts in shown], np.float64).reshape(-1, 2)
-        vectors = self.catalog.index.vectors([cid for cid, _ in shown]) if shown else None
         prior = None
-        if vectors is not None and len(sums):
-            prior = fit_content_prior(vectors, sums[:, 0], sums[:, 1], ridge)
-        with self._lock:
-            if len(self._priors) >= 16:  # weights are few; a long evaluation grid must not grow this
-                self._priors.clear()
-            self._priors[key] = (now, prior)
+        try:
+            shown = [(cid, counts) for cid, counts in every if cid in self.catalog]
+            if shown:
+                sums = np.array([reactions_and_shown(counts, reactions) for _, counts in shown], np.float64)
+                vectors = self.catalog.index.vectors([cid for cid, _ in shown])
+                prior = fit_content_prior(vectors, sums[:, 0], sums[:, 1], ridge)
+            with self._lock:
+                if len(self._priors) >= 16:  # weights are few; a long evaluation grid must not grow this
+                    self._priors.clear()
+                self._priors[key] = (now, prior)
+        finally:
+            with self._lock:
+                self._refitting.discard(key)
         return prior
 
     def forget_activity(self) -> None:
