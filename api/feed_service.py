@@ -326,6 +326,7 @@ class FeedService:
             plan = self._make_plan(session, inputs, now)
         elif self._missing_news(plan, inputs):
             self.plans.want([inputs.plan_user])
+        prior = self.state.prior_for(now, self.weights)  # before the lock (a refit takes a while); None when off
         with self.state.lock:
             us = self.state.user(inputs.uid)
             viewer = self._viewer(inputs, None)
@@ -351,7 +352,7 @@ class FeedService:
                     self.state.catalog, dataclasses.replace(viewer, seen=frozenset(), steering=steering),
                     self.state.engagement,
                     self.state.trending(now), now, limit - len(page), self.weights,
-                    served.plus(c.clip.clip_id for c in page), self.state.prior_for(now, self.weights),
+                    served.plus(c.clip.clip_id for c in page), prior,
                 )  # fmt: skip
                 for c in again.page:
                     c.sources.add("seen_before")
