@@ -124,6 +124,20 @@ class FeedWeights:
         strange = set(data.get("reactions", {})) - set(KINDS)
         if strange:
             raise ValueError(f"{path}: reactions of unknown kinds {sorted(strange)}")
+        # The content prior's settings divide and regularise: a zero weight would divide
+        # by zero for every clip nobody has been shown, so they are checked here, once.
+        if not isinstance(data.get("content_prior", False), bool):
+            raise ValueError(f"{path}: content_prior must be true or false, not {data['content_prior']!r}")
+        for name, lowest, strict in (("prior_weight", 0.0, True), ("prior_ridge", 0.0, False)):
+            value = data.get(name, 1.0)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value < lowest
+                or (strict and value == lowest)
+            ):
+                bound = "above" if strict else "at least"
+                raise ValueError(f"{path}: {name} must be a number {bound} {lowest:g}, not {value!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from core.records import (
 from ranking.catalog import Catalog, ClipInfo
 from ranking.engagement import ClipCounts, smoothed_rate
 from ranking.feed import (
+    DEFAULT_WEIGHTS_FILE,
     Candidate,
     FeedWeights,
     Steering,
@@ -337,3 +340,24 @@ def test_a_page_impression_does_what_an_impression_of_each_of_its_clips_does() -
     assert paged.users[str(viewers[2])].version == 0, "a replayed page moves no version"
     assert {c: n.total for c, n in paged.engagement.items()} == {c: n.total for c, n in one_by_one.engagement.items()}
     assert paged._active == one_by_one._active
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"prior_weight": 0}, "prior_weight must be a number above 0"),
+        ({"prior_weight": -5}, "prior_weight must be a number above 0"),
+        ({"prior_ridge": -1}, "prior_ridge must be a number at least 0"),
+        ({"prior_ridge": "lots"}, "prior_ridge must be a number"),
+        ({"content_prior": "yes"}, "content_prior must be true or false"),
+    ],
+)
+def test_feed_weights_refuse_content_prior_settings_that_would_break_scoring(
+    tmp_path: Path, setting: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps({**json.loads(DEFAULT_WEIGHTS_FILE.read_text()), **setting}))
+    with pytest.raises(ValueError, match=message):
+        FeedWeights.load(path)
+    path.write_text(json.dumps({"content_prior": True, "prior_weight": 10, "prior_ridge": 0}))
+    assert FeedWeights.load(path).prior_weight == 10
